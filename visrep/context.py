@@ -1,0 +1,73 @@
+"""What a running job can reach: data root, cache, seed, progress bars and phase timers."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .cache import Cache
+
+
+def default_data_root() -> Path:
+    """``$VISREP_DATA`` or ``~/.cache/visrep`` (the revisitop/cnnimageretrieval style root)."""
+    env = os.environ.get("VISREP_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "visrep"
+
+
+def shared_data_dir() -> Path | None:
+    """The workplace's real-data folder ``../shared/data`` (or ``$VISREP_SHARED_DATA``), if present."""
+    env = os.environ.get("VISREP_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
+                   Path.cwd() / "shared" / "data"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+class RunContext:
+    """Handed to ``Dataset.load`` and ``Method.run``.
+
+    ``timings`` collects wall seconds per phase (``with ctx.phase("offline"): ...``);
+    ``progress(iterable, desc)`` wraps long loops in a tqdm bar unless quiet.
+    """
+
+    def __init__(self, data_root: str | Path | None = None, cache: Cache | None = None,
+                 seed: int = 0, quiet: bool = False):
+        self.data_root = Path(data_root) if data_root is not None else default_data_root()
+        self.cache = cache if cache is not None else Cache()
+        self.seed = seed
+        self.quiet = quiet
+        self.timings: dict[str, float] = {}
+        self.manifest = ""
+
+    @contextmanager
+    def phase(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def progress(self, iterable, desc: str = "", total: int | None = None, unit: str = "it"):
+        if self.quiet:
+            return iterable
+        from tqdm.auto import tqdm
+        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr)
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        return np.random.default_rng(self.seed + offset)
+
+    def seed_everything(self) -> None:
+        random.seed(self.seed)
+        np.random.seed(self.seed % (2**32))
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.manual_seed(self.seed)

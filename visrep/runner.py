@@ -1,0 +1,170 @@
+"""Run jobs: dataset -> method -> protocol -> result record, locally or on a Dask cluster.
+
+``run_job`` is the single code path both executors call, so a record is the same whichever
+executor produced it (up to timings and host provenance). Jobs whose record already exists
+are skipped unless ``force`` (resume after a crash or Ctrl-C).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import Cache
+from .context import RunContext
+from .errors import UserError
+from .provenance import provenance
+from .registry import datasets, methods, protocols
+from .results import SCHEMA_VERSION, default_results_dir, read_record, record_path, write_record
+from .spec import Job
+
+
+@dataclass
+class RunSettings:
+    """How to run (not what): where results and cache live, whether to re-run, verbosity."""
+
+    results_dir: str = field(default_factory=lambda: str(default_results_dir()))
+    cache_dir: str | None = None
+    use_cache: bool = True
+    force: bool = False
+    quiet: bool = False
+
+
+def _check_metrics(metrics: dict, job: Job) -> dict:
+    clean = {}
+    for k, v in metrics.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise RuntimeError(f"protocol '{job.protocol}' returned non-finite metric {k}={v}")
+        clean[k] = v
+    return clean
+
+
+def execute(job: Job, settings: RunSettings) -> dict:
+    """Run one job now and return its record (without writing it)."""
+    ctx = RunContext(data_root=job.data_root, quiet=settings.quiet, seed=job.seed,
+                     cache=Cache(settings.cache_dir, enabled=settings.use_cache))
+    ctx.seed_everything()
+    dataset = datasets.create(job.dataset, **job.dataset_params)
+    method = methods.create(job.method, **job.params)
+    protocol = protocols.create(job.protocol, **job.protocol_params)
+    t0 = time.perf_counter()
+    with ctx.phase("load"):
+        data = dataset.load(ctx)
+    with ctx.phase("method"):
+        outputs = method.run(data, ctx)
+    with ctx.phase("evaluate"):
+        metrics = _check_metrics(protocol.evaluate(outputs, data), job)
+    ctx.timings["total"] = time.perf_counter() - t0
+    timings = {**ctx.timings, **{k: float(v) for k, v in (outputs.get("timings") or {}).items()}}
+    return {
+        "schema": SCHEMA_VERSION,
+        "job": job.job_id,
+        "method": job.method,
+        "dataset": job.dataset,
+        "protocol": job.protocol,
+        "params": job.params,
+        "dataset_params": job.dataset_params,
+        "protocol_params": job.protocol_params,
+        "seed": job.seed,
+        "metrics": metrics,
+        "summary": protocol.format(metrics, data),
+        "timings": {k: round(v, 6) for k, v in timings.items()},
+        "manifest": getattr(data, "manifest", "") or ctx.manifest,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(),
+    }
+
+
+def run_job(job: Job | dict, settings: RunSettings | dict) -> dict:
+    """Run `job` unless its record exists; write the record atomically; return it.
+
+    The returned dict has the record plus ``"_path"`` and ``"_skipped"`` (not stored).
+    """
+    job = job if isinstance(job, Job) else Job(**job)
+    settings = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
+    path = record_path(settings.results_dir, job.dataset, job.method, job.job_id)
+    if path.exists() and not settings.force:
+        return {**read_record(path), "_path": str(path), "_skipped": True}
+    record = execute(job, settings)
+    write_record(path, record)
+    return {**record, "_path": str(path), "_skipped": False}
+
+
+class LocalExecutor:
+    """Runs jobs one after another in this process, with a progress bar over jobs."""
+
+    name = "local"
+
+    def map(self, jobs: list[Job], settings: RunSettings, on_result=None) -> list[dict]:
+        out = []
+        bar = None
+        if not settings.quiet and len(jobs) > 1:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(jobs), desc="jobs", unit="job")
+        try:
+            for job in jobs:
+                rec = run_job(job, settings)
+                out.append(rec)
+                if on_result:
+                    on_result(rec)
+                if bar:
+                    bar.update()
+        finally:
+            if bar:
+                bar.close()
+        return out
+
+
+class DaskExecutor:
+    """Runs jobs on a Dask distributed cluster: ``scheduler`` address, or a LocalCluster it starts.
+
+    Each job runs ``run_job`` on a worker, which writes its own record (the results directory
+    must be visible to workers: a shared filesystem, or a local cluster).
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+
+    def map(self, jobs: list[Job], settings: RunSettings, on_result=None) -> list[dict]:
+        try:
+            from dask.distributed import Client, LocalCluster, as_completed
+        except ImportError:
+            raise UserError("the dask executor needs dask distributed: pip install 'visrep[dist]'") from None
+        cluster = None
+        if self.scheduler:
+            client = Client(self.scheduler)
+        else:
+            cluster = LocalCluster(n_workers=self.n_workers or 2, threads_per_worker=self.threads_per_worker,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        settings_d = settings.__dict__.copy()
+        settings_d["results_dir"] = str(Path(settings.results_dir).resolve())
+        if settings_d["cache_dir"]:
+            settings_d["cache_dir"] = str(Path(settings_d["cache_dir"]).resolve())
+        try:
+            futures = [client.submit(run_job, job.to_dict(), settings_d, key=f"visrep-{job.job_id}", pure=False)
+                       for job in jobs]
+            index = {f.key: i for i, f in enumerate(futures)}
+            out: list[dict | None] = [None] * len(jobs)
+            iterator = as_completed(futures)
+            if not settings.quiet and len(jobs) > 1:
+                from tqdm.auto import tqdm
+                iterator = tqdm(iterator, total=len(jobs), desc="jobs (dask)", unit="job")
+            for fut in iterator:
+                rec = fut.result()
+                out[index[fut.key]] = rec
+                if on_result:
+                    on_result(rec)
+            return out
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
