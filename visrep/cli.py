@@ -100,7 +100,10 @@ def _cmd_run(args) -> int:
     if args.spec and args.method:
         raise UserError("give either a spec file or --method/--dataset, not both")
     if args.spec:
-        jobs = jobs_from_spec(args.spec, data_root=args.data_root)
+        skipped: list[str] = []
+        jobs = jobs_from_spec(args.spec, data_root=args.data_root, skipped=skipped)
+        for reason in skipped:
+            print(f"skipped: {reason}", file=sys.stderr)
         if args.set:
             raise UserError("--set applies to --method runs; put parameters of a spec in the spec file")
     else:
@@ -123,7 +126,8 @@ def _cmd_run(args) -> int:
     def show(rec):
         if not args.json and not args.quiet:
             tag = " (exists; --force re-runs)" if rec["_skipped"] else ""
-            print(f"{rec['summary']}   [{rec['method']} {_short_params(rec['params'])}]{tag}", flush=True)
+            from tqdm.auto import tqdm
+            tqdm.write(f"{rec['summary']}   [{rec['method']} {_short_params(rec['params'])}]{tag}")
 
     t0 = time.perf_counter()
     records = executor.map(jobs, settings, on_result=show)
@@ -134,6 +138,12 @@ def _cmd_run(args) -> int:
         print(f"{len(records)} job(s), {done} run, {len(records) - done} already done, "
               f"{time.perf_counter() - t0:.1f} s; records in {settings.results_dir}", file=sys.stderr)
     return 0
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.0f}" if v.is_integer() and abs(v) >= 1 else f"{v:.4f}"
+    return str(v)
 
 
 def _short_params(params: dict) -> str:
@@ -161,13 +171,15 @@ def _cmd_show(args) -> int:
     param_cols = [c for c in df.columns if c.startswith("params.") and df[c].nunique(dropna=True) > 1]
     cols = ["dataset", "protocol", "method", *param_cols, *metric_cols]
     if "timings.method" in df.columns:
-        cols.append("timings.method")
-    table = df[cols].sort_values(["dataset", "protocol", "method"]).rename(columns=lambda c: c.split(".", 1)[-1])
+        df["seconds"] = df["timings.method"]
+        cols.append("seconds")
+    table = df[cols].sort_values(["dataset", "protocol", "method", *param_cols])
+    table = table.rename(columns=lambda c: c.split(".", 1)[-1]).astype(object).where(table.notna(), "")
     if args.json:
         print(table.to_json(orient="records", indent=1))
     else:
         with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50):
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            print(table.to_string(index=False, formatters={c: _fmt for c in table.columns}))
     return 0
 
 

@@ -15,6 +15,8 @@ A spec file (TOML or YAML) holds one experiment at top level or a list under
 Keys under ``params`` go to whichever plugin declares them (method first, then dataset,
 then protocol); ``dataset_params`` / ``protocol_params`` address one plugin explicitly.
 ``protocol`` defaults to the dataset's standard protocol. ``data_root`` is optional.
+Strings may contain ``${shared}``, the workplace's real-data folder (``../shared/data``);
+an experiment with ``optional = true`` is skipped (with a message) when its data is absent.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .cache import hash_key
-from .errors import UserError, did_you_mean
+from .errors import MissingDataError, UserError, did_you_mean
 from .registry import datasets, methods, protocols
 
 _EXPERIMENT_KEYS = {"method", "dataset", "protocol", "params", "dataset_params", "protocol_params",
-                    "seed", "data_root", "name"}
+                    "seed", "data_root", "name", "optional"}
+SHARED = "${shared}"
 
 
 @dataclass
@@ -80,8 +83,23 @@ def _grid(params: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
+def _substitute_shared(value, where: str):
+    if isinstance(value, dict):
+        return {k: _substitute_shared(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_shared(v, where) for v in value]
+    if isinstance(value, str) and SHARED in value:
+        from .context import shared_data_dir
+        shared = shared_data_dir()
+        if shared is None:
+            raise MissingDataError(f"{where}: needs the shared real-data folder (../shared/data or $VISREP_SHARED_DATA)")
+        return value.replace(SHARED, str(shared))
+    return value
+
+
 def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spec") -> list[Job]:
     """Turn one experiment dict into validated jobs (raises UserError on any bad name or value)."""
+    exp = _substitute_shared(exp, where)
     unknown = set(exp) - _EXPERIMENT_KEYS
     if unknown:
         k = sorted(unknown)[0]
@@ -158,8 +176,16 @@ def load_spec_file(path: str | Path) -> list[dict]:
     return [doc]
 
 
-def jobs_from_spec(path: str | Path, data_root: str | None = None) -> list[Job]:
+def jobs_from_spec(path: str | Path, data_root: str | None = None, skipped: list | None = None) -> list[Job]:
+    """All jobs of a spec file; optional experiments whose data is missing go to `skipped`."""
     jobs = []
     for i, exp in enumerate(load_spec_file(path)):
-        jobs += expand_experiment(exp, data_root, where=f"{path} experiment {i + 1}")
+        where = f"{path} experiment {i + 1} ({exp.get('method')} on {exp.get('dataset')})"
+        try:
+            jobs += expand_experiment(exp, data_root, where=where)
+        except MissingDataError as e:
+            if not exp.get("optional"):
+                raise
+            if skipped is not None:
+                skipped.append(str(e))
     return jobs
