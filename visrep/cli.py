@@ -174,7 +174,8 @@ def _cmd_show(args) -> int:
         df["seconds"] = df["timings.method"]
         cols.append("seconds")
     table = df[cols].sort_values(["dataset", "protocol", "method", *param_cols])
-    table = table.rename(columns=lambda c: c.split(".", 1)[-1]).astype(object).where(table.notna(), "")
+    table = table.rename(columns=lambda c: c.split(".", 1)[-1]).astype(object)
+    table = table.where(table.notna(), "")
     if args.json:
         print(table.to_json(orient="records", indent=1))
     else:

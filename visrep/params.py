@@ -51,6 +51,7 @@ class Param:
                 return None
             raise UserError(f"{where} must be a {self.describe_range()}, got None")
         t = self.type
+        original = value
         try:
             if t is bool:
                 if isinstance(value, str):
@@ -83,7 +84,7 @@ class Param:
             elif t is str:
                 value = str(value)
         except (TypeError, ValueError):
-            raise UserError(f"{where} must be a {self.describe_range()}, got {value!r}") from None
+            raise UserError(f"{where} must be a {self.describe_range()}, got {original!r}") from None
         if self.choices is not None and value not in self.choices:
             raise UserError(f"{where} must be {self.describe_range()}, got {value!r}"
                             + did_you_mean(value, self.choices))
@@ -91,7 +92,7 @@ class Param:
             bad = ((self.low is not None and (value < self.low or (self.open_low and value == self.low)))
                    or (self.high is not None and (value > self.high or (self.open_high and value == self.high))))
             if bad:
-                raise UserError(f"{where} must be a {self.describe_range()}, got {value!r}")
+                raise UserError(f"{where} must be a {self.describe_range()}, got {original!r}")
         return value
 
 
