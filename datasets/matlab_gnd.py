@@ -77,3 +77,36 @@ def read_matlab_gnd(path: str | Path) -> dict:
     if qidx.size and (qidx.min() < 0 or qidx.max() >= n):
         raise UserError(f"{path}: query_list index out of range 1..{n}")
     return {"imlist": imlist, "qimlist": qimlist, "qnames": qnames, "qidx": qidx, "gnd": gnd}
+
+
+def read_instre_gnd(path: str | Path) -> dict:
+    """Read ``gnd_instre.mat`` (Iscen et al. split) -> dict(imlist, qimlist, gnd), 0-based.
+
+    Layout: ``imlist`` (1, 27293) and ``qimlist`` (1, 1250) cells of relative image paths
+    (``INSTRE-S1/01a_canada_book/001.jpg``; queries are not in the database), ``gnd`` (1, 1250)
+    struct with ``ok`` (1-based database indices) and ``bbx`` (x1, y1, x2, y2) query box.
+    """
+    path = Path(path)
+    m = load_mat(path)
+    for key in ("imlist", "qimlist", "gnd"):
+        if key not in m:
+            raise UserError(f"{path}: missing field '{key}' (expected imlist, qimlist, gnd)")
+    imlist = [_cell_str(x) for x in m["imlist"].ravel()]
+    qimlist = [_cell_str(x) for x in m["qimlist"].ravel()]
+    gstruct = m["gnd"].ravel()
+    if len(gstruct) != len(qimlist):
+        raise UserError(f"{path}: {len(gstruct)} gnd entries for {len(qimlist)} queries")
+    fields = gstruct.dtype.names or ()
+    if "ok" not in fields:
+        raise UserError(f"{path}: gnd entries lack the 'ok' field (fields: {', '.join(fields)})")
+    n = len(imlist)
+    gnd = []
+    for j, g in enumerate(gstruct):
+        idx = np.asarray(g["ok"], dtype=np.int64).ravel() - 1
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise UserError(f"{path}: query {j} 'ok' index out of range 1..{n}")
+        entry = {"ok": idx, "junk": np.zeros(0, np.int64)}
+        if "bbx" in fields and np.asarray(g["bbx"]).size == 4:
+            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
+        gnd.append(entry)
+    return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}

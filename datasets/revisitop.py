@@ -1,0 +1,190 @@
+"""Revisited Oxford / Paris (ROxford5k, RParis6k) from the revisitop pickles, optionally + R1M.
+
+Radenović, Iscen, Tolias, Avrithis & Chum, Revisiting Oxford and Paris, CVPR 2018. Layout
+under the data root (that of revisitop's ``data/datasets`` and cnnimageretrieval-pytorch's
+``data/test``)::
+
+    <root>/roxford5k/gnd_roxford5k.pkl     <root>/roxford5k/jpg/<name>.jpg   (images, optional)
+    <root>/rparis6k/gnd_rparis6k.pkl       <root>/rparis6k/jpg/<name>.jpg
+
+The pickle is a dict: ``imlist`` (4993 / 6322 database image names), ``qimlist`` (70 query
+names, not in the database), ``gnd`` list of 70 dicts with 0-based ``easy``, ``hard``,
+``junk`` index lists and ``bbx`` (x1, y1, x2, y2) query box. Queries are cropped by ``bbx``
+(the revisitop protocol) unless ``query_crop=false``.
+
+Without images, ``features`` names an (n_db, d) database descriptor file and
+``query_features`` an (n_q, d) file of the (cropped) queries -- both required, since revisitop
+queries are not database images. ``distractors`` names an (n_distractors, d) file of R1M
+descriptors appended to the database (``+R1M`` in the papers); ground-truth indices are
+unchanged because distractors come last.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from visrep.api import DataFile, Dataset
+from visrep.data import RetrievalData
+from visrep.errors import MissingDataError, UserError
+from visrep.manifest import manifest_hash
+from visrep.params import Param
+from visrep.registry import register
+
+from .descriptor_files import read_descriptors
+from .image_files import crop_box, read_rgb
+
+REVISITOP_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets"
+
+
+def read_revisitop_pickle(path: str | Path) -> dict:
+    """Read ``gnd_<dataset>.pkl`` -> dict(imlist, qimlist, gnd) with int64 index arrays.
+
+    Raises UserError naming the file for: a missing, truncated or non-pickle file, missing
+    keys, a gnd list whose length differs from qimlist, a query without easy/hard/junk, or an
+    index outside [0, len(imlist)).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"ground-truth file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
+        raise UserError(f"{path}: not a readable revisitop pickle, truncated or damaged "
+                        f"({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: expected a dict with imlist, qimlist, gnd; got {type(d).__name__}")
+    for key in ("imlist", "qimlist", "gnd"):
+        if key not in d:
+            raise UserError(f"{path}: missing key '{key}' (keys: {', '.join(sorted(map(str, d)))}); "
+                            f"expected imlist, qimlist, gnd")
+    imlist = [str(x) for x in d["imlist"]]
+    qimlist = [str(x) for x in d["qimlist"]]
+    if len(d["gnd"]) != len(qimlist):
+        raise UserError(f"{path}: {len(d['gnd'])} gnd entries for {len(qimlist)} queries")
+    n = len(imlist)
+    gnd = []
+    for j, g in enumerate(d["gnd"]):
+        if not isinstance(g, dict):
+            raise UserError(f"{path}: gnd[{j}] is a {type(g).__name__}, expected a dict")
+        entry = {}
+        for key in ("easy", "hard", "junk"):
+            if key not in g:
+                raise UserError(f"{path}: gnd[{j}] has no '{key}' list (keys: {', '.join(sorted(map(str, g)))})")
+            idx = np.asarray(g[key], dtype=np.int64).ravel()
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise UserError(f"{path}: gnd[{j}]['{key}'] index out of range [0, {n})")
+            entry[key] = idx
+        if "bbx" in g and g["bbx"] is not None and np.asarray(g["bbx"]).size == 4:
+            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
+        gnd.append(entry)
+    return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
+
+
+def _features(path: str, n: int, what: str, name: str, d: int | None = None) -> np.ndarray:
+    x = read_descriptors(path)
+    if x.dtype.kind not in "fiu":
+        raise UserError(f"{path}: descriptors must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if n >= 0 and x.shape[0] != n:
+        raise UserError(f"{path}: {x.shape[0]} descriptors but {name} has {n} {what}")
+    if d is not None and x.shape[1] != d:
+        raise UserError(f"{path}: dimension {x.shape[1]} differs from the database descriptors' {d}")
+    return x
+
+
+class RevisitopDataset(Dataset):
+    """ROxford5k / RParis6k: revisitop pickle ground truth, images or descriptor files."""
+
+    task = "retrieval"
+    default_protocol = "revisitop"
+    folder: str = ""
+    params = (
+        Param("features", str, None, "database descriptor file (n_db, d): .fvecs/.npy/...; None = use images"),
+        Param("query_features", str, None, "query descriptor file (n_q, d) of the cropped queries "
+              "(required with `features`)"),
+        Param("distractors", str, None, "R1M: descriptor file (n, d) appended to the database"),
+        Param("query_crop", bool, True, "crop query images by their bbx (the revisitop protocol)"),
+    )
+
+    @property
+    def gnd_file(self) -> str:
+        return f"gnd_{self.folder}.pkl"
+
+    def load_ground_truth(self, ctx) -> RetrievalData:
+        """Names and ground truth only (no images, no descriptors): enough to score a ranking."""
+        gpath = Path(ctx.data_root) / self.folder / self.gnd_file
+        if not gpath.exists():
+            raise MissingDataError(f"{self.name}: ground truth {gpath} not found; set --data-root/$VISREP_DATA "
+                                   f"to the folder holding {self.folder}/ (or run `visrep data fetch {self.name}`)")
+        g = read_revisitop_pickle(gpath)
+        data = RetrievalData(name=self.name, db_names=list(g["imlist"]), query_names=g["qimlist"], gnd=g["gnd"])
+        data.extra["gnd_path"] = str(gpath)
+        data.manifest = manifest_hash({"gnd": gpath})
+        return data
+
+    def load(self, ctx) -> RetrievalData:
+        root = Path(ctx.data_root)
+        data = self.load_ground_truth(ctx)
+        g = {"imlist": list(data.db_names), "qimlist": data.query_names, "gnd": data.gnd}
+        files = {"gnd": Path(data.extra["gnd_path"])}
+        cfg = self.cfg
+        if cfg["features"]:
+            if not cfg["query_features"]:
+                raise UserError(f"{self.name}: `features` needs `query_features` too (revisitop queries are "
+                                f"not database images)")
+            db = _features(cfg["features"], len(g["imlist"]), "database images", self.name)
+            q = _features(cfg["query_features"], len(g["qimlist"]), "queries", self.name, d=db.shape[1])
+            files.update(features=cfg["features"], query_features=cfg["query_features"])
+            data.db_features, data.query_features = db, q
+        elif cfg["query_features"]:
+            raise UserError(f"{self.name}: `query_features` given without `features` (database descriptors)")
+        else:
+            jpg = root / self.folder / "jpg"
+            if not jpg.is_dir():
+                raise MissingDataError(f"{self.name}: no images at {jpg} and no `features` file given; "
+                                       f"pass --set features=FILE --set query_features=FILE")
+            imlist, qim, gnd, crop = g["imlist"], g["qimlist"], g["gnd"], cfg["query_crop"]
+            data.db_image = lambda i: read_rgb(jpg / f"{imlist[i]}.jpg")
+
+            def query_image(j):
+                img = read_rgb(jpg / f"{qim[j]}.jpg")
+                return crop_box(img, gnd[j]["bbx"]) if crop and "bbx" in gnd[j] else img
+            data.query_image = query_image
+        if cfg["distractors"]:
+            if data.db_features is None:
+                raise UserError(f"{self.name}: `distractors` are descriptors; give `features` and "
+                                f"`query_features` as well")
+            x = _features(cfg["distractors"], -1, "distractors", self.name, d=data.db_features.shape[1])
+            data.db_features = np.concatenate([data.db_features, x])
+            data.db_names += [f"distractor_{i:07d}" for i in range(len(x))]
+            data.name = f"{self.name}+r1m"
+            data.extra["n_distractors"] = len(x)
+            files["distractors"] = cfg["distractors"]
+        data.extra["images_dir"] = str(root / self.folder / "jpg")
+        data.manifest = manifest_hash(files, {"query_crop": cfg["query_crop"]})
+        return data
+
+
+@register
+class ROxford5k(RevisitopDataset):
+    name = "roxford5k"
+    summary = "Revisited Oxford: 4993 images, 70 queries, Easy/Medium/Hard (revisitop pickle)"
+    cite = "Radenović, Iscen, Tolias, Avrithis & Chum, Revisiting Oxford and Paris, CVPR 2018"
+    folder = "roxford5k"
+    files = (DataFile("roxford5k/gnd_roxford5k.pkl",
+                      "ba7967754bd2d7d2210a5799f9c45ad5835e269a80ef9d3eba44caa35816c471",
+                      f"{REVISITOP_URL}/roxford5k/gnd_roxford5k.pkl", 149871),)
+
+
+@register
+class RParis6k(RevisitopDataset):
+    name = "rparis6k"
+    summary = "Revisited Paris: 6322 images, 70 queries, Easy/Medium/Hard (revisitop pickle)"
+    cite = "Radenović, Iscen, Tolias, Avrithis & Chum, Revisiting Oxford and Paris, CVPR 2018"
+    folder = "rparis6k"
+    files = (DataFile("rparis6k/gnd_rparis6k.pkl",
+                      "d2e729a5293dda7dda8a15c8383424a42e4964a2c4cfea2f32fa85d11d2df499",
+                      f"{REVISITOP_URL}/rparis6k/gnd_rparis6k.pkl", 276508),)
