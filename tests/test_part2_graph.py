@@ -57,7 +57,8 @@ def test_graph_is_sparse_symmetric_normalized():
     assert sp.issparse(W) and W.nnz <= 300 * 10
     assert abs(W - W.T).max() < 1e-6
     deg = np.asarray(g.A.sum(1)).ravel()
-    d = np.where(deg > 0, deg ** -.5, 0)
+    d = np.zeros_like(deg)
+    d[deg > 0] = deg[deg > 0] ** -.5
     np.testing.assert_allclose(W.toarray(), d[:, None] * g.A.toarray() * d[None], atol=1e-6)
     lam = np.linalg.eigvalsh(W.toarray().astype(np.float64))
     assert lam.max() <= 1 + 1e-5 and lam.min() >= -1 - 1e-5
@@ -65,9 +66,6 @@ def test_graph_is_sparse_symmetric_normalized():
 
 def test_isolated_nodes_keep_their_query_value():
     x = clustered(120, seed=1)
-    far = np.zeros((1, x.shape[1]), np.float32)
-    far[0, 0] = 1.0
-    x = np.vstack([x, -x.mean(0, keepdims=True) / np.linalg.norm(x.mean(0))]).astype(np.float32)
     g = build_graph(x, k=5)
     iso = np.flatnonzero(np.asarray(g.A.sum(1)).ravel() == 0)
     assert g.n_isolated == len(iso)
@@ -86,9 +84,12 @@ def test_isolated_nodes_keep_their_query_value():
     y[iso[0]] = 0.7
     y[(iso[0] + 1) % W.shape[0]] = 1.0
     f = direct_solve(W, y, 0.9)
-    assert f[iso[0], 0] == pytest.approx(0.7)
+    assert f[iso[0], 0] == pytest.approx(0.1 * 0.7)          # f_i = (1 - alpha) y_i
     fc, _, _ = cg(W, y, 0.9, tol=1e-12, maxiter=500)
-    assert fc[iso[0], 0] == pytest.approx(0.7)
+    assert fc[iso[0], 0] == pytest.approx(0.1 * 0.7)
+    lam, U = eigen(W, W.shape[0])
+    assert fsr_rank(U, lam, y, 0.9)[iso[0], 0] == pytest.approx(0.1 * 0.7, abs=1e-6)
+    assert np.all(np.abs(f[:, 0][np.arange(W.shape[0]) != iso[0]]) < np.inf)
 
 
 def test_unnormalized_input_is_normalized_or_rejected():
@@ -220,7 +221,10 @@ def test_query_vector_known_answer():
     # regional: two query regions summed per database vector
     yq = query_vectors(db, np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0]], np.float32), kq=1, gamma=1,
                        query_of=np.array([0, 0]), n_queries=1).toarray()[:, 0]
-    np.testing.assert_allclose(yq, [1.6, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(yq, [1.0, 0, 0, 0], atol=1e-6)   # per-region top-1 lists: db0 (1.0) and db1 (0.8)
+    yq = query_vectors(db, np.array([[.8, .6, 0, 0], [.6, .8, 0, 0]], np.float32), kq=2, gamma=1,
+                       query_of=np.array([0, 0]), n_queries=1).toarray()[:, 0]
+    np.testing.assert_allclose(yq, [1.4, 1.4, 0, 0], atol=1e-6)
 
 
 def test_rank_scores_breaks_ties_by_similarity():
