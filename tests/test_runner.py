@@ -143,3 +143,16 @@ def test_spec_files_toml_and_yaml(tmp_path):
     assert len(jobs_from_spec(tmp_path / "s.toml")) == 3
     jobs = jobs_from_spec(tmp_path / "s.yaml")
     assert len(jobs) == 2 and jobs[0].seed == 3
+
+
+def test_cli_runs_on_an_existing_dask_scheduler(tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    from visrep.cli import main
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        rc = main(["run", "-m", "aqe", "-d", "sample-views", "--set", "n=2,3", "--executor", "dask",
+                   "--scheduler", cluster.scheduler_address, "--results", str(tmp_path / "d"), "--json"])
+    assert rc == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["params"]["n"] for r in records) == [2, 3]
+    assert len(list((tmp_path / "d").rglob("*.json"))) == 2
