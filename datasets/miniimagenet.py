@@ -1,0 +1,95 @@
+"""miniImageNet with the Ravi & Larochelle split (Optimization as a model for few-shot learning,
+ICLR 2017): 64 / 16 / 20 classes (train / val / test), 600 images each. Layout::
+
+    <root>/miniimagenet/train.csv, val.csv, test.csv    "filename,label" (header line), e.g.
+                                                         n0153282900000005.jpg,n01532829
+    <root>/miniimagenet/images/<filename>                (84x84 images, optional)
+
+``csv_dir`` points elsewhere for the CSVs (e.g. ``shared/data/splits/miniimagenet_ravi``).
+Loading gives :class:`EpisodeData`: ``n_episodes`` seeded N-way K-shot episodes drawn from the
+chosen split (default test), see :mod:`visrep.datasets.episodes`.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from visrep.api import DataFile, Dataset
+from visrep.errors import MissingDataError, UserError
+from visrep.manifest import manifest_hash
+from visrep.params import Param
+from visrep.registry import register
+
+from .episodes import sample_episodes
+from .image_files import read_rgb
+from .labelled import LabelledData
+
+_RAVI = "https://raw.githubusercontent.com/twitter-research/meta-learning-lstm/0cffa2481619ce643d0951bd637bf05b23ef827a/data/miniImagenet"
+_SUMS = {"train": ("498519cd8e49ce97ed26a4a3638966698ae41ab35e9c68538319fc9b46ba7d2f", 1228815),
+         "val": ("5658a59921ca027ee76af92949869c5d6f41d77592ff3b18db325a9d10c893b9", 307215),
+         "test": ("2b7cfa78342995761a572a8158e539bc4e0a80f9bbd7d00c1e17a460fbbb93fa", 384015)}
+
+
+def read_split_csv(path: str | Path) -> tuple[list[str], list[str]]:
+    """(file names, wnid labels) of a Ravi split CSV; UserError naming the file and row."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingDataError(f"miniImageNet split file {path} not found")
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
+        raise UserError(f"{path}: expected the header 'filename,label'")
+    files, labels = [], []
+    for i, r in enumerate(rows[1:], 2):
+        if not r:
+            continue
+        if len(r) != 2:
+            raise UserError(f"{path}:{i}: expected 'filename,label', got {','.join(r)!r}")
+        files.append(r[0])
+        labels.append(r[1])
+    return files, labels
+
+
+def read_split(csv_dir: str | Path, split: str, image_dir: str | Path | None = None) -> LabelledData:
+    """One split as LabelledData (labels 0.. in order of first appearance of each wnid)."""
+    path = Path(csv_dir) / f"{split}.csv"
+    files, wnids = read_split_csv(path)
+    names = list(dict.fromkeys(wnids))
+    index = {w: i for i, w in enumerate(names)}
+    image = None
+    if image_dir is not None:
+        image = lambda i: read_rgb(Path(image_dir) / files[i])  # noqa: E731
+    d = LabelledData("miniimagenet", np.array([index[w] for w in wnids]), names, split, paths=files, image=image)
+    d.manifest = manifest_hash({split: path})
+    return d
+
+
+@register
+class MiniImageNet(Dataset):
+    name = "miniimagenet"
+    task = "few-shot"
+    default_protocol = "few-shot"
+    summary = "miniImageNet (Ravi split 64/16/20 classes): seeded N-way K-shot episodes"
+    cite = "Vinyals et al., Matching networks, NeurIPS 2016; Ravi & Larochelle, ICLR 2017 (split)"
+    params = (
+        Param("split", str, "test", "split the episodes come from", choices=("train", "val", "test")),
+        Param("n_way", int, 5, "classes per episode", low=2),
+        Param("k_shot", int, 1, "labelled support images per class", low=1),
+        Param("n_query", int, 15, "query images per class", low=1),
+        Param("n_episodes", int, 600, "episodes", low=1),
+        Param("episode_seed", int, 0, "seed of the episode sampler"),
+        Param("csv_dir", str, None, "folder of train/val/test.csv (default <root>/miniimagenet)"),
+    )
+    files = tuple(DataFile(f"miniimagenet/{s}.csv", sha, f"{_RAVI}/{s}.csv", size) for s, (sha, size) in _SUMS.items())
+
+    def load(self, ctx):
+        base = Path(ctx.data_root) / "miniimagenet"
+        csv_dir = Path(self.cfg["csv_dir"]) if self.cfg["csv_dir"] else base
+        img = base / "images"
+        pool = read_split(csv_dir, self.cfg["split"], img if img.is_dir() else None)
+        c = self.cfg
+        ep = sample_episodes(pool, c["n_way"], c["k_shot"], c["n_query"], c["n_episodes"], c["episode_seed"])
+        ep.manifest = pool.manifest
+        return ep

@@ -1,0 +1,134 @@
+"""MNIST and Fashion-MNIST from their IDX files (gzipped or not).
+
+LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition,
+Proc. IEEE 1998; Xiao, Rasul & Vollgraf, Fashion-MNIST, arXiv:1708.07747, 2017. Layout::
+
+    <root>/mnist/train-images-idx3-ubyte[.gz]   <root>/mnist/train-labels-idx1-ubyte[.gz]
+    <root>/mnist/t10k-images-idx3-ubyte[.gz]    <root>/mnist/t10k-labels-idx1-ubyte[.gz]
+    <root>/fashion-mnist/...                    (same file names)
+
+IDX: big-endian magic ``0x0000 08 ndim`` (08 = unsigned byte), ``ndim`` big-endian int32
+sizes, then the data. Images come back as (n, 28, 28) uint8, labels (n,) int64. The test
+split is required; the training split is attached as ``data.train`` when present.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from visrep.api import DataFile, Dataset
+from visrep.errors import MissingDataError, UserError
+from visrep.manifest import manifest_hash
+from visrep.params import Param
+from visrep.registry import register
+
+from .labelled import LabelledData
+
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally .gz) of unsigned bytes into an ndarray; UserError naming the file."""
+    path = Path(path)
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"IDX file {path} does not exist") from None
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path}: cannot read (truncated or not gzip: {e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise UserError(f"{path}: not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise UserError(f"{path}: IDX data type 0x{raw[2]:02x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise UserError(f"{path}: truncated IDX header")
+    shape = tuple(int(v) for v in np.frombuffer(raw[4:head], dtype=">i4"))
+    size = int(np.prod(shape))
+    if len(raw) - head != size:
+        raise UserError(f"{path}: {len(raw) - head} data bytes, expected {size} for shape {shape} (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape).copy()
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for p in (folder / stem, folder / f"{stem}.gz"):
+        if p.exists():
+            return p
+    return None
+
+
+def read_mnist_split(folder: str | Path, split: str = "test", name: str = "mnist",
+                     class_names=None) -> LabelledData:
+    """Read one split (``train`` or ``test``) of an MNIST-layout folder."""
+    folder = Path(folder)
+    prefix = "t10k" if split == "test" else "train"
+    ip, lp = _find(folder, f"{prefix}-images-idx3-ubyte"), _find(folder, f"{prefix}-labels-idx1-ubyte")
+    if ip is None or lp is None:
+        raise MissingDataError(f"{name}: {prefix}-images-idx3-ubyte[.gz] / {prefix}-labels-idx1-ubyte[.gz] "
+                               f"not found in {folder}")
+    x, y = read_idx(ip), read_idx(lp)
+    if x.ndim != 3 or y.ndim != 1:
+        raise UserError(f"{ip}: expected (n, rows, cols) images and (n,) labels, got {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise UserError(f"{ip}: {len(x)} images but {lp} has {len(y)} labels")
+    names = list(class_names or [str(i) for i in range(10)])
+    d = LabelledData(name, y.astype(np.int64), names, split, x=x)
+    d.manifest = manifest_hash({"images": ip, "labels": lp})
+    return d
+
+
+class _MnistLike(Dataset):
+    task = "classification"
+    default_protocol = "classification"
+    folder = "mnist"
+    class_names: tuple = tuple(str(i) for i in range(10))
+    params = (Param("split", str, "test", "split scored by the protocol", choices=("test", "train")),)
+
+    def load(self, ctx) -> LabelledData:
+        folder = Path(ctx.data_root) / self.folder
+        data = read_mnist_split(folder, self.cfg["split"], self.name, self.class_names)
+        if self.cfg["split"] == "test":
+            try:
+                data.train = read_mnist_split(folder, "train", self.name, self.class_names)
+            except MissingDataError:
+                data.train = None
+        return data
+
+
+def _files(folder, url, sums):
+    return tuple(DataFile(f"{folder}/{stem}.gz", sha, f"{url}/{stem}.gz", size, required=req)
+                 for stem, sha, size, req in sums)
+
+
+@register
+class MNIST(_MnistLike):
+    name = "mnist"
+    summary = "MNIST handwritten digits, 28x28 grey, 10 classes (IDX files)"
+    cite = "LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, 1998"
+    folder = "mnist"
+    files = _files("mnist", MNIST_URL, [
+        ("t10k-images-idx3-ubyte", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877, True),
+        ("t10k-labels-idx1-ubyte", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542, True),
+        ("train-images-idx3-ubyte", None, 9912422, False),
+        ("train-labels-idx1-ubyte", None, 28881, False),
+    ])
+
+
+@register
+class FashionMNIST(_MnistLike):
+    name = "fashion-mnist"
+    summary = "Fashion-MNIST, 28x28 grey clothing images, 10 classes (IDX files)"
+    cite = "Xiao, Rasul & Vollgraf, Fashion-MNIST, arXiv:1708.07747, 2017"
+    folder = "fashion-mnist"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot")
+    files = _files("fashion-mnist", FASHION_URL, [
+        ("t10k-images-idx3-ubyte", None, 4422102, True),
+        ("t10k-labels-idx1-ubyte", None, 5148, True),
+        ("train-images-idx3-ubyte", None, 26421880, False),
+        ("train-labels-idx1-ubyte", None, 29515, False),
+    ])

@@ -1,0 +1,91 @@
+"""Labelled-subset files of semi-supervised papers (mean teacher, Tarvainen & Valpola, NeurIPS
+2017; label propagation, Iscen, Tolias, Avrithis & Chum, CVPR 2019: ``data-local/labels``).
+
+Layout: ``<labels_dir>/<dataset>/<N>_balanced_labels/<SS>.txt`` (dataset ``cifar10``,
+``cifar100``, ``miniimagenet``; ``SS`` = 00, 01, ... one file per random split), one
+``<filename> <class name>`` per line, e.g. ``47689_airplane.png airplane``. The number before
+the first ``_`` of the file name (or after ``image_`` for miniImageNet) is the image's index in
+the training set, in the order of the official training batches.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from visrep.errors import MissingDataError, UserError
+
+_INDEX = re.compile(r"^(?:image_)?(\d+)")
+
+
+def split_file(labels_dir: str | Path, dataset: str, n_labelled: int, split: int) -> Path:
+    """Path of the split file; MissingDataError listing what exists when it is absent."""
+    base = Path(labels_dir) / dataset
+    path = base / f"{n_labelled}_balanced_labels" / f"{split:02d}.txt"
+    if not path.exists():
+        have = sorted(p.name for p in base.glob("*_balanced_labels")) if base.is_dir() else []
+        raise MissingDataError(f"labelled-subset file {path} not found"
+                               + (f"; available: {', '.join(have)}" if have else ""))
+    return path
+
+
+def read_label_file(path: str | Path) -> tuple[list[str], list[str]]:
+    """(file names, class names) of a split file; UserError naming the file and line when malformed."""
+    path = Path(path)
+    names, labels = [], []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read labelled-subset file {path}: {e}") from None
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise UserError(f"{path}:{ln}: expected '<file name> <class name>', got {line!r}")
+        names.append(parts[0])
+        labels.append(parts[1])
+    if not names:
+        raise UserError(f"{path}: no entries")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"{path}: file {dup} is listed more than once")
+    return names, labels
+
+
+def file_indices(names: list[str], path: str | Path = "split file") -> np.ndarray:
+    """Training-set indices parsed from the file names (see the module docstring)."""
+    out = np.empty(len(names), np.int64)
+    for i, n in enumerate(names):
+        m = _INDEX.match(n)
+        if not m:
+            raise UserError(f"{path}: cannot read a training index from file name {n!r}")
+        out[i] = int(m.group(1))
+    return out
+
+
+def labelled_indices(path: str | Path, train) -> np.ndarray:
+    """Indices into `train` (a LabelledData) of the labelled subset, checked against its labels."""
+    names, labels = read_label_file(path)
+    idx = file_indices(names, path)
+    if idx.max() >= len(train):
+        raise UserError(f"{path}: index {idx.max()} beyond the {len(train)} training images")
+    class_of = {c: i for i, c in enumerate(train.class_names)}
+    unknown = sorted(set(labels) - set(class_of))
+    if unknown:
+        raise UserError(f"{path}: unknown class names {unknown[:3]} (classes: {train.class_names[:5]}...)")
+    want = np.array([class_of[c] for c in labels])
+    bad = np.flatnonzero(train.labels[idx] != want)
+    if bad.size:
+        b = int(bad[0])
+        raise UserError(f"{path}: {names[b]} is labelled {labels[b]} but training image {idx[b]} is "
+                        f"{train.class_names[train.labels[idx[b]]]}: the file does not match this training set order")
+    return idx
+
+
+def class_counts(path: str | Path) -> dict[str, int]:
+    """Class name -> number of labelled images in a split file (balanced files have equal counts)."""
+    _, labels = read_label_file(path)
+    u, c = np.unique(labels, return_counts=True)
+    return dict(zip(u.tolist(), c.tolist()))
