@@ -1,0 +1,444 @@
+"""Fill the talk's tables from the result store: one status per cell and per claim.
+
+A cell (row x column of a table) or a claim's run becomes a :class:`visrep.spec.Job` through
+``expand_experiment`` (so parameters are validated and defaults filled exactly as ``visrep run``
+does), then is looked up in the result store: first by its job id (the path ``visrep run``
+writes), then by equal method, dataset, protocol, parameters and seed (file paths compared by
+file name, so a record made with ``../shared/data/...`` matches one made with an absolute path).
+
+Statuses, from best to worst: ``reproduced`` (within tolerance), ``differs``, ``proxy scale``
+(a proxy-scale configuration: shown, not judged against the paper), ``shown`` (a timing:
+hardware-dependent, never judged), ``not run`` (method and data are here: ``visrep report
+--run-missing`` runs it), ``metric missing``, ``config error``, ``run failed``, ``data missing``,
+``method missing``. Nothing here raises on a missing plugin or file: the report shows why.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visrep.errors import MissingDataError, UserError
+
+from .tables import Claim, Column, Row, Run, Table
+
+REPRODUCED, DIFFERS, PROXY, SHOWN = "reproduced", "differs", "proxy scale", "shown"
+NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED = "not run", "metric missing", "config error", "run failed"
+DATA_MISSING, METHOD_MISSING = "data missing", "method missing"
+HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
+#: statuses that mean "a record exists and gave a number"
+HAS_VALUE = (REPRODUCED, DIFFERS, PROXY, SHOWN)
+
+
+@dataclass
+class RunSpec:
+    """What to run for one cell or claim run (placeholders not yet substituted)."""
+
+    method: str
+    dataset: str
+    protocol: str | None = None
+    params: dict = field(default_factory=dict)
+    dataset_params: dict = field(default_factory=dict)
+    protocol_params: dict = field(default_factory=dict)
+    requires: list = field(default_factory=list)
+    seed: int = 0
+    data_root: str | None = None
+    label: str = ""
+
+
+@dataclass
+class Resolved:
+    """Where a RunSpec stands: status, a reason, the job (if valid) and its record (if any)."""
+
+    status: str
+    reason: str = ""
+    job: object = None
+    record: dict | None = None
+    record_path: str | None = None
+
+
+def cell_spec(row: Row, col: Column) -> RunSpec:
+    return RunSpec(method=row.method, dataset=col.dataset, protocol=col.protocol, params=dict(row.params),
+                   dataset_params={**col.dataset_params, **row.dataset_params},
+                   protocol_params={**col.protocol_params, **row.protocol_params},
+                   requires=list(row.requires), seed=row.seed, data_root=row.data_root, label=row.label)
+
+
+def run_spec(run: Run) -> RunSpec:
+    return RunSpec(method=run.method, dataset=run.dataset, protocol=run.protocol, params=dict(run.params),
+                   dataset_params=dict(run.dataset_params), protocol_params=dict(run.protocol_params),
+                   requires=list(run.requires), seed=run.seed, data_root=run.data_root, label=run.label)
+
+
+class _NoShared(Exception):
+    pass
+
+
+def substitute(value, shared: Path | None):
+    """Replace ``{shared}`` in every string of `value` by the real-data folder (raise if absent)."""
+    if isinstance(value, str):
+        if "{shared}" in value:
+            if shared is None:
+                raise _NoShared(value)
+            return value.replace("{shared}", str(shared))
+        return value
+    if isinstance(value, dict):
+        return {k: substitute(v, shared) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, shared) for v in value]
+    return value
+
+
+def metric_value(record: dict, metric: str):
+    """``metrics.map`` / ``timings.query`` / bare ``map`` (= metrics.map) from a record, or None."""
+    group, key = ("metrics", metric)
+    for g in ("metrics", "timings"):
+        if metric.startswith(g + "."):
+            group, key = g, metric[len(g) + 1:]
+    value = (record.get(group) or {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _norm(value):
+    """Parameter value for matching: file paths compare by file name."""
+    if isinstance(value, str) and "/" in value and Path(value).suffix:
+        return Path(value).name
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    return value
+
+
+def _match_key(method, dataset, protocol, params, dparams, pparams, seed) -> str:
+    return json.dumps([method, dataset, protocol, _norm(params), _norm(dparams), _norm(pparams), seed],
+                      sort_keys=True, default=str)
+
+
+class ResultIndex:
+    """Every record under a results directory, indexed by job id and by normalized definition."""
+
+    def __init__(self, results_dir: str | Path):
+        self.root = Path(results_dir)
+        self.records: list[tuple[str, dict]] = []
+        self.by_job: dict[str, tuple[str, dict]] = {}
+        self.by_key: dict[str, tuple[str, dict]] = {}
+        self.errors: list[str] = []
+        if self.root.exists():
+            for path in sorted(self.root.rglob("*.json")):
+                if path.name.startswith(".tmp-"):
+                    continue
+                try:
+                    rec = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError) as e:
+                    self.errors.append(f"{path}: {e}")
+                    continue
+                if not isinstance(rec, dict) or "metrics" not in rec or "method" not in rec:
+                    continue
+                self.add(str(path), rec)
+
+    def add(self, path: str, rec: dict) -> None:
+        self.records.append((path, rec))
+        if rec.get("job"):
+            self.by_job[rec["job"]] = (path, rec)
+        key = _match_key(rec.get("method"), rec.get("dataset"), rec.get("protocol"), rec.get("params") or {},
+                         rec.get("dataset_params") or {}, rec.get("protocol_params") or {}, rec.get("seed", 0))
+        old = self.by_key.get(key)
+        if old is None or str(rec.get("created", "")) >= str(old[1].get("created", "")):
+            self.by_key[key] = (path, rec)
+
+    def find(self, job) -> tuple[str, dict] | None:
+        if job.job_id in self.by_job:
+            return self.by_job[job.job_id]
+        return self.by_key.get(_match_key(job.method, job.dataset, job.protocol, job.params, job.dataset_params,
+                                          job.protocol_params, job.seed))
+
+
+class Resolver:
+    """Turns RunSpecs into statuses against the registries, the data on disk and the result store."""
+
+    def __init__(self, results_dir: str | Path, data_root: str | Path | None = None,
+                 shared: Path | None | str = "auto", check_data: bool = True):
+        from visrep.context import default_data_root, shared_data_dir
+        self.index = ResultIndex(results_dir)
+        self.results_dir = str(results_dir)
+        self.data_root = str(data_root) if data_root else str(default_data_root())
+        self.shared = shared_data_dir() if shared == "auto" else (Path(shared) if shared else None)
+        self.check_data = check_data
+        self._data_cache: dict[str, str | None] = {}
+        self._resolved: dict[str, Resolved] = {}
+
+    # ---------------------------------------------------------------- registry and data
+    @staticmethod
+    def _registered(kind: str, name: str) -> bool:
+        from visrep.registry import REGISTRIES
+        try:
+            return bool(name) and name in REGISTRIES[kind]
+        except Exception:  # a plugin module that fails to import must not take the report down
+            return False
+
+    def _data_problem(self, job) -> str | None:
+        """None when the dataset loads under the job's data root, else why not (cached)."""
+        if not self.check_data:
+            return None
+        key = json.dumps([job.dataset, job.dataset_params, job.data_root], sort_keys=True, default=str)
+        if key not in self._data_cache:
+            self._data_cache[key] = self._load_problem(job)
+        return self._data_cache[key]
+
+    @staticmethod
+    def _load_problem(job) -> str | None:
+        from visrep.context import RunContext
+        from visrep.registry import datasets
+        cls = datasets.get(job.dataset)
+        root = Path(job.data_root) if job.data_root else None
+        missing = [f.path for f in getattr(cls, "files", ()) if f.required and root is not None
+                   and not (root / f.path).exists()]
+        if missing:
+            return f"{job.dataset}: {missing[0]} not found under {root}"
+        for v in job.dataset_params.values():
+            if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
+                return f"{job.dataset}: {v} not found"
+        try:
+            cls(**job.dataset_params).load(RunContext(data_root=root, quiet=True))
+        except MissingDataError as e:
+            return str(e)
+        except UserError as e:
+            return f"{job.dataset}: {e}"
+        return None
+
+    # ---------------------------------------------------------------- resolve
+    def resolve(self, spec: RunSpec) -> Resolved:
+        key = json.dumps(spec.__dict__, sort_keys=True, default=str)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(spec)
+        return self._resolved[key]
+
+    def _resolve(self, spec: RunSpec) -> Resolved:
+        from visrep.spec import expand_experiment
+        if not spec.method:
+            return Resolved(METHOD_MISSING, "cited comparison: no visrep configuration")
+        for name in [spec.method, *spec.requires]:
+            if not self._registered("method", name):
+                return Resolved(METHOD_MISSING, f"method '{name}' is not registered")
+        if not self._registered("dataset", spec.dataset):
+            return Resolved(DATA_MISSING, f"dataset '{spec.dataset}' has no loader")
+        if spec.protocol and not self._registered("protocol", spec.protocol):
+            return Resolved(METHOD_MISSING, f"protocol '{spec.protocol}' is not registered")
+        try:
+            params = substitute(spec.params, self.shared)
+            dparams = substitute(spec.dataset_params, self.shared)
+            pparams = substitute(spec.protocol_params, self.shared)
+            root = substitute(spec.data_root, self.shared) if spec.data_root else self.data_root
+        except _NoShared as e:
+            return Resolved(DATA_MISSING, f"needs the workplace data folder ../shared/data ({e})")
+        exp = {"method": spec.method, "dataset": spec.dataset, "protocol": spec.protocol, "params": params,
+               "dataset_params": dparams, "protocol_params": pparams, "seed": spec.seed}
+        try:
+            jobs = expand_experiment(exp, data_root=root, where=f"{spec.method} on {spec.dataset}")
+        except UserError as e:
+            return Resolved(CONFIG_ERROR, str(e))
+        if len(jobs) != 1:
+            return Resolved(CONFIG_ERROR, f"configuration expands to {len(jobs)} jobs (lists make grids)")
+        job = jobs[0]
+        found = self.index.find(job)
+        if found is not None:
+            return Resolved("record", "", job, found[1], found[0])
+        problem = self._data_problem(job)
+        if problem:
+            return Resolved(DATA_MISSING, problem, job)
+        return Resolved(NOT_RUN, "method and data are here: `visrep report --run-missing` runs it", job)
+
+    def run(self, spec: RunSpec, settings=None) -> Resolved:
+        """Run a spec whose status is 'not run'; record the outcome (never raises for user/data errors)."""
+        from visrep.runner import RunSettings, run_job
+        res = self.resolve(spec)
+        if res.status != NOT_RUN:
+            return res
+        settings = settings or RunSettings(results_dir=self.results_dir, quiet=True)
+        key = json.dumps(spec.__dict__, sort_keys=True, default=str)
+        try:
+            rec = run_job(res.job, settings)
+        except MissingDataError as e:
+            out = Resolved(DATA_MISSING, str(e), res.job)
+        except UserError as e:
+            out = Resolved(CONFIG_ERROR, str(e), res.job)
+        except Exception as e:  # a crashing plugin is reported, not propagated
+            out = Resolved(RUN_FAILED, f"{type(e).__name__}: {e}", res.job)
+        else:
+            path = rec.pop("_path")
+            rec.pop("_skipped", None)
+            self.index.add(path, rec)
+            out = Resolved("record", "", res.job, rec, path)
+        self._resolved[key] = out
+        return out
+
+
+# -------------------------------------------------------------------- cells and claims
+@dataclass
+class CellResult:
+    table: str
+    row: str
+    column: str
+    status: str
+    published: float | None = None
+    ci: float | None = None
+    reproduced: float | None = None
+    delta: float | None = None
+    tolerance: float | None = None
+    reason: str = ""
+    record_path: str | None = None
+    commit: str | None = None
+    dirty: bool | None = None
+    created: str | None = None
+
+
+def provenance_of(record: dict | None) -> tuple:
+    prov = (record or {}).get("provenance") or {}
+    return prov.get("commit"), prov.get("dirty"), (record or {}).get("created")
+
+
+def evaluate_cell(table: Table, row: Row, col: Column, resolver: Resolver, run_missing: bool = False) -> CellResult:
+    spec = cell_spec(row, col)
+    res = resolver.run(spec) if run_missing else resolver.resolve(spec)
+    out = CellResult(table.id, row.id, col.id, res.status, published=row.published.get(col.id),
+                     ci=row.published_ci.get(col.id), tolerance=table.cell_tolerance(col), reason=res.reason)
+    if res.status != "record":
+        return out
+    out.record_path = res.record_path
+    out.commit, out.dirty, out.created = provenance_of(res.record)
+    raw = metric_value(res.record, col.metric)
+    if raw is None:
+        have = ", ".join(sorted((res.record.get("metrics") or {}))) or "none"
+        out.status, out.reason = METRIC_MISSING, f"record has no '{col.metric}' (metrics: {have})"
+        return out
+    out.reproduced = raw * col.scale
+    if out.published is not None:
+        out.delta = out.reproduced - out.published
+    if not col.compare:
+        out.status, out.reason = SHOWN, "hardware-dependent: shown, not judged"
+    elif row.scale == "proxy":
+        out.status, out.reason = PROXY, "proxy-scale configuration: shown, not judged against the paper"
+    elif out.published is None:
+        out.status, out.reason = SHOWN, "no published number"
+    else:
+        tol = out.tolerance or 0.0
+        out.status = REPRODUCED if abs(out.delta) <= tol + 1e-9 else DIFFERS
+        out.reason = f"|delta| {abs(out.delta):.4g} {'<=' if out.status == REPRODUCED else '>'} tolerance {tol:g}"
+    return out
+
+
+@dataclass
+class CheckResult:
+    text: str
+    holds: bool | None
+    a: float | None = None
+    b: float | None = None
+
+
+@dataclass
+class ClaimResult:
+    table: str
+    claim: str
+    status: str
+    reason: str = ""
+    checks: list = field(default_factory=list)
+    runs: dict = field(default_factory=dict)   # run name -> {status, reason, label, record_path, commit, dirty, values}
+
+
+def describe_check(c, a: float | None, b: float | None) -> tuple[str, bool | None]:
+    """Human text of a check with its numbers, and whether it holds (None when numbers are missing)."""
+    fa = "?" if a is None else f"{a:.4g}"
+    fb = "?" if b is None else f"{b:.4g}"
+    m = c.metric
+    if c.relation in ("greater", "less"):
+        op = ">" if c.relation == "greater" else "<"
+        margin = f" {'+' if c.margin >= 0 else '-'} {abs(c.margin):g}" if c.margin else ""
+        text = f"{m}: {c.a} {fa} {op} {c.b} {fb}{margin}"
+        ok = None if a is None or b is None else (a > b + c.margin if c.relation == "greater" else a < b - c.margin)
+    elif c.relation == "within":
+        text = f"{m}: |{c.a} {fa} - {c.b} {fb}| <= {c.tol:g}"
+        ok = None if a is None or b is None else abs(a - b) <= c.tol + 1e-12
+    elif c.relation == "ratio_at_least":
+        ratio = "?" if a is None or b is None or b == 0 else f"{a / b:.3g}"
+        text = f"{m}: {c.a} {fa} / {c.b} {fb} = {ratio} >= {c.value:g}"
+        ok = None if a is None or b is None or b <= 0 else a / b >= c.value
+    elif c.relation == "close":
+        text = f"{m}: |{c.a} {fa} - {c.value:g}| <= {c.tol:g}"
+        ok = None if a is None else abs(a - c.value) <= c.tol + 1e-12
+    elif c.relation == "at_least":
+        text = f"{m}: {c.a} {fa} >= {c.value:g}"
+        ok = None if a is None else a >= c.value
+    else:  # at_most
+        text = f"{m}: {c.a} {fa} <= {c.value:g}"
+        ok = None if a is None else a <= c.value
+    return text, ok
+
+
+_WORST = [METHOD_MISSING, DATA_MISSING, RUN_FAILED, CONFIG_ERROR, METRIC_MISSING, NOT_RUN]
+
+
+def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: bool = False) -> ClaimResult:
+    out = ClaimResult(table.id, claim.id, NOT_RUN)
+    for name in claim.runs:
+        run = table.runs[name]
+        spec = run_spec(run)
+        res = resolver.run(spec) if run_missing else resolver.resolve(spec)
+        commit, dirty, created = provenance_of(res.record)
+        out.runs[name] = {"status": res.status, "reason": res.reason, "label": run.label or name,
+                          "method": run.method, "dataset": run.dataset, "record_path": res.record_path,
+                          "commit": commit, "dirty": dirty, "created": created, "record": res.record}
+    blocking = [(n, r) for n, r in out.runs.items() if r["status"] != "record"]
+    if blocking:
+        rank = {s: i for i, s in enumerate(_WORST)}
+        name, worst = min(blocking, key=lambda nr: rank.get(nr[1]["status"], len(_WORST)))
+        out.status, out.reason = worst["status"], f"{name}: {worst['reason']}"
+    for c in claim.checks:
+        a = metric_value(out.runs[c.a]["record"], c.metric) if out.runs[c.a]["record"] else None
+        b = metric_value(out.runs[c.b]["record"], c.metric) if c.b and out.runs[c.b]["record"] else None
+        text, ok = describe_check(c, a, b)
+        out.checks.append(CheckResult(text, ok, a, b))
+    if not blocking:
+        if any(ch.holds is None for ch in out.checks):
+            out.status = METRIC_MISSING
+            out.reason = "; ".join(ch.text for ch in out.checks if ch.holds is None)
+        else:
+            out.status = HOLDS if all(ch.holds for ch in out.checks) else DOES_NOT_HOLD
+            out.reason = "; ".join(ch.text for ch in out.checks)
+    for r in out.runs.values():
+        r.pop("record", None)
+    return out
+
+
+@dataclass
+class TableResult:
+    table: Table
+    cells: dict = field(default_factory=dict)     # (row id, column id) -> CellResult
+    claims: list = field(default_factory=list)
+
+    def status_counts(self) -> dict:
+        counts: dict[str, int] = {}
+        for c in self.cells.values():
+            if c.published is not None or c.reproduced is not None:
+                counts[c.status] = counts.get(c.status, 0) + 1
+        return counts
+
+    def summary(self) -> str:
+        """One status for the whole table: the best state any of its published cells reached."""
+        counts = self.status_counts()
+        for s in (REPRODUCED, DIFFERS, PROXY, SHOWN, NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED,
+                  DATA_MISSING, METHOD_MISSING):
+            if counts.get(s):
+                return s
+        return "figure" if self.table.kind == "figure" else "empty"
+
+
+def evaluate_table(table: Table, resolver: Resolver, run_missing: bool = False) -> TableResult:
+    out = TableResult(table)
+    for row in table.rows:
+        for col in table.columns:
+            if col.id in row.published:
+                out.cells[(row.id, col.id)] = evaluate_cell(table, row, col, resolver, run_missing)
+    out.claims = [evaluate_claim(table, c, resolver, run_missing) for c in table.claims]
+    return out

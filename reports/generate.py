@@ -1,0 +1,426 @@
+"""Generate the visrep report: a static, offline HTML site and a Markdown twin.
+
+``generate(out_dir, results_dir)`` evaluates every table of ``reports/tables`` against the
+result store (see :mod:`visrep.reports.evaluate`) and writes::
+
+    <out>/index.html       one page: overview, one section per table (paper | reproduced | delta | status),
+                           proxy claims with their evidence, leaderboards per dataset/protocol, plots
+    <out>/report.md        the same content in Markdown
+    <out>/records/...      copies of the records the page links to (the site is self-contained)
+    <out>/plots/*.png      matplotlib figures
+
+No CDN, no web fonts: CSS and the small sorting script are inlined from ``reports/templates``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import shutil
+import sys
+from pathlib import Path
+from string import Template
+
+from .evaluate import (DATA_MISSING, DIFFERS, DOES_NOT_HOLD, HOLDS, METHOD_MISSING, NOT_RUN, PROXY, REPRODUCED,
+                       SHOWN, Resolver, evaluate_table)
+from .tables import load_tables
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATUS_ORDER = [REPRODUCED, DIFFERS, PROXY, SHOWN, NOT_RUN, "metric missing", "config error", "run failed",
+                DATA_MISSING, METHOD_MISSING]
+_PRIMARY_METRICS = ("map", "medium.map", "hard.map", "easy.map", "recall@1", "accuracy", "error", "nmi",
+                    "success_rate", "l2_mean")
+
+
+def _e(s) -> str:
+    return html.escape("" if s is None else str(s), quote=True)
+
+
+def _cls(status: str) -> str:
+    return "s-" + status.replace(" ", "-")
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def _fmt_pub(v: float, table) -> str:
+    """A published number with the decimals the talk printed (0.471, 20.30, 76.4, 49.08)."""
+    if table.scale == 1:
+        return f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}"
+    return f"{v:.1f}" if round(v, 1) == v else f"{v:.2f}"
+
+
+class _Links:
+    """Copies linked records into the site and hands back relative links."""
+
+    def __init__(self, out: Path, results_dir: Path):
+        self.out, self.results = out, results_dir.resolve()
+        self.copied: dict[str, str] = {}
+
+    def __call__(self, path: str | None) -> str | None:
+        if not path:
+            return None
+        if path not in self.copied:
+            src = Path(path).resolve()
+            try:
+                rel = src.relative_to(self.results)
+            except ValueError:
+                rel = Path(src.name)
+            dst = self.out / "records" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(src, dst)
+            except OSError:
+                return None
+            self.copied[path] = (Path("records") / rel).as_posix()
+        return self.copied[path]
+
+
+def _prov(commit, dirty) -> str:
+    if not commit:
+        return "commit unknown"
+    return f"{commit[:10]}{' (dirty)' if dirty else ''}"
+
+
+# ------------------------------------------------------------------------------ HTML pieces
+def _html_table(tr, link) -> str:
+    t = tr.table
+    attrs = list(t.attr_labels)
+    groups = [c.group for c in t.columns]
+    head = []
+    if any(groups):
+        cells = [f'<th rowspan="2">Method</th>'] + [f'<th rowspan="2">{_e(t.attr_labels[a])}</th>' for a in attrs]
+        i = 0
+        while i < len(t.columns):
+            g, n = groups[i], 1
+            while i + n < len(t.columns) and groups[i + n] == g:
+                n += 1
+            cells.append(f'<th colspan="{n}">{_e(g)}</th>')
+            i += n
+        head.append("<tr>" + "".join(cells) + "</tr>")
+        head.append("<tr>" + "".join(f"<th>{_e(c.label)}</th>" for c in t.columns) + "</tr>")
+    else:
+        head.append("<tr><th>Method</th>" + "".join(f"<th>{_e(t.attr_labels[a])}</th>" for a in attrs)
+                    + "".join(f"<th>{_e(c.label)}</th>" for c in t.columns) + "</tr>")
+    body = []
+    for row in t.rows:
+        tds = [f'<td class="label" title="{_e(row.note or row.method or "published comparison")}">{_e(row.label)}'
+               f'{" <span class=proxy-tag>PROXY</span>" if row.scale == "proxy" else ""}</td>']
+        tds += [f"<td>{_e(row.attrs.get(a, ''))}</td>" for a in attrs]
+        for col in t.columns:
+            cell = tr.cells.get((row.id, col.id))
+            if cell is None:
+                tds.append('<td class="num">–</td>')
+                continue
+            pub = "" if cell.published is None else _fmt_pub(cell.published, t)
+            ci = f'<span class="ci">±{cell.ci:g}</span>' if cell.ci is not None else ""
+            repro = ""
+            if cell.reproduced is not None:
+                href = link(cell.record_path)
+                val = _fmt(cell.reproduced)
+                val = f'<a href="{_e(href)}">{val}</a>' if href else val
+                delta = f" (Δ {cell.delta:+.3g})" if cell.delta is not None else ""
+                repro = (f'<span class="repro" title="commit {_e(_prov(cell.commit, cell.dirty))}">'
+                         f"visrep {val}{_e(delta)}</span>")
+            tds.append(f'<td class="num cell {_cls(cell.status)}" data-status="{_e(cell.status)}" '
+                       f'title="{_e(cell.reason)}"><span class="paper">{pub}</span>{ci}{repro}'
+                       f'<span class="st">{_e(cell.status)}</span></td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return (f'<table class="paper-table" data-table="{_e(t.id)}"><thead>{"".join(head)}</thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _html_cell_list(tr, link) -> str:
+    """The cells that have a record or an actionable status, long form."""
+    t = tr.table
+    rows = []
+    for (rid, cid), c in tr.cells.items():
+        if c.status in (DATA_MISSING, METHOD_MISSING):
+            continue
+        row = next(r for r in t.rows if r.id == rid)
+        col = t.column(cid)
+        href = link(c.record_path)
+        rec = f'<a href="{_e(href)}">record</a> · {_e(_prov(c.commit, c.dirty))}' if href else ""
+        rows.append(f"<tr><td>{_e(row.label)}</td><td>{_e((col.group + ' ') if col.group else '')}{_e(col.label)}</td>"
+                    f'<td class="num">{"" if c.published is None else _e(_fmt_pub(c.published, t))}</td>'
+                    f'<td class="num">{_e(_fmt(c.reproduced))}</td>'
+                    f'<td class="num">{"" if c.delta is None else f"{c.delta:+.3g}"}</td>'
+                    f'<td><span class="badge {_cls(c.status)}">{_e(c.status)}</span> {_e(c.reason)}</td><td>{rec}</td></tr>')
+    if not rows:
+        return ""
+    return ('<table class="cells sortable"><thead><tr><th>Row</th><th>Column</th><th>Paper</th><th>Reproduced</th>'
+            '<th>Delta</th><th>Status</th><th>Record</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+
+
+def _html_claims(tr, link) -> str:
+    t = tr.table
+    items = []
+    for cr in tr.claims:
+        claim = next(c for c in t.claims if c.id == cr.claim)
+        tag = '<span class="proxy-tag">PROXY</span>' if claim.scale == "proxy" else '<span class="full-tag">FULL</span>'
+        quote = f'<div class="quote">talk: “{_e(claim.quote)}”</div>' if claim.quote else ""
+        checks = "".join(f"<li>{'✓' if ch.holds else ('✗' if ch.holds is False else '·')} {_e(ch.text)}</li>"
+                         for ch in cr.checks)
+        runs = []
+        for name, r in cr.runs.items():
+            href = link(r["record_path"])
+            where = (f'<a href="{_e(href)}">record</a> · {_e(_prov(r["commit"], r["dirty"]))}' if href
+                     else f'{_e(r["status"])}: {_e(r["reason"])}')
+            runs.append(f"<li><b>{_e(name)}</b> = {_e(r['label'])} — {where}</li>")
+        known = (f'<div class="meta">known not to hold here: {_e(claim.xfail)}</div>' if claim.xfail else "")
+        note = f'<div class="meta">{_e(claim.note)}</div>' if claim.note else ""
+        status_cls = cr.status.replace(" ", "-")
+        items.append(f'<li class="claim c-{status_cls}" data-status="{_e(cr.status)}">{tag}'
+                     f'<span class="badge {_cls(cr.status)}">{_e(cr.status)}</span> {_e(claim.text)}{quote}'
+                     f'<ul class="checks">{checks}</ul><ul class="runs">{"".join(runs)}</ul>{known}{note}</li>')
+    return '<ul class="claims">' + "".join(items) + "</ul>" if items else ""
+
+
+def _leaderboards(records: list[tuple[str, dict]], link) -> tuple[str, str, list]:
+    """(html, markdown, groups) of one sortable table per (dataset, protocol) over every record."""
+    groups: dict[tuple, list] = {}
+    for path, rec in records:
+        groups.setdefault((rec.get("dataset", "?"), rec.get("protocol", "?")), []).append((path, rec))
+    parts, md = [], []
+    for (ds, proto), recs in sorted(groups.items()):
+        metric_keys = sorted({k for _, r in recs for k, v in (r.get("metrics") or {}).items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool) and "n_queries" not in k})
+        shown = [k for k in _PRIMARY_METRICS if k in metric_keys] or metric_keys[:6]
+        shown += [k for k in metric_keys if k not in shown][: max(0, 6 - len(shown))]
+        first = shown[0] if shown else None
+        recs.sort(key=lambda pr: -((pr[1].get("metrics") or {}).get(first) or 0) if first else 0)
+        head = ("<tr><th>Method</th><th>Parameters</th>" + "".join(f"<th>{_e(k)}</th>" for k in shown)
+                + "<th>query (ms)</th><th>commit</th><th>record</th></tr>")
+        rows, mrows = [], []
+        for path, rec in recs:
+            m, tm = rec.get("metrics") or {}, rec.get("timings") or {}
+            params = " ".join(f"{k}={v}" for k, v in sorted((rec.get("params") or {}).items()) if v is not None)
+            q = tm.get("query")
+            href = link(path)
+            prov = rec.get("provenance") or {}
+            rows.append(f"<tr><td>{_e(rec.get('method'))}</td><td><code>{_e(params)}</code></td>"
+                        + "".join(f'<td class="num" data-sort="{_e(m.get(k, ""))}">{_e(_fmt(m.get(k)))}</td>' for k in shown)
+                        + f'<td class="num" data-sort="{"" if q is None else q * 1e3}">{"" if q is None else f"{q * 1e3:.3g}"}</td>'
+                        + f"<td>{_e(_prov(prov.get('commit'), prov.get('dirty')))}</td>"
+                        + (f'<td><a href="{_e(href)}">json</a></td>' if href else "<td></td>") + "</tr>")
+            mrows.append(f"| {rec.get('method')} | `{params}` | " + " | ".join(_fmt(m.get(k)) for k in shown)
+                         + f" | {'' if q is None else f'{q * 1e3:.3g}'} | {_prov(prov.get('commit'), prov.get('dirty'))} | "
+                         + (f"[json]({href})" if href else "") + " |")
+        parts.append(f'<h3 id="lb-{_e(ds)}-{_e(proto)}">{_e(ds)} · {_e(proto)} ({len(recs)} records)</h3>'
+                     f'<table class="leaderboard sortable" data-leaderboard="{_e(ds)}/{_e(proto)}"><thead>{head}</thead>'
+                     f'<tbody>{"".join(rows)}</tbody></table>')
+        md += [f"### {ds} · {proto} ({len(recs)} records)", "",
+               "| method | parameters | " + " | ".join(shown) + " | query (ms) | commit | record |",
+               "|---|---|" + "---|" * len(shown) + "---|---|---|", *mrows, ""]
+    if not parts:
+        parts = ["<p>No records in the result store yet: run <code>visrep run default</code> or "
+                 "<code>visrep report --run-missing</code>.</p>"]
+        md = ["No records in the result store yet.", ""]
+    return "".join(parts), "\n".join(md), list(groups)
+
+
+def _plots(out: Path, records, results, asv_dir: Path | None) -> list[tuple[str, str]]:
+    from . import plots
+    made: list[tuple[str, str]] = []
+    pdir = out / "plots"
+    pdir.mkdir(parents=True, exist_ok=True)
+    by_ds: dict[tuple, list] = {}
+    for _, rec in records:
+        m, t = rec.get("metrics") or {}, rec.get("timings") or {}
+        if isinstance(m.get("map"), (int, float)) and isinstance(t.get("query"), (int, float)):
+            by_ds.setdefault((rec["dataset"], rec["protocol"]), []).append(
+                {"label": rec["method"], "map": m["map"], "time": t["query"]})
+    for (ds, proto), pts in sorted(by_ds.items()):
+        p = plots.map_vs_time(pts, f"mAP vs query time: {ds} ({proto})", pdir / f"map_vs_time_{ds}_{proto}.png")
+        if p:
+            made.append((f"mAP against online time per query on {ds} ({proto})", f"plots/{p.name}"))
+    for tr in results:
+        if tr.table.id == "cg_vs_rwr":
+            vals = {}
+            for cr in tr.claims:
+                for name, r in cr.runs.items():
+                    if r["record_path"]:
+                        rec = json.loads(Path(r["record_path"]).read_text())
+                        if rec.get("timings", {}).get("query"):
+                            vals[name.upper()] = rec["timings"]["query"] * 1e3
+            p = plots.bars(vals, "online time per query (ms)", "CG vs RWR (same graph)", pdir / "cg_vs_rwr.png")
+            if p:
+                made.append(("CG against RWR: online time per query on the same graph", f"plots/{p.name}"))
+    curves: dict[str, dict[int, float]] = {}
+    for _, rec in records:
+        pts = {}
+        for k, v in (rec.get("metrics") or {}).items():
+            if k.startswith("recall@") and isinstance(v, (int, float)):
+                try:
+                    pts[int(k.split("@", 1)[1])] = float(v)
+                except ValueError:
+                    pass
+        if len(pts) >= 2:
+            curves[f"{rec['method']} · {rec['dataset']}"] = pts
+    p = plots.recall_curves(curves, "Recall@k", pdir / "recall_at_k.png")
+    if p:
+        made.append(("Recall@k curves", f"plots/{p.name}"))
+    if asv_dir is not None:
+        p = plots.speed_history(plots.read_asv_history(asv_dir), pdir / "speed_history.png")
+        if p:
+            made.append(("Speed history of the asv benchmarks", f"plots/{p.name}"))
+    return made
+
+
+# ------------------------------------------------------------------------------ markdown
+def _md_table(tr, link) -> list[str]:
+    t = tr.table
+    lines = ["| Row | Column | Paper | Reproduced | Delta | Status | Record |", "|---|---|---|---|---|---|---|"]
+    for row in t.rows:
+        for col in t.columns:
+            c = tr.cells.get((row.id, col.id))
+            if c is None:
+                continue
+            pub = "" if c.published is None else _fmt_pub(c.published, t) + (f" ±{c.ci:g}" if c.ci is not None else "")
+            href = link(c.record_path)
+            rec = f"[record]({href}) {_prov(c.commit, c.dirty)}" if href else ""
+            colname = f"{col.group} {col.label}".strip()
+            reason = c.reason.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {row.label} | {colname} | {pub} | {_fmt(c.reproduced)} | "
+                         f"{'' if c.delta is None else f'{c.delta:+.3g}'} | {c.status}: {reason} | {rec} |")
+    return lines
+
+
+def _md_claims(tr, link) -> list[str]:
+    lines = []
+    for cr in tr.claims:
+        claim = next(c for c in tr.table.claims if c.id == cr.claim)
+        lines.append(f"- **[{claim.scale.upper()}] {cr.status}** — {claim.text}"
+                     + (f" (talk: “{claim.quote}”)" if claim.quote else ""))
+        for ch in cr.checks:
+            lines.append(f"    - {'✓' if ch.holds else ('✗' if ch.holds is False else '·')} `{ch.text}`")
+        for name, r in cr.runs.items():
+            href = link(r["record_path"])
+            where = f"[record]({href}) {_prov(r['commit'], r['dirty'])}" if href else f"{r['status']}: {r['reason']}"
+            lines.append(f"    - run `{name}` = {r['label']} — {where}")
+        if claim.xfail:
+            lines.append(f"    - known not to hold here: {claim.xfail}")
+    return lines
+
+
+# ------------------------------------------------------------------------------ main entry
+def generate(out_dir: str | Path = "report", results_dir: str | Path | None = None, data_root=None,
+             run_missing: bool = False, asv_results: str | Path | None = None, quiet: bool = True,
+             tables_dir=None) -> dict:
+    """Write the report; return a summary {"index", "markdown", "tables": {id: summary}, "claims": {...}}."""
+    from visrep import __version__
+    from visrep.provenance import git_state
+    from visrep.results import default_results_dir
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    resolver = Resolver(results_dir, data_root=data_root)
+    tables = load_tables(tables_dir)
+    results = []
+    for t in tables:
+        if not quiet:
+            print(f"report: {t.id}", file=sys.stderr, flush=True)
+        results.append(evaluate_table(t, resolver, run_missing=run_missing))
+    if (out / "records").exists():
+        shutil.rmtree(out / "records")
+    link = _Links(out, results_dir)
+    if asv_results is None:
+        guess = Path(__file__).resolve().parent.parent / ".asv" / "results"
+        asv_results = guess if guess.is_dir() else None
+    plot_list = _plots(out, resolver.index.records, results, Path(asv_results) if asv_results else None)
+
+    state = git_state()
+    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    nav, body, md = [], [], []
+    md += ["# visrep report: the talk's tables, reproduced", "",
+           f"Avrithis, *Exploring and Learning from Visual Data* (HDR, Inria 2020). Generated {generated} by visrep "
+           f"{__version__} at commit {_prov(state.get('commit'), state.get('dirty'))} from `{results_dir}` "
+           f"({len(resolver.index.records)} records).", "",
+           "Statuses: reproduced (within tolerance) · differs · proxy scale · shown (timing) · not run · "
+           "metric missing · config error · run failed · data missing · method missing. Claims marked PROXY are "
+           "evaluated at the scale of the data available here, not the talk's.", "", "## Overview", "",
+           "| Table | Slide | Status | Cells | Claims |", "|---|---|---|---|---|"]
+    overview = []
+    summary = {"tables": {}, "claims": {}}
+    for tr in results:
+        t = tr.table
+        counts = tr.status_counts()
+        cstr = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
+        claims = ", ".join(f"{c.claim}: {c.status}" for c in tr.claims)
+        summary["tables"][t.id] = {"status": tr.summary(), "cells": counts,
+                                   "claims": {c.claim: c.status for c in tr.claims}}
+        for c in tr.claims:
+            summary["claims"][f"{t.id}/{c.claim}"] = c.status
+        slide = str(t.slide) if t.source == "talk" else "—"
+        overview.append(f'<tr><td><a href="#table-{_e(t.id)}">{_e(t.title)}</a></td><td>{slide}</td>'
+                        f'<td><span class="badge {_cls(tr.summary())}">{_e(tr.summary())}</span></td>'
+                        f"<td>{_e(cstr)}</td><td>{_e(claims)}</td></tr>")
+        md.append(f"| [{t.title}](#table-{t.id}) | {slide} | {tr.summary()} | {cstr} | {claims} |")
+        nav.append(f'<a href="#table-{_e(t.id)}">{_e(t.id)}</a>')
+    body.append('<section id="overview"><h2>Overview</h2><p class="meta">Statuses: reproduced (within tolerance) · '
+                "differs · proxy scale · shown (timing, not judged) · not run (run with <code>visrep report "
+                "--run-missing</code>) · metric missing · config error · run failed · data missing · method missing. "
+                "Claims tagged PROXY are evaluated at the scale of the data available here, not the talk's.</p>"
+                '<table class="overview sortable"><thead><tr><th>Table</th><th>Slide</th><th>Status</th><th>Cells</th>'
+                f'<th>Claims</th></tr></thead><tbody>{"".join(overview)}</tbody></table></section>')
+    md.append("")
+    for tr in results:
+        t = tr.table
+        src = f"slide {t.slide} of the talk" if t.source == "talk" else f"source: {t.source} (not the talk)"
+        notes = "".join(f"<li>{_e(n)}</li>" for n in t.notes)
+        parts = [f'<section id="table-{_e(t.id)}" class="table-section" data-kind="{_e(t.kind)}">',
+                 f"<h2>{_e(t.title)}</h2>",
+                 f'<p class="meta">{_e(src)} · {_e(t.citation)}</p>',
+                 f'<p class="caption">{_e(t.caption)}</p>' if t.caption else ""]
+        md += [f'<a id="table-{t.id}"></a>', f"## {t.title}", "", f"*{src}* · {t.citation}", ""]
+        if t.caption:
+            md += [f"_{t.caption}_", ""]
+        if t.rows:
+            parts.append(f'<p class="meta">{_e(t.metric_label)}; tolerance {t.tolerance:g} '
+                         f"(published units); hover a cell for its reason.</p>")
+            parts.append(_html_table(tr, link))
+            parts.append(_html_cell_list(tr, link))
+            md += [f"{t.metric_label}; tolerance {t.tolerance:g} (published units).", "", *_md_table(tr, link), ""]
+        if tr.claims:
+            parts.append("<h3>Claims</h3>" + _html_claims(tr, link))
+            md += ["**Claims**", "", *_md_claims(tr, link), ""]
+        if notes:
+            parts.append(f'<ul class="notes">{notes}</ul>')
+            md += [f"- {n}" for n in t.notes] + [""]
+        parts.append("</section>")
+        body.append("".join(parts))
+    lb_html, lb_md, _ = _leaderboards(resolver.index.records, link)
+    body.append(f'<section id="leaderboards"><h2>Leaderboards</h2><p class="meta">Every record in '
+                f"<code>{_e(results_dir)}</code>, one sortable table per dataset and protocol "
+                f"(click a header to sort).</p>{lb_html}</section>")
+    md += ["## Leaderboards", "", lb_md, ""]
+    nav.append('<a href="#leaderboards">leaderboards</a>')
+    if plot_list:
+        imgs = "".join(f'<figure><img src="{_e(src)}" alt="{_e(cap)}"><figcaption class="meta">{_e(cap)}'
+                       f"</figcaption></figure>" for cap, src in plot_list)
+        body.append(f'<section id="plots" class="plots"><h2>Plots</h2>{imgs}</section>')
+        md += ["## Plots", ""] + [f"![{cap}]({src})" for cap, src in plot_list] + [""]
+        nav.append('<a href="#plots">plots</a>')
+    if resolver.index.errors:
+        body.append('<section id="unreadable"><h2>Unreadable records</h2><ul>'
+                    + "".join(f"<li>{_e(e)}</li>" for e in resolver.index.errors) + "</ul></section>")
+    page = Template((TEMPLATES / "page.html").read_text(encoding="utf-8")).safe_substitute(
+        title="visrep: the talk's tables, reproduced",
+        subtitle=_e(f"Avrithis, Exploring and Learning from Visual Data (HDR, Inria 2020) — {len(tables)} tables, "
+                    f"{len(resolver.index.records)} records from {results_dir}"),
+        style=(TEMPLATES / "style.css").read_text(encoding="utf-8"),
+        script=(TEMPLATES / "sortable.js").read_text(encoding="utf-8"),
+        nav="\n".join(nav), body="\n".join(body),
+        footer=_e(f"Generated {generated} by visrep {__version__} at commit "
+                  f"{_prov(state.get('commit'), state.get('dirty'))}."))
+    (out / "index.html").write_text(page, encoding="utf-8")
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    summary.update({"index": str(out / "index.html"), "markdown": str(out / "report.md"),
+                    "records": len(resolver.index.records), "plots": [s for _, s in plot_list]})
+    return summary
