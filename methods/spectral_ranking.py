@@ -46,8 +46,8 @@ from .diffusion import _GraphMethod, check_alpha, graph_params
 def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The `rank` largest (algebraic) eigenpairs of symmetric W (n, n) -> (lambda (r,) desc, U (n, r)).
 
-    Lanczos (scipy.sparse.linalg.eigsh, ``which='LA'``) for r < n - 1; dense ``numpy.linalg.eigh``
-    otherwise (needs O(n^2) memory: only for small graphs).
+    Lanczos (scipy.sparse.linalg.eigsh, ``which='LA'``) for r << n; dense ``numpy.linalg.eigh``
+    (O(n^2) memory) at full rank, or when n <= 8000 and r > n / 10 (faster there).
     """
     n = W.shape[0]
     rank = int(rank)
@@ -56,7 +56,8 @@ def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np
     if rank > n:
         raise UserError(f"parameter 'rank' ({rank}) is larger than the database ({n} vectors); "
                         f"use rank <= {n}")
-    if rank >= n - 1 or n <= 64:
+    # Lanczos pays off for r << n; for a sizeable fraction of a small graph dense eigh is faster
+    if rank >= n - 1 or n <= 64 or (n <= 8000 and rank > n // 10):
         dense = W.toarray().astype(np.float64) if hasattr(W, "toarray") else np.asarray(W, np.float64)
         lam, U = np.linalg.eigh(dense)
         lam, U = lam[::-1][:rank], U[:, ::-1][:, :rank]
