@@ -1,0 +1,208 @@
+"""Report evaluation and generation on hand-made records (no real data, no runs)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from visrep.cli import main
+from visrep.reports.evaluate import (CONFIG_ERROR, DATA_MISSING, DIFFERS, DOES_NOT_HOLD, HOLDS, METHOD_MISSING,
+                                     METRIC_MISSING, NOT_RUN, REPRODUCED, Resolver, RunSpec, describe_check,
+                                     evaluate_table, metric_value)
+from visrep.reports.generate import generate
+from visrep.reports.tables import Check, load_table
+from visrep.results import record_path, write_record
+from visrep.spec import expand_experiment
+
+TABLE = '''
+id = "mini"
+title = "Mini table"
+slide = 7
+citation = "test"
+scale = 100
+tolerance = 1.0
+[[column]]
+id = "oxf"
+label = "Oxf5k"
+dataset = "oxford5k"
+dataset_params = { features = "/nowhere/feat.fvecs" }
+[[column]]
+id = "nodata"
+label = "Nowhere"
+dataset = "no-such-dataset"
+[[row]]
+id = "knn"
+label = "NN"
+method = "knn"
+published = { oxf = 40.3, nodata = 1.0 }
+[[row]]
+id = "aqe"
+label = "AQE"
+method = "aqe"
+published = { oxf = 50.0 }
+[[row]]
+id = "alpha"
+label = "alpha-QE"
+method = "alpha-qe"
+params = { alpha = 2.0 }
+published = { oxf = 39.0 }
+[[row]]
+id = "bad"
+label = "bad param"
+method = "knn"
+params = { no_such_param = 1 }
+published = { oxf = 1.0 }
+[[row]]
+id = "missing"
+label = "not a plugin"
+method = "no-such-method"
+published = { oxf = 1.0 }
+[[row]]
+id = "cited"
+label = "cited"
+published = { oxf = 2.0 }
+[runs.knn]
+method = "knn"
+dataset = "oxford5k"
+dataset_params = { features = "/nowhere/feat.fvecs" }
+[runs.aqe]
+method = "aqe"
+dataset = "oxford5k"
+dataset_params = { features = "/nowhere/feat.fvecs" }
+[runs.ghost]
+method = "no-such-method"
+dataset = "oxford5k"
+[[claim]]
+id = "nn-beats-aqe"
+text = "NN beats AQE"
+checks = [{ relation = "greater", a = "knn", b = "aqe", metric = "metrics.map" },
+          { relation = "ratio_at_least", a = "aqe", b = "knn", metric = "timings.query", value = 2 }]
+[[claim]]
+id = "aqe-beats-nn"
+text = "AQE beats NN"
+checks = [{ relation = "greater", a = "aqe", b = "knn", metric = "metrics.map" }]
+[[claim]]
+id = "ghost"
+text = "a claim on a missing method"
+checks = [{ relation = "within", a = "ghost", b = "knn", metric = "metrics.map", tol = 0.1 }]
+'''
+
+
+def _record(results, method, params, map_, query, features="/elsewhere/feat.fvecs", commit="abc123def4567"):
+    job = expand_experiment({"method": method, "dataset": "oxford5k", "params": params,
+                             "dataset_params": {"features": features}})[0]
+    rec = {"schema": 1, "job": job.job_id, "method": method, "dataset": "oxford5k", "protocol": job.protocol,
+           "params": job.params, "dataset_params": job.dataset_params, "protocol_params": job.protocol_params,
+           "seed": 0, "metrics": {"map": map_, "n_queries": 55}, "timings": {"query": query},
+           "created": "2020-07-01T00:00:00+00:00", "provenance": {"commit": commit, "dirty": True}}
+    path = record_path(results, "oxford5k", method, job.job_id)
+    write_record(path, rec)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "mini.toml").write_text(TABLE)
+    results = tmp_path / "results"
+    # same file name, different folder: matched by file name
+    _record(results, "knn", {}, 0.4029, 0.001)
+    _record(results, "aqe", {}, 0.3696, 0.003)
+    p = _record(results, "alpha-qe", {"alpha": 2.0}, 0.39, 0.003)
+    rec = json.loads(p.read_text())
+    rec["metrics"] = {"other": 1.0}
+    p.write_text(json.dumps(rec))
+    return tmp_path, tables, results
+
+
+def test_cell_statuses(store):
+    tmp_path, tables, results = store
+    table = load_table(tables / "mini.toml")
+    tr = evaluate_table(table, Resolver(results, data_root=tmp_path, shared=None))
+    st = {k: v.status for k, v in tr.cells.items()}
+    assert st[("knn", "oxf")] == REPRODUCED
+    knn = tr.cells[("knn", "oxf")]
+    assert knn.reproduced == pytest.approx(40.29) and knn.delta == pytest.approx(-0.01)
+    assert knn.commit == "abc123def4567" and knn.dirty is True and knn.record_path.endswith(".json")
+    assert st[("aqe", "oxf")] == DIFFERS and tr.cells[("aqe", "oxf")].delta == pytest.approx(36.96 - 50.0)
+    assert st[("alpha", "oxf")] == METRIC_MISSING
+    assert st[("bad", "oxf")] == CONFIG_ERROR and "no_such_param" in tr.cells[("bad", "oxf")].reason
+    assert st[("missing", "oxf")] == METHOD_MISSING and "no-such-method" in tr.cells[("missing", "oxf")].reason
+    assert st[("cited", "oxf")] == METHOD_MISSING
+    assert st[("knn", "nodata")] == DATA_MISSING and "no-such-dataset" in tr.cells[("knn", "nodata")].reason
+    assert tr.summary() == REPRODUCED
+
+
+def test_claims_hold_or_not_with_numbers(store):
+    tmp_path, tables, results = store
+    table = load_table(tables / "mini.toml")
+    tr = evaluate_table(table, Resolver(results, data_root=tmp_path, shared=None))
+    claims = {c.claim: c for c in tr.claims}
+    assert claims["nn-beats-aqe"].status == HOLDS
+    assert [c.holds for c in claims["nn-beats-aqe"].checks] == [True, True]
+    assert claims["aqe-beats-nn"].status == DOES_NOT_HOLD
+    assert "0.3696" in claims["aqe-beats-nn"].checks[0].text and "0.4029" in claims["aqe-beats-nn"].checks[0].text
+    assert claims["ghost"].status == METHOD_MISSING
+
+
+def test_unrun_cell_with_data_is_not_run_and_without_data_is_data_missing(tmp_path, oxford5k_features):
+    res = Resolver(tmp_path / "empty", shared=None)
+    spec = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": str(oxford5k_features)},
+                   data_root=str(oxford5k_features.parent.parent))
+    assert res.resolve(spec).status == NOT_RUN
+    spec2 = RunSpec(method="knn", dataset="oxford5k", data_root=str(tmp_path))
+    r2 = res.resolve(spec2)
+    assert r2.status == DATA_MISSING and "gnd_oxford5k.mat" in r2.reason
+    spec3 = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": "{shared}/x.fvecs"})
+    assert res.resolve(spec3).status == DATA_MISSING
+
+
+def test_describe_check_relations():
+    c = Check("within", "a", "metrics.map", b="b", tol=0.005)
+    assert describe_check(c, 0.420, 0.424)[1] is True
+    assert describe_check(c, 0.420, 0.426)[1] is False
+    assert describe_check(c, None, 0.426)[1] is None
+    r = Check("ratio_at_least", "cg", "timings.query", b="fsr", value=10)
+    assert describe_check(r, 1.0, 0.1)[1] is True and describe_check(r, 1.0, 0.11)[1] is False
+    assert describe_check(Check("less", "a", "m", b="b"), 1.0, 2.0)[1] is True
+    assert describe_check(Check("greater", "a", "m", b="b", margin=-0.01), 0.495, 0.5)[1] is True
+    assert describe_check(Check("close", "a", "m", value=0.403, tol=0.0005), 0.4029, None)[1] is True
+    assert describe_check(Check("at_most", "a", "m", value=1.0), 1.5, None)[1] is False
+    assert metric_value({"metrics": {"medium.map": 0.5}}, "metrics.medium.map") == 0.5
+    assert metric_value({"timings": {"query": 0.2}}, "timings.query") == 0.2
+    assert metric_value({"metrics": {"map": float("nan")}}, "map") is None
+
+
+def test_generate_site_and_markdown(store):
+    tmp_path, tables, results = store
+    out = tmp_path / "site"
+    summary = generate(out, results, data_root=tmp_path, tables_dir=tables, asv_results=tmp_path / "no-asv")
+    page = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    assert summary["tables"]["mini"]["status"] == REPRODUCED
+    assert 'id="table-mini"' in page and 'data-table="mini"' in page
+    assert "does not hold" in page and "holds" in page
+    assert 'data-leaderboard="oxford5k/oxford"' in page
+    # offline: no external scripts, styles, fonts or images
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "<script src" not in page and "<link" not in page
+    # every reproduced number links to a copy of its record, which is in the site
+    links = re.findall(r'href="(records/[^"]+\.json)"', page)
+    assert links and all((out / link).exists() for link in links)
+    assert "abc123def4" in page and "(dirty)" in page
+    assert "## Mini table" in md and "| NN | Oxf5k | 40.3 | 40.29 | -0.01 | reproduced" in md
+    assert (out / "plots" / "map_vs_time_oxford5k_oxford.png").exists()
+
+
+def test_cli_report_and_list_tables(tmp_path, capsys):
+    assert main(["list", "tables", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert "asmk" in names and "reference_oxford5k" in names
+    out = tmp_path / "site"
+    assert main(["report", "--out", str(out), "--results", str(tmp_path / "none"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(names) == set(summary["tables"])
+    assert summary["tables"]["dlp"]["status"] in (METHOD_MISSING, DATA_MISSING)
+    assert (out / "index.html").exists() and (out / "report.md").exists()
