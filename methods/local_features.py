@@ -37,6 +37,8 @@ SIFT_DIM = 128
 
 def _to_gray_uint8(image: np.ndarray, where: str = "image") -> np.ndarray:
     img = np.asarray(image)
+    if img.size == 0:
+        return np.zeros((0, 0), np.uint8)
     if img.ndim == 3 and img.shape[2] in (3, 4):
         import cv2
         if img.dtype != np.uint8:
