@@ -155,6 +155,10 @@ class ResultIndex:
                                           job.protocol_params, job.seed))
 
 
+#: (dataset, params, root) -> why it does not load (None: it loads); shared by resolvers of this process
+_DATA_CACHE: dict[str, str | None] = {}
+
+
 class Resolver:
     """Turns RunSpecs into statuses against the registries, the data on disk and the result store."""
 
@@ -166,7 +170,7 @@ class Resolver:
         self.data_root = str(data_root) if data_root else str(default_data_root())
         self.shared = shared_data_dir() if shared == "auto" else (Path(shared) if shared else None)
         self.check_data = check_data
-        self._data_cache: dict[str, str | None] = {}
+        self._data_cache = _DATA_CACHE
         self._resolved: dict[str, Resolved] = {}
 
     # ---------------------------------------------------------------- registry and data
