@@ -69,14 +69,15 @@ def _query_chunks(n_db: int, nq: int):
 
 
 def _inverse(ranks: np.ndarray, n_db: int, where: str = "ranking", q_offset: int = 0) -> np.ndarray:
-    """(n_db, nq) int32 table: 0-based position of each database item in each query's ranking.
+    """(n_db, nq) int16/int32 table: 0-based position of each database item in each query's ranking.
 
     Items absent from a truncated ranking get ``n_ranked``. A ranking without duplicates
     writes ``n_ranked`` distinct cells per column; fewer means a duplicated index (UserError).
     """
     n_ranked, nq = ranks.shape
-    inv = np.full((n_db, nq), n_ranked, dtype=np.int32)
-    inv[ranks, np.arange(nq)[None, :]] = np.arange(n_ranked, dtype=np.int32)[:, None]
+    dt = np.int16 if n_ranked < np.iinfo(np.int16).max else np.int32   # less memory traffic
+    inv = np.full((n_db, nq), n_ranked, dtype=dt)
+    inv[ranks, np.arange(nq)[None, :]] = np.arange(n_ranked, dtype=dt)[:, None]
     if n_ranked == n_db:
         dup = (inv == n_ranked).any(axis=0)
     else:
