@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from visrep.api import Dataset
+from visrep.cache import code_version
 from visrep.data import RetrievalData
 from visrep.errors import MissingDataError
 from visrep.params import Param
@@ -78,23 +79,22 @@ def package_image_path(package: str, filename: str) -> Path:
 
 
 def _read_source(path: Path, max_side: int) -> np.ndarray:
-    """Read a photograph as RGB uint8, longest side scaled to `max_side`."""
+    """Read a photograph as RGB uint8, longest side scaled to `max_side`.
+
+    Pillow decodes (libpng would print a warning for page.png's ICC profile on every run).
+    """
     import cv2
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise MissingDataError(f"sample image {path} is missing; reinstall the package that ships it")
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+    except OSError:
+        raise MissingDataError(f"sample image {path} is missing or unreadable; reinstall the package that ships it") from None
     s = max_side / max(img.shape[:2])
     if s < 1:
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
-    return img
+    return np.ascontiguousarray(img)
 
 
 def _similarity(scale: float, angle_deg: float, w: int, h: int, out_w: int, out_h: int) -> np.ndarray:
@@ -202,7 +202,8 @@ class SampleViews(Dataset):
         cfg = self.cfg
         rng = np.random.default_rng(20120 + GENERATOR_VERSION)
         sources = [package_image_path(p, f) for p, f in (*OBJECTS, *DISTRACTORS)]
-        h = hashlib.sha256(f"v{GENERATOR_VERSION};{sorted(cfg.items())}".encode())
+        # the generator's source is part of the data: hash it, so cached features follow code changes
+        h = hashlib.sha256(f"{code_version(SampleViews)};{sorted(cfg.items())}".encode())
         for p in sources:
             if not p.exists():
                 raise MissingDataError(f"sample image {p} is missing; reinstall the package that ships it")
