@@ -47,6 +47,7 @@ class RunContext:
         self.quiet = quiet
         self.timings: dict[str, float] = {}
         self.manifest = ""
+        self.loader_version = ""  # code version of the dataset loader, part of every cache key on its data
 
     @contextmanager
     def phase(self, name: str):

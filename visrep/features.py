@@ -46,7 +46,7 @@ def retrieval_features(data, ctx, descriptor: str = "auto") -> tuple[np.ndarray,
     if method.task != "descriptor":
         raise UserError(f"method '{name}' is a {method.task} method, not a descriptor")
     key = {"descriptor": name, "params": method.cfg, "code": code_version(type(method)),
-           "manifest": data.manifest}
+           "manifest": data.manifest, "loader": ctx.loader_version}
     db = ctx.cache.get_or_compute("features", {**key, "split": "db"},
                                   lambda: describe_images(method, data.db_image, data.n_db, ctx, f"{name} database"))
     q = ctx.cache.get_or_compute("features", {**key, "split": "query"},

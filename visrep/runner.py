@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import Cache
+from .cache import Cache, code_version
 from .context import RunContext
 from .errors import UserError
 from .provenance import provenance
@@ -51,6 +51,7 @@ def execute(job: Job, settings: RunSettings) -> dict:
     dataset = datasets.create(job.dataset, **job.dataset_params)
     method = methods.create(job.method, **job.params)
     protocol = protocols.create(job.protocol, **job.protocol_params)
+    ctx.loader_version = code_version(type(dataset))
     t0 = time.perf_counter()
     with ctx.phase("load"):
         data = dataset.load(ctx)
