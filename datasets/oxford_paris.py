@@ -28,6 +28,9 @@ from .descriptor_files import read_descriptors
 from .image_files import crop_box, read_rgb
 from .matlab_gnd import read_matlab_gnd
 
+#: the Matlab ground-truth files as published with the DTFD code (same bytes as the sha256 below)
+GND_MAT_URL = "https://raw.githubusercontent.com/ljkong18/DTFD/0c75f379de56ae1f41cf3a0c90df25eb992c666e/"
+
 FEATURE_PARAMS = (
     Param("features", str, None, "database descriptor file (n_db, d): .fvecs/.npy/...; None = use images"),
     Param("query_features", str, None, "query descriptor file (n_q, d); None = take queries from the database"),
@@ -104,8 +107,8 @@ class Oxford5k(MatlabRetrievalDataset):
     summary = "Oxford Buildings 5k: 5063 images, 55 queries (Matlab ground truth)"
     cite = "Philbin et al., Object retrieval with large vocabularies and fast spatial matching, CVPR 2007"
     folder, gnd_file = "oxford5k", "gnd_oxford5k.mat"
-    files = (DataFile("oxford5k/gnd_oxford5k.mat",
-                      "39b28133d7dcf6f8ada4ed63b4fcb863c55ca29f9872a22d7edf4cc87c0e1f07", size=22628),)
+    files = (DataFile("oxford5k/gnd_oxford5k.mat", "39b28133d7dcf6f8ada4ed63b4fcb863c55ca29f9872a22d7edf4cc87c0e1f07",
+                      url=GND_MAT_URL + "gnd_oxford5k.mat", size=22628),)
 
 
 @register
@@ -114,8 +117,8 @@ class Paris6k(MatlabRetrievalDataset):
     summary = "Paris 6k: 6392 images, 55 queries (Matlab ground truth)"
     cite = "Philbin et al., Lost in quantization, CVPR 2008"
     folder, gnd_file = "paris6k", "gnd_paris6k.mat"
-    files = (DataFile("paris6k/gnd_paris6k.mat",
-                      "98064a00ce5b66e67a75d1b7f410e0cf75a9dd2728be67031a228dc7cb2c6d44", size=34968),)
+    files = (DataFile("paris6k/gnd_paris6k.mat", "98064a00ce5b66e67a75d1b7f410e0cf75a9dd2728be67031a228dc7cb2c6d44",
+                      url=GND_MAT_URL + "gnd_paris6k.mat", size=34968),)
 
 
 @register
@@ -124,8 +127,8 @@ class Oxford105k(MatlabRetrievalDataset):
     summary = "Oxford5k + 100k Flickr distractors (Matlab ground truth)"
     cite = "Philbin et al., CVPR 2007"
     folder, gnd_file = "oxford105k", "gnd_Oxford105k.mat"
-    files = (DataFile("oxford105k/gnd_Oxford105k.mat",
-                      "ebf6abe27990655ba1af68e982f185e15206e2fecac6e49aacd96e353909105b", size=372280),)
+    files = (DataFile("oxford105k/gnd_Oxford105k.mat", "ebf6abe27990655ba1af68e982f185e15206e2fecac6e49aacd96e353909105b",
+                      url=GND_MAT_URL + "gnd_Oxford105k.mat", size=372280),)
 
 
 @register
@@ -134,5 +137,5 @@ class Paris106k(MatlabRetrievalDataset):
     summary = "Paris6k + 100k Flickr distractors (Matlab ground truth)"
     cite = "Philbin et al., CVPR 2008"
     folder, gnd_file = "paris106k", "gnd_Paris106k.mat"
-    files = (DataFile("paris106k/gnd_Paris106k.mat",
-                      "107d9b31df5133f0f20246a07efdfdc0dd96bda883ee9f6ad3fd30992b0bd0ac", size=389835),)
+    files = (DataFile("paris106k/gnd_Paris106k.mat", "107d9b31df5133f0f20246a07efdfdc0dd96bda883ee9f6ad3fd30992b0bd0ac",
+                      url=GND_MAT_URL + "gnd_Paris106k.mat", size=389835),)
