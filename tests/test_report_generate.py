@@ -206,3 +206,18 @@ def test_cli_report_and_list_tables(tmp_path, capsys):
     assert set(names) == set(summary["tables"])
     assert summary["tables"]["dlp"]["status"] in (METHOD_MISSING, DATA_MISSING)
     assert (out / "index.html").exists() and (out / "report.md").exists()
+
+
+def test_listing_tables_stays_light():
+    """`visrep list tables` and building the CLI with `report`/`bench` import no heavy library."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom visrep.cli import build_parser\np = build_parser()\n"
+            "from visrep.reports.tables import list_tables\nassert list_tables()\n"
+            "heavy = [m for m in ('torch', 'faiss', 'cv2', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules]\n"
+            "print(','.join(heavy))\n"
+            "a = p.parse_args(['report', '--out', 'x', '--run-missing'])\nassert a.run_missing and a.out == 'x'\n"
+            "b = p.parse_args(['bench', 'publish'])\nassert b.action == 'publish'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
