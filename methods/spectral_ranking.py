@@ -40,6 +40,7 @@ from visrep.errors import UserError
 from visrep.params import Param
 from visrep.registry import register
 
+from . import knn_graph
 from .diffusion import _GraphMethod, check_alpha, graph_params
 
 
@@ -120,7 +121,8 @@ class FSR(_GraphMethod):
                             f"({graph.n} vectors)")
         t0 = time.perf_counter()
         k2 = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
-              "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"], "code": code_version(eigen)}
+              "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"], "code": code_version(eigen),
+              "graph_code": [code_version(_GraphMethod), code_version(knn_graph)]}
         lam, U = ctx.cache.get_or_compute("fsr_eigen", k2, lambda: eigen(graph.W, self.cfg["rank"], seed=ctx.seed))
         Us = sparsify(U, self.cfg["sparsity"])
         nbytes = (Us.data.nbytes + Us.indices.nbytes + Us.indptr.nbytes) if hasattr(Us, "indptr") else Us.nbytes
