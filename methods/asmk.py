@@ -119,7 +119,7 @@ class ASMKIndex:
         if self.binary:
             h = hamming(qvec[owner], self.vecs[pos]).sum(1)
             return 1.0 - 2.0 * h / self.dim
-        return np.einsum("td,td->t", qvec[owner].astype(np.float64), self.vecs[pos].astype(np.float64))
+        return np.einsum("td,td->t", qvec[owner], self.vecs[pos]).astype(np.float64)
 
     def search_image(self, q, qwords, alpha: float = 3.0, tau: float = 0.0) -> np.ndarray:
         """Scores (n_db,) float64 of one query image: q (n, d), qwords (n, ma)."""
