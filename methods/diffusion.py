@@ -267,9 +267,11 @@ class _GraphMethod(Method):
                 Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"])
             else:
                 Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"], query_of=query_of, n_queries=nq)
-            for s in ctx.progress(range(0, nq, self.batch), desc=f"{self.name} queries",
-                                  total=-(-nq // self.batch), unit="batch"):
-                cols = slice(s, min(s + self.batch, nq))
+            # queries per batch: dense (n, batch) float64 blocks stay around 128 MiB each at any n
+            batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+            for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
+                                  total=-(-nq // batch), unit="batch"):
+                cols = slice(s, min(s + batch, nq))
                 t_s = time.perf_counter()
                 F, iters = self.solve(graph, state, Y[:, cols], db, q, cols, query_of)
                 solve_s += time.perf_counter() - t_s
