@@ -289,7 +289,9 @@ def _md_table(tr, link) -> list[str]:
             rec = f"[record]({href}) {_prov(c.commit, c.dirty)}" if href else ""
             colname = f"{col.group} {col.label}".strip()
             reason = c.reason.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {row.label} | {colname} | {pub} | {_fmt(c.reproduced)} | "
+            attrs = ", ".join(f"{t.attr_labels[a]} {row.attrs[a]}" for a in t.attr_labels if row.attrs.get(a) not in (None, ""))
+            label = f"{row.label} ({attrs})" if attrs else row.label
+            lines.append(f"| {label} | {colname} | {pub} | {_fmt(c.reproduced)} | "
                          f"{'' if c.delta is None else f'{c.delta:+.3g}'} | {c.status}: {reason} | {rec} |")
     return lines
 
