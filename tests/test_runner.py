@@ -156,3 +156,12 @@ def test_cli_runs_on_an_existing_dask_scheduler(tmp_path, capsys):
     records = json.loads(capsys.readouterr().out)
     assert sorted(r["params"]["n"] for r in records) == [2, 3]
     assert len(list((tmp_path / "d").rglob("*.json"))) == 2
+
+
+def test_lists_of_methods_expand_and_bad_names_are_clear():
+    from visrep.errors import UserError
+    jobs = expand_experiment({"method": ["knn", "aqe"], "dataset": "toy-retrieval", "params": {"noise": [0.0, 0.1]}})
+    assert sorted((j.method, j.dataset_params["noise"]) for j in jobs) == [
+        ("aqe", 0.0), ("aqe", 0.1), ("knn", 0.0), ("knn", 0.1)]
+    with pytest.raises(UserError, match="'method' must be a name or a list of names, got 3"):
+        expand_experiment({"method": 3, "dataset": "toy-retrieval"})

@@ -4,7 +4,7 @@ A spec file (TOML or YAML) holds one experiment at top level or a list under
 ``experiment``::
 
     [[experiment]]
-    method = "diffusion"
+    method = "diffusion"        # a list of names runs each one
     dataset = "oxford5k"
     seed = 0
     [experiment.params]
@@ -100,6 +100,12 @@ def _substitute_shared(value, where: str):
 def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spec") -> list[Job]:
     """Turn one experiment dict into validated jobs (raises UserError on any bad name or value)."""
     exp = _substitute_shared(exp, where)
+    for key in ("method", "dataset", "protocol"):
+        if isinstance(exp.get(key), list):  # several plugins: one experiment each
+            return [job for name in exp[key]
+                    for job in expand_experiment({**exp, key: name}, data_root, where)]
+        if exp.get(key) is not None and not isinstance(exp[key], str):
+            raise UserError(f"{where}: '{key}' must be a name or a list of names, got {exp[key]!r}")
     unknown = set(exp) - _EXPERIMENT_KEYS
     if unknown:
         k = sorted(unknown)[0]
