@@ -44,6 +44,11 @@ from . import knn_graph
 from .diffusion import _GraphMethod, check_alpha, graph_params
 
 
+def uses_dense(n: int, rank: int) -> bool:
+    """Lanczos pays off for r << n; at full rank, or a sizeable fraction of a small graph, dense eigh wins."""
+    return rank >= n - 1 or n <= 64 or (n <= 8000 and rank > n // 10)
+
+
 def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The `rank` largest (algebraic) eigenpairs of symmetric W (n, n) -> (lambda (r,) desc, U (n, r)).
 
@@ -57,8 +62,7 @@ def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np
     if rank > n:
         raise UserError(f"parameter 'rank' ({rank}) is larger than the database ({n} vectors); "
                         f"use rank <= {n}")
-    # Lanczos pays off for r << n; for a sizeable fraction of a small graph dense eigh is faster
-    if rank >= n - 1 or n <= 64 or (n <= 8000 and rank > n // 10):
+    if uses_dense(n, rank):
         dense = W.toarray().astype(np.float64) if hasattr(W, "toarray") else np.asarray(W, np.float64)
         lam, U = np.linalg.eigh(dense)
         lam, U = lam[::-1][:rank], U[:, ::-1][:, :rank]
@@ -123,7 +127,13 @@ class FSR(_GraphMethod):
         k2 = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
               "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"], "code": code_version(eigen),
               "graph_code": [code_version(_GraphMethod), code_version(knn_graph)]}
-        lam, U = ctx.cache.get_or_compute("fsr_eigen", k2, lambda: eigen(graph.W, self.cfg["rank"], seed=ctx.seed))
+        rank = self.cfg["rank"]
+        if uses_dense(graph.n, rank):   # one full decomposition serves every rank on this graph
+            lam, U = ctx.cache.get_or_compute("fsr_eigen", {**k2, "rank": "full"},
+                                              lambda: eigen(graph.W, graph.n, seed=ctx.seed))
+            lam, U = lam[:rank], np.ascontiguousarray(U[:, :rank])
+        else:
+            lam, U = ctx.cache.get_or_compute("fsr_eigen", k2, lambda: eigen(graph.W, rank, seed=ctx.seed))
         Us = sparsify(U, self.cfg["sparsity"])
         nbytes = (Us.data.nbytes + Us.indices.nbytes + Us.indptr.nbytes) if hasattr(Us, "indptr") else Us.nbytes
         self._extra_timings = {"offline_eigen": time.perf_counter() - t0, "embedding_mb": nbytes / 2**20}
