@@ -98,9 +98,11 @@ def fsr_rank(U, lam: np.ndarray, Y, alpha: float, residual: bool = False) -> np.
     """Online FSR: F = U diag(h(lambda)) U^T Y (+ residual term) -> (n, m) float64."""
     h = transfer(lam, alpha)
     Ysp = Y if hasattr(Y, "tocsc") else np.asarray(Y)
-    Z = np.asarray((Ysp.T @ U) if hasattr(Ysp, "tocsc") else Ysp.T @ U, dtype=np.float64)  # (m, r)
+    Z = Ysp.T @ U                                                       # (m, r); U dense or sparse
+    Z = np.asarray(Z.toarray() if hasattr(Z, "toarray") else Z, dtype=np.float64)
     h_use = h - (1.0 - alpha) if residual else h
-    F = np.asarray(U @ (h_use[:, None] * Z.T), dtype=np.float64)
+    F = U @ (h_use[:, None] * Z.T)
+    F = np.asarray(F.toarray() if hasattr(F, "toarray") else F, dtype=np.float64)
     if residual:
         F = F + (1.0 - alpha) * (Y.toarray() if hasattr(Y, "toarray") else np.asarray(Y))
     return F

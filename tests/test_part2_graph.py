@@ -184,6 +184,17 @@ def test_fsr_low_rank_error_shrinks_with_rank(small_problem):
     assert e_res < errs[2]
 
 
+def test_fsr_with_sparse_embedding(small_problem):
+    g, Y, _, _ = small_problem
+    lam, U = eigen(g.W, 40)
+    dense = fsr_rank(U, lam, Y, 0.9)
+    almost_all = sparsify(U, 0.999)
+    assert hasattr(almost_all, "indptr")
+    np.testing.assert_allclose(fsr_rank(almost_all, lam, Y, 0.9), dense, atol=1e-3 * np.abs(dense).max())
+    tenth = fsr_rank(sparsify(U, 0.1), lam, Y, 0.9)
+    assert tenth.shape == dense.shape and np.abs(tenth - dense).max() > 0
+
+
 def test_transfer_and_sparsify():
     np.testing.assert_allclose(transfer(np.array([1.0, 0.0, -1.0]), 0.5), [1.0, 0.5, 1 / 3])
     U = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
