@@ -45,7 +45,7 @@ class ASMKSuite:
         from asmk import inverted_file as ivf_pkg, kernel as kern_pkg
         from visrep.methods.asmk import ASMKIndex
         from visrep.methods.vocabularies import assign
-        rng = np.random.default_rng(0)
+        np.random.default_rng(0)
         self.c = clustered(1024, seed=1)
         self.x = clustered(200 * 500, seed=2)
         self.ids = np.repeat(np.arange(200), 500)

@@ -35,7 +35,7 @@ def _root(args) -> Path:
 
 
 def _handler(args) -> int:
-    from .download import fetch_dataset, file_status, verify_dataset
+    from .download import fetch_dataset, verify_dataset
     root = _root(args)
     quiet = getattr(args, "quiet", False)
     if args.data_command == "fetch":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from visrep.errors import UserError
 from visrep.params import Param
 from visrep.registry import register
 

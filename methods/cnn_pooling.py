@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import numpy as np
 
@@ -192,31 +191,6 @@ class CNNDescriptor(Descriptor):
         net = self.backbone()
         out = [self.describe_one(img, net) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
         return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-    def run(self, data, ctx) -> dict:
-        """Describe the dataset with *these* parameters (cached), then rank by exact NN."""
-        from .knn_search import search
-        db, q = describe_dataset(self, data, ctx)
-        t0 = time.perf_counter()
-        with ctx.phase("online"):
-            _, ranks = search(db, q)
-        return {"ranks": ranks, "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)}}
-
-
-def describe_dataset(method, data, ctx) -> tuple[np.ndarray, np.ndarray]:
-    """(db (n, d), q (n_q, d)) unit vectors of a descriptor method with its own cfg, cached by
-    (name, cfg, code version, manifest, split) as :func:`visrep.features.retrieval_features` does."""
-    from visrep.cache import code_version
-    from visrep.features import describe_images, l2_normalize
-    if not data.has_images:
-        raise UserError(f"descriptor '{method.name}' needs images, but {data.name} was loaded without images")
-    key = {"descriptor": method.name, "params": method.cfg, "code": code_version(type(method)),
-           "manifest": data.manifest}
-    db = ctx.cache.get_or_compute("features", {**key, "split": "db"}, lambda: describe_images(
-        method, data.db_image, data.n_db, ctx, f"{method.name} database"))
-    q = ctx.cache.get_or_compute("features", {**key, "split": "query"}, lambda: describe_images(
-        method, data.query_image, data.n_queries, ctx, f"{method.name} queries"))
-    return l2_normalize(db), l2_normalize(q)
 
 
 @register

@@ -285,10 +285,11 @@ class _GraphMethod(Method):
         per_query = (time.perf_counter() - t_online) / max(nq, 1)
         iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
         # "query": whole online time per query (y, solve, pooling, sorting); "query_solve": the solver only
-        timings = {"query": per_query, "query_solve": solve_s / max(nq, 1), "offline_total": offline_s,
-                   "graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0}
+        timings = {"query": per_query, "query_solve": solve_s / max(nq, 1), "offline_total": offline_s}
         timings.update(getattr(self, "_extra_timings", {}))
-        return {"ranks": ranks, "timings": timings, "iterations": iters}
+        stats = {"graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0}
+        stats.update(getattr(self, "_extra_stats", {}))
+        return {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
 
 
 def _image_sims(db, q, image_of, query_of, cols, n_img):

@@ -138,7 +138,8 @@ class FSR(_GraphMethod):
             lam, U = ctx.cache.get_or_compute("fsr_eigen", k2, lambda: eigen(graph.W, rank, seed=ctx.seed))
         Us = sparsify(U, self.cfg["sparsity"])
         nbytes = (Us.data.nbytes + Us.indices.nbytes + Us.indptr.nbytes) if hasattr(Us, "indptr") else Us.nbytes
-        self._extra_timings = {"offline_eigen": time.perf_counter() - t0, "embedding_mb": nbytes / 2**20}
+        self._extra_timings = {"offline_eigen": time.perf_counter() - t0}
+        self._extra_stats = {"embedding_mb": nbytes / 2**20}
         return lam, Us
 
     def solve(self, graph, state, Y, db, q, cols, query_of):

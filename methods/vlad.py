@@ -13,7 +13,6 @@ features has the zero VLAD and scores zero.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

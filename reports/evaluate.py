@@ -91,9 +91,9 @@ def substitute(value, shared: Path | None):
 
 
 def metric_value(record: dict, metric: str):
-    """``metrics.map`` / ``timings.query`` / bare ``map`` (= metrics.map) from a record, or None."""
+    """``metrics.map`` / ``timings.query`` / ``stats.graph_mb`` / bare ``map`` (= metrics.map) from a record, or None."""
     group, key = ("metrics", metric)
-    for g in ("metrics", "timings"):
+    for g in ("metrics", "timings", "stats"):
         if metric.startswith(g + "."):
             group, key = g, metric[len(g) + 1:]
     value = (record.get(group) or {}).get(key)

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from string import Template
 
-from .evaluate import (DATA_MISSING, DIFFERS, DOES_NOT_HOLD, HOLDS, METHOD_MISSING, NOT_RUN, PROXY, REPRODUCED,
-                       SHOWN, Resolver, evaluate_table)
+from .evaluate import (DATA_MISSING, DIFFERS, METHOD_MISSING, NOT_RUN, PROXY, REPRODUCED,
+                       SHOWN, Resolver, evaluate_table, metric_value)
 from .tables import load_tables
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -94,7 +94,7 @@ def _html_table(tr, link) -> str:
     groups = [c.group for c in t.columns]
     head = []
     if any(groups):
-        cells = [f'<th rowspan="2">Method</th>'] + [f'<th rowspan="2">{_e(t.attr_labels[a])}</th>' for a in attrs]
+        cells = ['<th rowspan="2">Method</th>'] + [f'<th rowspan="2">{_e(t.attr_labels[a])}</th>' for a in attrs]
         i = 0
         while i < len(t.columns):
             g, n = groups[i], 1
@@ -246,11 +246,11 @@ def _plots(out: Path, records, results, asv_dir: Path | None) -> list[tuple[str,
                 for name, r in cr.runs.items():
                     if r["record_path"] and name not in recs:
                         recs[name] = json.loads(Path(r["record_path"]).read_text())
-            for key, scale, ylabel, fname in (("query", 1e3, "online time per query (ms)", "cg_vs_rwr_time.png"),
-                                              ("mean_iterations", 1, "iterations (mean over queries)",
-                                               "cg_vs_rwr_iterations.png")):
-                vals = {n.upper(): rec["timings"][key] * scale for n, rec in recs.items()
-                        if isinstance((rec.get("timings") or {}).get(key), (int, float))}
+            for metric, scale, ylabel, fname in (("timings.query", 1e3, "online time per query (ms)", "cg_vs_rwr_time.png"),
+                                                 ("stats.mean_iterations", 1, "iterations (mean over queries)",
+                                                  "cg_vs_rwr_iterations.png")):
+                vals = {n.upper(): metric_value(rec, metric) * scale for n, rec in recs.items()
+                        if metric_value(rec, metric) is not None}
                 p = plots.bars(vals, ylabel, "CG vs RWR on the same graph (Oxford5k proxy)", pdir / fname)
                 if p:
                     made.append((f"CG against RWR: {ylabel}", f"plots/{p.name}"))

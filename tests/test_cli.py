@@ -1,6 +1,5 @@
 """The command line as users and scripts drive it: outputs, exit codes, and bad input."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +83,16 @@ def test_json_output_is_a_list_of_records(capsys):
     assert isinstance(records, list) and len(records) == 1
     assert {"method", "dataset", "protocol", "params", "metrics"} <= set(records[0])
     assert 0.0 <= records[0]["metrics"]["map"] <= 1.0
+
+
+def test_descriptor_parameters_inline(capsys):
+    def run(descriptor):
+        assert main(["run", "-m", "knn", "-d", "sample-views", "--set", f"descriptor={descriptor}", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)[0]["metrics"]["map"]
+    default, small = run("histogram"), run("histogram:size=16")
+    assert default != small  # the parameter reaches the descriptor (and its cache key)
+    assert run("histogram:size=128") == default
+    assert main(["run", "-m", "knn", "-d", "sample-views", "--set", "descriptor=histogram:size"]) == 2
+    assert "expected NAME:key=value;key=value" in capsys.readouterr().err
+    assert main(["run", "-m", "knn", "-d", "sample-views", "--set", "descriptor=histogram:size=0"]) == 2
+    assert "parameter 'size' of method 'histogram'" in capsys.readouterr().err

@@ -38,7 +38,6 @@ def test_extract_sift_frames_and_cap():
 
 def test_rotation_gives_matching_frames():
     """A 90 degree rotation keeps keypoints: matched frames differ by ~90 degrees, same scale."""
-    import cv2
     img = _photo()[100:356, 100:356]
     rot = np.ascontiguousarray(np.rot90(img))  # counter-clockwise
     d1, f1 = extract_sift(img, "rootsift", 500)

@@ -84,7 +84,7 @@ def test_smk_self_similarity_is_one_and_empty_image_scores_zero():
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("ma", [1, 3])
 def test_asmk_matches_authors_package(binary, ma):
-    asmk = pytest.importorskip("asmk", reason="the `peers` extra (asmk package) is not installed")
+    pytest.importorskip("asmk", reason="the `peers` extra (asmk package) is not installed")
     from asmk import kernel as kern_pkg, inverted_file as ivf_pkg
 
     rng = np.random.default_rng(7)

@@ -26,7 +26,11 @@ class Method(Plugin):
     kind = "method"
 
     def run(self, data, ctx) -> dict:
-        """Return the outputs dict for `data` (see the task table above)."""
+        """Return the outputs dict for `data` (see the task table above).
+
+        Optional keys for every task: ``timings`` (seconds, e.g. ``query`` per query) and
+        ``stats`` (other numbers the method measures about itself: memory, iterations).
+        """
         raise NotImplementedError
 
 
@@ -91,7 +95,7 @@ class Descriptor(Method):
     def run(self, data, ctx) -> dict:
         from visrep.methods.knn_search import search
         from .features import retrieval_features
-        db, q = retrieval_features(data, ctx, self.name)
+        db, q = retrieval_features(data, ctx, self)
         with ctx.phase("online"):
             _, ranks = search(db, q)
         return {"ranks": ranks, "timings": {"query": ctx.timings["online"] / max(len(q), 1)}}

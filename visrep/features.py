@@ -15,7 +15,20 @@ from .params import Param
 
 DESCRIPTOR_PARAM = Param("descriptor", str, "auto",
                          "global descriptor: 'auto' = the dataset's precomputed vectors, else its default "
-                         "descriptor; or the name of a descriptor method (see `visrep list methods`)")
+                         "descriptor; or a descriptor method with optional parameters, 'NAME' or "
+                         "'NAME:key=value;key=value' (e.g. 'gem:p=4;imsize=512')")
+
+
+def parse_descriptor(spec: str) -> tuple[str, dict]:
+    """'gem:p=4;imsize=512' -> ('gem', {'p': '4', 'imsize': '512'}); values are validated by the plugin."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, (x.strip() for x in rest.split(";"))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"descriptor '{spec}': expected NAME:key=value;key=value, got '{item}'")
+        params[key.strip()] = value.strip()
+    return name.strip(), params
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -29,26 +42,35 @@ def describe_images(descriptor, images, n: int, ctx, desc: str) -> np.ndarray:
     return descriptor.describe((images(i) for i in range(n)), n, ctx, desc=desc)
 
 
-def retrieval_features(data, ctx, descriptor: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """(database (n_db, d), queries (n_q, d)) L2-normalized float32 vectors for `data`."""
+def retrieval_features(data, ctx, descriptor="auto") -> tuple[np.ndarray, np.ndarray]:
+    """(database (n_db, d), queries (n_q, d)) L2-normalized float32 vectors for `data`.
+
+    `descriptor` is 'auto', a descriptor spec string (see :func:`parse_descriptor`), or a
+    descriptor method instance (whose own parameters are used).
+    """
     from .registry import methods
 
-    if descriptor == "auto" and data.has_features:
-        return l2_normalize(data.db_features), l2_normalize(data.query_features)
-    name = data.extra.get("default_descriptor", "") if descriptor == "auto" else descriptor
-    if not name:
-        raise UserError(f"{data.name} has no precomputed descriptors: give --set features=FILE "
-                        f"or --set descriptor=NAME (a descriptor method)")
-    if not data.has_images:
-        raise UserError(f"descriptor '{name}' needs images, but {data.name} was loaded without images")
-    method = methods.create(name, **data.extra.get("default_descriptor_params", {})) if descriptor == "auto" \
-        else methods.create(name)
+    if isinstance(descriptor, str):
+        if descriptor == "auto" and data.has_features:
+            return l2_normalize(data.db_features), l2_normalize(data.query_features)
+        if descriptor == "auto":
+            name, params = data.extra.get("default_descriptor", ""), dict(data.extra.get("default_descriptor_params", {}))
+            if not name:
+                raise UserError(f"{data.name} has no precomputed descriptors: give --set features=FILE "
+                                f"or --set descriptor=NAME (a descriptor method)")
+        else:
+            name, params = parse_descriptor(descriptor)
+        method = methods.create(name, **params)
+    else:
+        method = descriptor
     if method.task != "descriptor":
-        raise UserError(f"method '{name}' is a {method.task} method, not a descriptor")
-    key = {"descriptor": name, "params": method.cfg, "code": code_version(type(method)),
+        raise UserError(f"method '{method.name}' is a {method.task} method, not a descriptor")
+    if not data.has_images:
+        raise UserError(f"descriptor '{method.name}' needs images, but {data.name} was loaded without images")
+    key = {"descriptor": method.name, "params": method.cfg, "code": code_version(type(method)),
            "manifest": data.manifest, "loader": ctx.loader_version}
-    db = ctx.cache.get_or_compute("features", {**key, "split": "db"},
-                                  lambda: describe_images(method, data.db_image, data.n_db, ctx, f"{name} database"))
-    q = ctx.cache.get_or_compute("features", {**key, "split": "query"},
-                                 lambda: describe_images(method, data.query_image, data.n_queries, ctx, f"{name} queries"))
+    db = ctx.cache.get_or_compute("features", {**key, "split": "db"}, lambda: describe_images(
+        method, data.db_image, data.n_db, ctx, f"{method.name} database"))
+    q = ctx.cache.get_or_compute("features", {**key, "split": "query"}, lambda: describe_images(
+        method, data.query_image, data.n_queries, ctx, f"{method.name} queries"))
     return l2_normalize(db), l2_normalize(q)

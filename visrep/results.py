@@ -5,6 +5,7 @@ Record layout (schema version 1)::
     {"schema": 1, "job": "<16 hex>", "method": "knn", "dataset": "oxford5k",
      "protocol": "oxford", "params": {...}, "dataset_params": {...}, "protocol_params": {...},
      "seed": 0, "metrics": {"map": 0.403, ...}, "timings": {"load": s, "method": s, ...},
+     "stats": {...},  # what the method reports that is neither a metric nor a time (memory, iterations)
      "manifest": "<dataset manifest hash>", "created": "ISO time", "provenance": {...}}
 
 Records live at ``<root>/<dataset>/<method>/<job>.json``; the path depends only on the job
@@ -84,7 +85,7 @@ def load(path: str | Path = None):
     for p, rec in iter_records(path if path is not None else default_results_dir()):
         row = {k: rec.get(k) for k in ("method", "dataset", "protocol", "seed", "job", "created")}
         row["path"] = str(p)
-        for group in ("params", "dataset_params", "protocol_params", "metrics", "timings"):
+        for group in ("params", "dataset_params", "protocol_params", "metrics", "timings", "stats"):
             for k, v in (rec.get(group) or {}).items():
                 row[f"{group}.{k}"] = v if not isinstance(v, (list, dict)) else json.dumps(v)
         prov = rec.get("provenance") or {}

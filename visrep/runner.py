@@ -74,6 +74,7 @@ def execute(job: Job, settings: RunSettings) -> dict:
         "metrics": metrics,
         "summary": protocol.format(metrics, data),
         "timings": {k: round(v, 6) for k, v in timings.items()},
+        "stats": _check_metrics(outputs.get("stats") or {}, job),
         "manifest": getattr(data, "manifest", "") or ctx.manifest,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(),
