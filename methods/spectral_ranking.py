@@ -49,11 +49,17 @@ def uses_dense(n: int, rank: int) -> bool:
     return rank >= n - 1 or n <= 64 or (n <= 8000 and rank > n // 10)
 
 
-def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+EIGEN_SOLVERS = ("auto", "lanczos", "shift-invert", "dense")
+
+
+def eigen(W, rank: int, seed: int = 0, tol: float = 0.0, solver: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """The `rank` largest (algebraic) eigenpairs of symmetric W (n, n) -> (lambda (r,) desc, U (n, r)).
 
-    Lanczos (scipy.sparse.linalg.eigsh, ``which='LA'``) for r << n; dense ``numpy.linalg.eigh``
-    (O(n^2) memory) at full rank, or when n <= 8000 and r > n / 10 (faster there).
+    solver: ``lanczos`` (scipy.sparse.linalg.eigsh, ``which='LA'``); ``shift-invert`` (eigsh on
+    (W - sigma I)^-1 with sigma = 1 + 1e-3, just above the spectrum of the normalized W: one
+    sparse LU, then fast convergence even when many eigenvalues crowd near 1, as on strongly
+    clustered graphs where plain Lanczos crawls); ``dense`` (numpy eigh, O(n^2) memory);
+    ``auto``: dense at full rank or when n <= 8000 and r > n / 10, else Lanczos.
     """
     n = W.shape[0]
     rank = int(rank)
@@ -62,14 +68,23 @@ def eigen(W, rank: int, seed: int = 0, tol: float = 0.0) -> tuple[np.ndarray, np
     if rank > n:
         raise UserError(f"parameter 'rank' ({rank}) is larger than the database ({n} vectors); "
                         f"use rank <= {n}")
-    if uses_dense(n, rank):
+    if solver not in EIGEN_SOLVERS:
+        raise UserError(f"eigen solver must be one of {', '.join(EIGEN_SOLVERS)}, got {solver!r}")
+    if solver == "auto":
+        solver = "dense" if uses_dense(n, rank) else "lanczos"
+    if solver != "dense" and rank >= n - 1:
+        solver = "dense"  # eigsh needs k < n - 1
+    if solver == "dense":
         dense = W.toarray().astype(np.float64) if hasattr(W, "toarray") else np.asarray(W, np.float64)
         lam, U = np.linalg.eigh(dense)
         lam, U = lam[::-1][:rank], U[:, ::-1][:, :rank]
     else:
         import scipy.sparse.linalg as sla
         v0 = np.random.default_rng(seed).standard_normal(n)
-        lam, U = sla.eigsh(W.astype(np.float64), k=rank, which="LA", v0=v0, tol=tol)
+        if solver == "shift-invert":
+            lam, U = sla.eigsh(W.astype(np.float64).tocsc(), k=rank, sigma=1.0 + 1e-3, which="LM", v0=v0, tol=tol)
+        else:
+            lam, U = sla.eigsh(W.astype(np.float64), k=rank, which="LA", v0=v0, tol=tol)
         order = np.argsort(-lam)
         lam, U = lam[order], U[:, order]
     return lam.astype(np.float64), np.ascontiguousarray(U, dtype=np.float32)
@@ -118,6 +133,8 @@ class FSR(_GraphMethod):
         Param("sparsity", float, 1.0, "fraction of the entries of U kept (1 = dense)", low=0.0, high=1.0,
               open_low=True),
         Param("residual", bool, False, "add h(0) (I - U U^T) y: the rest of the spectrum taken as eigenvalue 0"),
+        Param("eigensolver", str, "auto", "offline eigensolver (see `eigen`): shift-invert for strongly "
+              "clustered graphs whose top eigenvalues crowd near 1", choices=EIGEN_SOLVERS),
     )
 
     def offline(self, graph, ctx, key):
@@ -129,13 +146,14 @@ class FSR(_GraphMethod):
         k2 = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
               "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"], "code": code_version(eigen),
               "graph_code": [code_version(_GraphMethod), code_version(knn_graph)]}
-        rank = self.cfg["rank"]
-        if uses_dense(graph.n, rank):   # one full decomposition serves every rank on this graph
+        rank, solver = self.cfg["rank"], self.cfg["eigensolver"]
+        if solver == "dense" or (solver == "auto" and uses_dense(graph.n, rank)):   # one full decomposition serves every rank on this graph
             lam, U = ctx.cache.get_or_compute("fsr_eigen", {**k2, "rank": "full"},
                                               lambda: eigen(graph.W, graph.n, seed=ctx.seed))
             lam, U = lam[:rank], np.ascontiguousarray(U[:, :rank])
         else:
-            lam, U = ctx.cache.get_or_compute("fsr_eigen", k2, lambda: eigen(graph.W, rank, seed=ctx.seed))
+            lam, U = ctx.cache.get_or_compute("fsr_eigen", {**k2, "solver": solver},
+                                              lambda: eigen(graph.W, rank, seed=ctx.seed, solver=solver))
         Us = sparsify(U, self.cfg["sparsity"])
         nbytes = (Us.data.nbytes + Us.indices.nbytes + Us.indptr.nbytes) if hasattr(Us, "indptr") else Us.nbytes
         self._extra_timings = {"offline_eigen": time.perf_counter() - t0}

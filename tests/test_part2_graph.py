@@ -162,12 +162,21 @@ def test_fsr_full_rank_equals_direct_solve(small_problem):
     assert np.mean(top_f == top_r) > 0.95
 
 
-def test_fsr_lanczos_matches_dense_eigh(small_problem):
+@pytest.mark.parametrize("solver", ["lanczos", "shift-invert"])
+def test_fsr_sparse_eigensolvers_match_dense_eigh(small_problem, solver):
     g, _, _, _ = small_problem
-    lam_d, _ = eigen(g.W, g.n)
-    lam_l, U = eigen(g.W, 20)
+    lam_d, _ = eigen(g.W, g.n, solver="dense")
+    lam_l, U = eigen(g.W, 20, solver=solver)
     np.testing.assert_allclose(lam_l, lam_d[:20], atol=1e-6)
     np.testing.assert_allclose(U.T @ U, np.eye(20), atol=1e-4)
+    W = g.W.astype(np.float64)
+    assert np.abs(W @ U.astype(np.float64) - U * lam_l).max() < 1e-4  # eigenpairs, not just eigenvalues
+
+
+def test_eigen_rejects_unknown_solver(small_problem):
+    from visrep.errors import UserError
+    with pytest.raises(UserError, match="eigen solver must be one of"):
+        eigen(small_problem[0].W, 5, solver="arpack")
 
 
 def test_fsr_low_rank_error_shrinks_with_rank(small_problem):
