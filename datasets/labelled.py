@@ -85,7 +85,7 @@ class EpisodeData:
 
     ``support`` (E, N*K) and ``query`` (E, N*Q) int64 indices into ``pool``; ``support_labels``
     (E, N*K) and ``query_labels`` (E, N*Q) episode-local labels in [0, N); ``classes`` (E, N)
-    the pool's class ids of each episode.
+    the pool's class ids of each episode. ``base``: the base-class training split, or None.
     """
 
     name: str
@@ -100,6 +100,7 @@ class EpisodeData:
     classes: np.ndarray
     seed: int = 0
     manifest: str = ""
+    base: "LabelledData | None" = None
 
     @property
     def n_episodes(self) -> int:

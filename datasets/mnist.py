@@ -86,7 +86,14 @@ class _MnistLike(Dataset):
     default_protocol = "classification"
     folder = "mnist"
     class_names: tuple = tuple(str(i) for i in range(10))
-    params = (Param("split", str, "test", "split scored by the protocol", choices=("test", "train")),)
+    params = (
+        Param("split", str, "test", "split scored by the protocol", choices=("test", "train")),
+        Param("labelled", int, None, "semi-supervised: N labelled training images, N/10 per class, drawn with "
+              "seed label_split (MNIST has no standard split files)", low=10),
+        Param("label_split", int, 0, "seed of the labelled-subset draw (one 'split file' per seed)", low=0),
+        Param("train_from_test", int, None, "proxy where only t10k exists: move this many test images (seeded "
+              "permutation, seed 0) into the training split; the protocol scores the rest", low=1),
+    )
 
     def load(self, ctx) -> LabelledData:
         folder = Path(ctx.data_root) / self.folder
@@ -96,7 +103,41 @@ class _MnistLike(Dataset):
                 data.train = read_mnist_split(folder, "train", self.name, self.class_names)
             except MissingDataError:
                 data.train = None
+        m = self.cfg["train_from_test"]
+        if m is not None:
+            if m >= len(data):
+                raise UserError(f"parameter 'train_from_test' of dataset '{self.name}' must be below the "
+                                f"{len(data)} test images, got {m}")
+            perm = np.random.default_rng(0).permutation(len(data))
+            manifest = data.manifest
+            train = data.subset(np.sort(perm[:m]), split="train")
+            data = data.subset(np.sort(perm[m:]))
+            data.train = train
+            data.manifest = manifest_hash({}, {"of": manifest, "train_from_test": m})
+        if self.cfg["labelled"] is not None:
+            if data.train is None:
+                raise MissingDataError(f"{self.name}: labelled={self.cfg['labelled']} needs a training split: the "
+                                       f"train-*-ubyte files in {folder}, or train_from_test=M (proxy)")
+            data.train.labelled_idx = balanced_subset(data.train.labels, self.cfg["labelled"],
+                                                      len(self.class_names), self.cfg["label_split"], self.name)
+            data.manifest = manifest_hash({}, {"of": data.manifest, "labelled": self.cfg["labelled"],
+                                               "label_split": self.cfg["label_split"]})
         return data
+
+
+def balanced_subset(labels: np.ndarray, n: int, n_classes: int, seed: int, where: str = "dataset") -> np.ndarray:
+    """Sorted indices of n // n_classes items of every class, drawn without replacement (seeded)."""
+    if n % n_classes:
+        raise UserError(f"{where}: labelled={n} must be a multiple of the {n_classes} classes (balanced subset)")
+    per = n // n_classes
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per:
+            raise UserError(f"{where}: class {c} has {len(idx)} training items, fewer than {per} labelled ones")
+        out.append(rng.choice(idx, per, replace=False))
+    return np.sort(np.concatenate(out))
 
 
 def _files(folder, url, sums):
@@ -132,3 +173,74 @@ class FashionMNIST(_MnistLike):
         ("train-images-idx3-ubyte", None, 26421880, False),
         ("train-labels-idx1-ubyte", None, 29515, False),
     ])
+
+
+# ---------------------------------------------------------------- class-split views (Part III proxies)
+def split_classes(data: LabelledData, first_held_out: int) -> tuple[LabelledData, LabelledData]:
+    """(classes < first_held_out, classes >= first_held_out) of `data`, the second renumbered from 0.
+
+    The metric-learning / few-shot convention (CUB: first 100 classes train, last 100 test).
+    """
+    if not 0 < first_held_out < data.n_classes:
+        raise UserError(f"{data.name}: the held-out classes must start within 1..{data.n_classes - 1}, "
+                        f"got {first_held_out}")
+    lo = data.subset(data.labels < first_held_out)
+    lo.class_names = data.class_names[:first_held_out]
+    hi = data.subset(data.labels >= first_held_out)
+    hi.labels = hi.labels - first_held_out
+    hi.class_names = data.class_names[first_held_out:]
+    return lo, hi
+
+
+_FIRST = Param("first_held_out", int, 5, "classes from this one on are unseen in training (0-4 train, 5-9 test)",
+               low=1, high=9)
+
+
+@register
+class MNISTUnseenClasses(Dataset):
+    name = "mnist-unseen"
+    task = "metric-learning"
+    default_protocol = "metric-learning"
+    summary = "MNIST t10k for metric learning on unseen classes: digits 0-4 train, 5-9 test (proxy of CUB's split)"
+    cite = "LeCun et al. 1998 (data); Oh Song et al., CVPR 2016 (train/test class split protocol)"
+    params = (_FIRST,)
+    files = MNIST.files[:2]
+
+    def load(self, ctx) -> LabelledData:
+        full = read_mnist_split(Path(ctx.data_root) / "mnist", "test", "mnist")
+        train, test = split_classes(full, self.cfg["first_held_out"])
+        train.split = "train"
+        test.name = train.name = self.name
+        test.train = train
+        test.manifest = manifest_hash({}, {"of": full.manifest, "first_held_out": self.cfg["first_held_out"]})
+        return test
+
+
+@register
+class MNISTFewShot(Dataset):
+    name = "mnist-fewshot"
+    task = "few-shot"
+    default_protocol = "few-shot"
+    summary = "MNIST t10k few-shot: base digits 0-4 (data.base), N-way K-shot episodes on novel digits 5-9 (proxy)"
+    cite = "LeCun et al. 1998 (data); Vinyals et al., NeurIPS 2016 (episodes)"
+    params = (
+        _FIRST,
+        Param("n_way", int, 5, "classes per episode", low=2),
+        Param("k_shot", int, 1, "labelled support images per class", low=1),
+        Param("n_query", int, 15, "query images per class", low=1),
+        Param("n_episodes", int, 600, "episodes", low=1),
+        Param("episode_seed", int, 0, "seed of the episode sampler"),
+    )
+    files = MNIST.files[:2]
+
+    def load(self, ctx):
+        from .episodes import sample_episodes
+        full = read_mnist_split(Path(ctx.data_root) / "mnist", "test", "mnist")
+        base, novel = split_classes(full, self.cfg["first_held_out"])
+        base.split, novel.split = "base", "novel"
+        base.name = novel.name = self.name
+        c = self.cfg
+        ep = sample_episodes(novel, c["n_way"], c["k_shot"], c["n_query"], c["n_episodes"], c["episode_seed"])
+        ep.base = base
+        ep.manifest = manifest_hash({}, {"of": full.manifest, "first_held_out": c["first_held_out"]})
+        return ep
