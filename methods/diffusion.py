@@ -69,7 +69,15 @@ def graph_params(k: int = 50, kq: int = 10) -> tuple[Param, ...]:
         Param("regional", str, None, "regional descriptor method giving many vectors per image "
               "(e.g. 'rmac-regions'); None = one global vector per image"),
         Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),
+        Param("shards", int, 1, "split the kNN-graph search into this many database shards and the queries "
+              "into as many groups, run as Dask tasks when the job runs on a Dask cluster "
+              "(visrep.sharding); same ranking either way", low=1),
     )
+
+
+def _solve_group(cols: slice, method, graph, state, Y, db, q):
+    """One group of query columns, solved where shard_map sends it -> (F (n, m), iterations (m,))."""
+    return method.solve(graph, state, Y[:, cols], db, q, cols, None)
 
 
 def check_alpha(alpha: float) -> float:
@@ -252,7 +260,7 @@ class _GraphMethod(Method):
         t0 = time.perf_counter()
         with ctx.phase("offline"):
             graph = cached_graph(db, ctx, key, k=self.cfg["k"], gamma=self.cfg["gamma"], mutual=self.cfg["mutual"],
-                                 index=self.cfg["graph_index"], seed=ctx.seed)
+                                 index=self.cfg["graph_index"], seed=ctx.seed, shards=self.cfg["shards"])
             state = self.offline(graph, ctx, key)
         offline_s = time.perf_counter() - t0
         n_img = data.n_db
@@ -269,19 +277,31 @@ class _GraphMethod(Method):
                 Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"], query_of=query_of, n_queries=nq)
             # queries per batch: dense (n, batch) float64 blocks stay around 128 MiB each at any n
             batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
-            for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
-                                  total=-(-nq // batch), unit="batch"):
-                cols = slice(s, min(s + batch, nq))
+            if self.cfg["shards"] > 1 and query_of is None:
+                # query groups as separate tasks (Dask tasks when the job runs on a cluster)
+                from visrep.sharding import shard_map
+                edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
+                groups = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
                 t_s = time.perf_counter()
-                F, iters = self.solve(graph, state, Y[:, cols], db, q, cols, query_of)
+                solved = shard_map(_solve_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
                 solve_s += time.perf_counter() - t_s
-                iters_all.append(iters)
-                if image_of is None:
-                    sims = db @ q[cols].T
-                else:
-                    F = pool_regions(F, image_of, coeff, n_img)
-                    sims = _image_sims(db, q, image_of, query_of, cols, n_img)
-                ranks[:, cols] = rank_scores(F, sims, topk)
+                for cols, (F, iters) in zip(groups, solved):
+                    iters_all.append(iters)
+                    ranks[:, cols] = rank_scores(F, db @ q[cols].T, topk)
+            else:
+                for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
+                                      total=-(-nq // batch), unit="batch"):
+                    cols = slice(s, min(s + batch, nq))
+                    t_s = time.perf_counter()
+                    F, iters = self.solve(graph, state, Y[:, cols], db, q, cols, query_of)
+                    solve_s += time.perf_counter() - t_s
+                    iters_all.append(iters)
+                    if image_of is None:
+                        sims = db @ q[cols].T
+                    else:
+                        F = pool_regions(F, image_of, coeff, n_img)
+                        sims = _image_sims(db, q, image_of, query_of, cols, n_img)
+                    ranks[:, cols] = rank_scores(F, sims, topk)
         per_query = (time.perf_counter() - t_online) / max(nq, 1)
         iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
         # "query": whole online time per query (y, solve, pooling, sorting); "query_solve": the solver only

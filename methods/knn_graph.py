@@ -78,13 +78,19 @@ def _make_index(x: np.ndarray, index: str, nlist: int | None, nprobe: int, seed:
 
 
 def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "flat", chunk: int = 8192,
-        nlist: int | None = None, nprobe: int = 16, seed: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        nlist: int | None = None, nprobe: int = 16, seed: int = 0, progress=None,
+        shards: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours by inner product -> (sims (m, k) float32, ids (m, k) int64).
 
     ``queries`` defaults to ``x`` itself (the graph case: row i lists i first). ``index`` 'flat'
     is exact; 'ivf' is faiss IVF-Flat with ``nlist`` cells (default 4 sqrt(n)) and ``nprobe``
     probes, for millions of vectors. Missing neighbours (IVF) come back with id -1, sim 0.
     ``progress`` wraps the iterable of chunks (e.g. ``ctx.progress``).
+
+    ``shards`` > 1 splits the database into that many contiguous shards, searches each for the
+    top k of every query (on the Dask cluster when the job runs on one, see
+    :mod:`visrep.sharding`) and merges the per-shard lists: with the exact index the result is
+    the same as one search (ties aside).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     q = x if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
@@ -92,6 +98,8 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
     if k < 1:
         raise UserError(f"k must be >= 1, got {k}")
     k = min(int(k), n)
+    if shards > 1:
+        return _knn_sharded(x, q, k, int(shards), index=index, chunk=chunk, nlist=nlist, nprobe=nprobe, seed=seed)
     ix = _make_index(x, index, nlist, nprobe, seed)
     sims = np.empty((q.shape[0], k), np.float32)
     ids = np.empty((q.shape[0], k), np.int64)
@@ -105,6 +113,30 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
     if bad.any():
         sims[bad] = 0.0
     return sims, ids
+
+
+def _search_shard(bounds: tuple[int, int], x: np.ndarray, q: np.ndarray, k: int, **kw):
+    """Top-k of every query within database rows [start, stop) -> (sims, global ids)."""
+    start, stop = bounds
+    sims, ids = knn(x[start:stop], min(k, stop - start), queries=q, **kw)
+    return sims, np.where(ids >= 0, ids + start, -1)
+
+
+def _knn_sharded(x, q, k, shards, **kw):
+    n = x.shape[0]
+    if shards > n:
+        raise UserError(f"parameter 'shards' ({shards}) is larger than the database ({n} vectors)")
+    from visrep.sharding import shard_map
+    edges = np.linspace(0, n, shards + 1).astype(int)
+    parts = shard_map(_search_shard, [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])],
+                      x=x, q=q, k=k, **kw)
+    sims = np.hstack([p[0] for p in parts])
+    ids = np.hstack([p[1] for p in parts])
+    sims = np.where(ids >= 0, sims, -np.inf)
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    sims, ids = np.take_along_axis(sims, top, 1), np.take_along_axis(ids, top, 1)
+    sims[ids < 0] = 0.0
+    return sims.astype(np.float32), ids
 
 
 def affinity(ids: np.ndarray, sims: np.ndarray, gamma: float = 3.0, mutual: bool = True,
@@ -174,15 +206,17 @@ class Graph:
 
 
 def build_graph(x: np.ndarray, k: int = 50, gamma: float = 3.0, mutual: bool = True, index: str = "flat",
-                nprobe: int = 16, seed: int = 0, progress=None, normalize_input: bool = True) -> Graph:
+                nprobe: int = 16, seed: int = 0, progress=None, normalize_input: bool = True,
+                shards: int = 1) -> Graph:
     """The normalized mutual kNN graph of database vectors `x` (n, d) (CVPR 2017 Sec. 3).
 
     Non-unit rows are L2-normalized unless ``normalize_input=False`` (then a UserError).
+    ``shards`` > 1 runs the kNN search per database shard (see :func:`knn`).
     """
     x = check_unit_rows(x, "graph vectors", normalize=normalize_input)
     if k < 2:
         raise UserError(f"parameter 'k' must be >= 2 (the list includes the vector itself), got {k}")
-    sims, ids = knn(x, k, index=index, nprobe=nprobe, seed=seed, progress=progress)
+    sims, ids = knn(x, k, index=index, nprobe=nprobe, seed=seed, progress=progress, shards=shards)
     a = affinity(ids, sims, gamma=gamma, mutual=mutual, n=x.shape[0])
     w, deg = normalize(a)
     return Graph(W=w, A=a, k=k, gamma=gamma, mutual=mutual, n_isolated=int((deg == 0).sum()),
@@ -193,5 +227,6 @@ def cached_graph(x: np.ndarray, ctx, key: dict, **kw) -> Graph:
     """``build_graph`` through the run's cache, keyed by `key` + graph parameters + code version."""
     from visrep.cache import code_version
 
-    full = {**key, **{k: v for k, v in kw.items() if k != "progress"}, "code": code_version(build_graph)}
+    # the graph does not depend on how its search was sharded
+    full = {**key, **{k: v for k, v in kw.items() if k not in ("progress", "shards")}, "code": code_version(build_graph)}
     return ctx.cache.get_or_compute("knn_graph", full, lambda: build_graph(x, progress=ctx.progress, **kw))
