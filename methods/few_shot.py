@@ -141,7 +141,7 @@ class DenseClassification(_FewShot):
         with ctx.phase("episodes"):
             for e in ctx.progress(range(data.n_episodes), desc="implanting", total=data.n_episodes, unit="episode"):
                 scores.append(implant_episode(inner, outer, data.support[e], data.support_labels[e], data.query[e],
-                                              data.n_way, self.cfg, seed=ctx.seed + e, scale=float(model.scale)))
+                                              data.n_way, self.cfg, seed=ctx.seed + e, scale=float(model.scale.detach())))
         return {"scores": np.stack(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}
 
 

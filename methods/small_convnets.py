@@ -142,7 +142,7 @@ def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
             seen += len(idx)
         history.append(tot / max(seen, 1))
     model.eval()
