@@ -100,7 +100,7 @@ class SpatialReranking(BoW):
         from .vocabularies import assign
 
         cfg = self.cfg
-        self._voc = None
+        self._voc, self._idf = None, None
         t0 = time.perf_counter()
         if cfg["shortlist_method"] == "bow":
             base = super().run(data, ctx)

@@ -1,0 +1,62 @@
+"""DSM: local features from activation maps (known answers) and a re-ranking run on real photographs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visrep.errors import UserError
+from visrep.methods.deep_spatial_matching import activation_features
+
+
+def test_activation_maxima_known_answer():
+    x = np.zeros((3, 8, 10), np.float32)
+    x[0, 2, 3] = 1.0                                   # one peak, region of one cell
+    x[1, 4:6, 6:8] = 0.6                               # plateau 2x2 ...
+    x[1, 4, 6] = 1.0                                   # ... with its peak at (4, 6)
+    ch, fr = activation_features(x, (80, 100), per_channel=2, min_activation=0.1)
+    assert list(ch) == [0, 1]                          # channel 2 is empty
+    assert np.allclose(fr[0], [(3 + 0.5) * 10, (2 + 0.5) * 10, 10.0, 0.0])
+    # channel 1: region = 2x2 plateau (>= half the peak), weighted centroid, scale sqrt(4) * 10
+    w = np.array([[1.0, 0.6], [0.6, 0.6]])
+    cy = (w * np.array([[4, 4], [5, 5]])).sum() / w.sum()
+    cx = (w * np.array([[6, 7], [6, 7]])).sum() / w.sum()
+    assert np.allclose(fr[1], [(cx + 0.5) * 10, (cy + 0.5) * 10, 20.0, 0.0])
+
+
+def test_activation_features_keep_strongest_per_channel():
+    x = np.zeros((1, 9, 9), np.float32)
+    x[0, 1, 1], x[0, 5, 5], x[0, 7, 1] = 0.5, 1.0, 0.05
+    ch, fr = activation_features(x, (9, 9), per_channel=1, min_activation=0.1)
+    assert len(ch) == 1 and np.allclose(fr[0, :2], [5.5, 5.5])
+    ch, fr = activation_features(x, (9, 9), per_channel=5, min_activation=0.1)
+    assert len(ch) == 2                                  # 0.05 < 0.1 x peak
+
+
+def test_activation_features_bad_input():
+    with pytest.raises(UserError, match="map"):
+        activation_features(np.zeros((4, 4)), (4, 4))
+    with pytest.raises(UserError, match="NaN"):
+        activation_features(np.full((1, 4, 4), np.nan), (4, 4))
+
+
+def test_dsm_rejects_a_non_cnn_descriptor():
+    from visrep.registry import methods
+    with pytest.raises(UserError, match="CNN"):
+        methods.create("dsm", descriptor="histogram")._descriptor()
+
+
+@pytest.mark.slow
+def test_dsm_reranks_gem_shortlist_on_real_photographs(tmp_path):
+    pytest.importorskip("timm")
+    from visrep.cache import Cache, code_version
+    from visrep.context import RunContext
+    from visrep.registry import datasets, methods, protocols
+    ctx = RunContext(cache=Cache(tmp_path), quiet=True)
+    ds = datasets.create("sample-views", views=3, distractor_views=1, graffiti=False, max_side=256)
+    data = ds.load(ctx)
+    ctx.loader_version = code_version(type(ds))
+    out = methods.create("dsm", shortlist=10).run(data, ctx)
+    r = out["ranks"]
+    assert all(sorted(r[:, j]) == list(range(data.n_db)) for j in range(data.n_queries))
+    assert out["stats"]["features_per_image"] > 10
+    assert protocols.create("oxford").evaluate(out, data)["map"] > 0.5

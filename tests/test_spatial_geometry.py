@@ -1,0 +1,201 @@
+"""Known-answer, property and peer tests of the spatial-matching kernels (methods/geometry.py, hpm)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from visrep.errors import UserError
+from visrep.methods import geometry as G
+from visrep.methods.hough_pyramid import hough_pyramid_matching, level_weights
+
+
+def _similarity(s, a, tx, ty):
+    c, si = s * np.cos(a), s * np.sin(a)
+    return np.array([[c, -si, tx], [si, c, ty], [0, 0, 1.0]])
+
+
+def _frames_under(H, n=60, seed=0, a=0.4, s=1.5):
+    """Random frames in A and their images in B under the similarity H = s R(a) + t."""
+    rng = np.random.default_rng(seed)
+    fa = np.column_stack([rng.uniform(0, 400, n), rng.uniform(0, 300, n), rng.uniform(2, 10, n),
+                          rng.uniform(0, 2 * np.pi, n)])
+    fb = fa.copy()
+    fb[:, :2] = G.apply_homography(H, fa[:, :2])
+    fb[:, 2] *= s
+    fb[:, 3] = np.mod(fa[:, 3] + a, 2 * np.pi)
+    return fa, fb
+
+
+def test_single_correspondence_gives_exact_similarity():
+    H = _similarity(1.5, 0.4, 30, -20)
+    fa, fb = _frames_under(H)
+    pairs = np.column_stack([np.arange(60), np.arange(60)])
+    T = G.correspondence_transforms(fa, fb, pairs)
+    assert np.allclose(T, H[:2][None], atol=1e-9)
+    P = G.similarity_parameters(fa, fb, pairs)
+    assert np.allclose(P[:, 2], np.log(1.5)) and np.allclose(P[:, 3], 0.4)
+    assert np.allclose(P[:, :2], [30, -20])
+
+
+def test_affine_frames_give_the_affine_map():
+    rng = np.random.default_rng(1)
+    A = np.array([[1.2, 0.3], [-0.1, 0.8]])
+    t = np.array([5.0, 7.0])
+    Sa = rng.normal(size=(10, 2, 2)) + 3 * np.eye(2)
+    pa = rng.uniform(0, 100, (10, 2))
+    fa = np.column_stack([pa, Sa.reshape(10, 4)])
+    fb = np.column_stack([pa @ A.T + t, (A @ Sa).reshape(10, 4)])
+    T = G.correspondence_transforms(fa, fb, np.column_stack([np.arange(10)] * 2))
+    assert np.allclose(T[:, :, :2], A) and np.allclose(T[:, :, 2], t)
+
+
+def test_word_correspondences_enumerate_all_pairs():
+    wa = np.array([3, 1, 3, 7])
+    wb = np.array([3, 3, 9, 1, 7, 7])
+    got = {tuple(p) for p in G.word_correspondences(wa, wb)}
+    want = {(i, j) for i in range(4) for j in range(6) if wa[i] == wb[j]}
+    assert got == want and len(want) == 7
+    assert {tuple(p) for p in G.word_correspondences(wa, wb, max_per_word=1)} == {(1, 3)}
+
+
+def test_nn_correspondences_recover_a_permutation():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(50, 16)).astype(np.float32)
+    perm = rng.permutation(50)
+    b = a[perm] + 0.01 * rng.normal(size=(50, 16)).astype(np.float32)
+    p = G.nn_correspondences(a, b, ratio=0.8)
+    assert len(p) == 50 and np.all(perm[p[:, 1]] == p[:, 0])
+
+
+def test_fit_homography_and_affine_exact():
+    rng = np.random.default_rng(3)
+    H = np.array([[1.1, 0.2, 10], [-0.1, 0.9, 5], [2e-4, -1e-4, 1]])
+    pa = rng.uniform(0, 500, (20, 2))
+    assert np.allclose(G.fit_homography(pa, G.apply_homography(H, pa)), H, atol=1e-8)
+    A = np.array([[0.9, 0.1, 3], [0.2, 1.1, -4]])
+    assert np.allclose(G.fit_affine(pa, G.apply_affine(A, pa)), A)
+    assert G.fit_homography(pa[:3], pa[:3]) is None
+    assert G.fit_affine(np.zeros((3, 2)), np.zeros((3, 2))) is None     # degenerate
+
+
+def _noisy_homography_problem(seed=4, m=300, outliers=0.5):
+    rng = np.random.default_rng(seed)
+    H = np.array([[0.9, 0.15, 20], [-0.1, 1.05, -10], [1e-4, 5e-5, 1]])
+    pa = rng.uniform(0, 640, (m, 2))
+    pb = G.apply_homography(H, pa) + rng.normal(0, 0.5, (m, 2))
+    bad = rng.random(m) < outliers
+    pb[bad] = rng.uniform(0, 640, (int(bad.sum()), 2))
+    return H, pa, pb, ~bad
+
+
+def test_ransac_recovers_homography_and_inliers():
+    H, pa, pb, good = _noisy_homography_problem()
+    Hest, mask = G.ransac_homography(pa, pb, 3.0, rng=np.random.default_rng(0))
+    assert G.corner_error(Hest, H, 640, 640) < 2.0
+    assert (mask & good).sum() >= 0.95 * good.sum() and (mask & ~good).sum() <= 3
+
+
+def test_ransac_agrees_with_opencv_on_the_same_correspondences():
+    cv2 = pytest.importorskip("cv2")
+    H, pa, pb, good = _noisy_homography_problem(seed=5)
+    _, mine = G.ransac_homography(pa, pb, 3.0, rng=np.random.default_rng(0))
+    Hc, mc = cv2.findHomography(pa, pb, cv2.RANSAC, 3.0)
+    mc = mc.ravel().astype(bool)
+    assert (mine & mc).sum() / (mine | mc).sum() > 0.95
+    assert G.corner_error(Hc, H, 640, 640) < 2.0
+
+
+def test_ransac_agrees_with_pydegensac():
+    pydegensac = pytest.importorskip("pydegensac", reason="pydegensac not installed (pip install pydegensac)")
+    H, pa, pb, good = _noisy_homography_problem(seed=6)
+    _, mine = G.ransac_homography(pa, pb, 3.0, rng=np.random.default_rng(0))
+    Hd, md = pydegensac.findHomography(pa, pb, 3.0)
+    assert (mine & md).sum() / (mine | md).sum() > 0.95
+
+
+def test_fsm_finds_similarity_among_outliers():
+    H = _similarity(1.5, 0.4, 30, -20)
+    fa, fb = _frames_under(H, n=80)
+    rng = np.random.default_rng(7)
+    fb[40:, :2] = rng.uniform(0, 500, (40, 2))            # half are outliers
+    pairs = np.column_stack([np.arange(80), np.arange(80)])
+    r = G.fast_spatial_matching(fa, fb, pairs, threshold=2.0, model="affine")
+    assert r["score"] == 40 and r["inliers"][:40].all() and not r["inliers"][40:].any()
+    assert np.allclose(r["T"], H, atol=1e-6)
+
+
+def test_one_to_one_count():
+    pairs = np.array([[0, 0], [0, 1], [0, 2], [1, 3]])
+    assert G.one_to_one_count(pairs, np.ones(4, bool)) == 2
+
+
+def test_bad_input_is_a_user_error():
+    with pytest.raises(UserError, match="frames"):
+        G.check_frames(np.zeros((3, 5)))
+    with pytest.raises(UserError, match="positive"):
+        G.check_frames(np.zeros((3, 4)))
+    with pytest.raises(UserError, match="out of range"):
+        G.check_pairs(np.array([[0, 5]]), 2, 2)
+    with pytest.raises(UserError):
+        hough_pyramid_matching(np.ones((2, 4)), np.ones((2, 4)), np.array([[0, 0]]), levels=0)
+
+
+# ---- HPM
+
+def test_hpm_level_weights_give_affinity_two_to_minus_level():
+    w = level_weights(5)
+    assert np.allclose([w[k:].sum() for k in range(5)], 2.0 ** -np.arange(5))
+
+
+def test_hpm_known_answer_small_case():
+    """Three correspondences of one similarity (same finest bin) + one far away:
+    each of the three has affinity 1 to the two others and 2^-(L-1) to the far one."""
+    H = _similarity(1.0, 0.0, 0, 0)
+    fa, fb = _frames_under(H, n=4, a=0.0, s=1.0)
+    fa[:, 3] = fb[:, 3] = 0.0
+    fb[3, :2] += 700                                          # a different translation bin (t_max = 3.5 * 1100)
+    fa[3, 2] = fb[3, 2] * 4                                   # and scale 1/4: other half of the log-scale range
+    r = hough_pyramid_matching(fa, fb, np.column_stack([np.arange(4)] * 2), levels=5, image_size=1100)
+    L = 5
+    far = 2.0 ** -(L - 1)
+    assert np.allclose(r["strengths"][:3], 2 + far)
+    assert np.isclose(r["strengths"][3], 3 * far)
+    assert np.isclose(r["score"], 3 * (2 + far) + 3 * far)
+
+
+def test_hpm_conflicts_keep_one_correspondence_per_label():
+    H = _similarity(1.0, 0.0, 0, 0)
+    fa, fb = _frames_under(H, n=5, a=0.0, s=1.0)
+    fa[:, 3] = fb[:, 3] = 0.0
+    pairs = np.column_stack([np.arange(5)] * 2)
+    labels = np.array([0, 0, 1, 2, 3])                       # two correspondences of the same word
+    r = hough_pyramid_matching(fa, fb, pairs, labels=labels, image_size=500)
+    assert r["erased"].sum() == 1
+    assert np.isclose(r["score"], 4 * 3)                     # 4 survivors, each grouped with 3 at level 0
+
+
+def test_hpm_is_invariant_to_similarity_and_prefers_consistent_matches():
+    H = _similarity(1.3, 1.0, 40, 10)
+    fa, fb = _frames_under(H, n=100, a=1.0, s=1.3)
+    pairs = np.column_stack([np.arange(100)] * 2)
+    good = hough_pyramid_matching(fa, fb, pairs, image_size=500)["score"]
+    rng = np.random.default_rng(9)
+    fr = fb.copy()
+    fr[:, :2] = rng.uniform(0, 500, (100, 2))
+    fr[:, 3] = rng.uniform(0, 2 * np.pi, 100)
+    bad = hough_pyramid_matching(fa, fr, pairs, image_size=500)["score"]
+    assert good > 5 * bad
+    # a second similarity of the same image pair scores (nearly) the same (binning effects aside)
+    H2 = _similarity(1.3, 1.0, 40.5, 10.5)
+    fa2, fb2 = _frames_under(H2, n=100, a=1.0, s=1.3)
+    assert abs(hough_pyramid_matching(fa2, fb2, pairs, image_size=500)["score"] - good) < 0.2 * good
+
+
+def test_hpm_scales_linearly():
+    """Cost grows about linearly with m (no enumeration of pairs): m = 40000 runs quickly."""
+    rng = np.random.default_rng(10)
+    m = 40000
+    fa = np.column_stack([rng.uniform(0, 800, m), rng.uniform(0, 600, m), rng.uniform(1, 9, m), rng.uniform(0, 6, m)])
+    fb = np.column_stack([rng.uniform(0, 800, m), rng.uniform(0, 600, m), rng.uniform(1, 9, m), rng.uniform(0, 6, m)])
+    r = hough_pyramid_matching(fa, fb, np.column_stack([np.arange(m)] * 2), labels=np.arange(m) % 5000)
+    assert r["strengths"].shape == (m,) and np.isfinite(r["score"])
