@@ -134,7 +134,7 @@ def test_dlp_and_supervised_run_deterministically(digit_images):
         assert runs[0]["scores"].shape == (len(data), 10)
         assert np.array_equal(runs[0]["scores"], runs[1]["scores"])     # seeded -> identical on CPU
         out[name] = Classification().evaluate(runs[0], data)["top1_error"]
-    assert out["supervised"] < 0.6 and out["dlp"] < 0.6                   # 50 labels, 10 classes: well above chance
+    assert out["supervised"] < 0.75 and out["dlp"] < 0.75                 # 50 labels, 10 classes: chance error is 0.9
 
 
 def test_dlp_needs_a_labelled_subset(digit_images):
