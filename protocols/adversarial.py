@@ -18,7 +18,9 @@ Outputs contract (task ``adversarial``): ``adversarial`` float (n, ...) in [0, 1
 shape of the clean images; ``adv_predictions`` int (n,) (or ``success`` bool (n,));
 optional ``clean`` float (n, ...) in [0, 1] (default: ``data.x`` / 255 for uint8),
 ``clean_predictions`` int (n,), ``iterations`` (n,), ``time`` total seconds (or
-``timings["attack"]``). Metrics: ``success_rate``, ``l2_mean``, ``l2_median``, ``linf_mean``,
+``timings["attack"]``), ``indices`` int (m,): when an attack covers only some items of the
+dataset (e.g. the first 1000 test images), every array above has m rows, one per listed item,
+and the labels and clean images are those items'. Metrics: ``success_rate``, ``l2_mean``, ``l2_median``, ``linf_mean``,
 ``iterations_mean``, ``time_per_image``, ``n_attacked``.
 """
 from __future__ import annotations
@@ -51,6 +53,13 @@ class Adversarial(Protocol):
 
     def evaluate(self, outputs: dict, data) -> dict:
         labels = np.asarray(data.labels)
+        idx = None
+        if outputs.get("indices") is not None:
+            idx = np.asarray(outputs["indices"])
+            if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (idx.min() < 0 or idx.max() >= len(labels))):
+                raise UserError(f"outputs['indices'] for {data.name}: expected (m,) integers in [0, {len(labels)}), "
+                                f"got shape {idx.shape} dtype {idx.dtype}")
+            labels = labels[idx]
         n = len(labels)
         if "adversarial" not in outputs:
             raise UserError(f"protocol 'adversarial' needs outputs['adversarial'] (n, ...); got keys {sorted(outputs)}")
@@ -58,7 +67,8 @@ class Adversarial(Protocol):
         if "clean" in outputs:
             clean = np.asarray(outputs["clean"], dtype=np.float64)
         elif getattr(data, "x", None) is not None:
-            clean = np.asarray(data.x, dtype=np.float64) / (255.0 if data.x.dtype == np.uint8 else 1.0)
+            x = data.x if idx is None else data.x[idx]
+            clean = np.asarray(x, dtype=np.float64) / (255.0 if data.x.dtype == np.uint8 else 1.0)
         else:
             raise UserError(f"protocol 'adversarial' needs outputs['clean'] for {data.name} (no arrays in the dataset)")
         if adv.shape != clean.shape or len(adv) != n:

@@ -1,0 +1,81 @@
+"""DDN: Decoupling Direction and Norm (Rony et al., CVPR 2019), an L2 attack with a fixed budget.
+
+Rony, Hafemann, Oliveira, Ben Ayed, Sabourin & Granger, Decoupling direction and norm for efficient
+gradient-based L2 adversarial attacks and defenses, CVPR 2019, Algorithm 1. With delta_0 = 0 and
+norm eps_0 = 1, at each of K iterations k:
+
+    x~_k  = x + delta_{k-1}                                  (quantised to 256 levels and clipped to [0, 1])
+    g     = grad_delta CE(f(x~_k), y);  g <- alpha_k * g / ||g||_2       (ascent: untargeted)
+    if x~_k is adversarial:  eps_k = (1 - gamma) eps_{k-1}, keep x~_k if the smallest L2 so far
+    else:                    eps_k = (1 + gamma) eps_{k-1}
+    delta_k = eps_k * (delta_{k-1} + g) / ||delta_{k-1} + g||_2,   then x + delta_k quantised and clipped
+
+The step alpha_k follows a cosine annealing from alpha = 1 to 0.01 (the authors' implementation);
+gamma = 0.05 (paper). One gradient evaluation per iteration; the last iterate is checked once
+more after the loop. The CE gradient direction is computed in a form exact at any logit margin
+(:func:`visrep.methods.attacks.ce_direction`): with the plain float32 softmax the direction is wrong on
+confident models (measured on the BP paper's MNIST model: DDN then succeeds on 29 % of images in 20
+iterations). Shapes: x (b, 1, 28, 28) float32 in [0, 1], y (b,) int64.
+"""
+from __future__ import annotations
+
+import math
+
+from visrep.params import Param
+from visrep.registry import register
+
+from .attacks import AttackMethod, ce_direction, flat_norm, per_item, quantize, unit_or_random
+
+
+def ddn(model, x, y, iterations: int = 100, gamma: float = 0.05, init_norm: float = 1.0, alpha: float = 1.0,
+        levels: int = 256, gen=None):
+    """Batched DDN (Rony et al. 2019, Alg. 1). Returns (best adversarial (b, ...), its L2 (b,), inf if none)."""
+    import torch
+    x = x.detach()
+    b = len(x)
+    delta = torch.zeros_like(x)
+    eps = torch.full((b,), float(init_norm))
+    best = x.clone()
+    best_l2 = torch.full((b,), float("inf"))
+
+    def keep_best(adv_x, logits):
+        nonlocal best, best_l2
+        l2 = flat_norm(adv_x - x)
+        better = (logits.argmax(1) != y) & (l2 < best_l2)
+        best_l2 = torch.where(better, l2, best_l2)
+        best[better] = adv_x[better]
+        return logits.argmax(1) != y
+
+    for k in range(iterations):
+        a_k = 0.01 * alpha + (alpha - 0.01 * alpha) * (1 + math.cos(math.pi * k / iterations)) / 2
+        xk = (x + delta).detach()
+        logits, g = ce_direction(model, xk, y)
+        with torch.no_grad():
+            is_adv = keep_best(xk, logits)
+            eps = torch.where(is_adv, eps * (1 - gamma), eps * (1 + gamma))
+            step = delta + a_k * unit_or_random(g, gen)
+            delta = step * per_item(eps / flat_norm(step).clamp_min(1e-12), step)
+            delta = quantize((x + delta).clamp(0, 1), levels) - x
+    with torch.no_grad():
+        keep_best(x + delta, model(x + delta))
+    return best, best_l2
+
+
+@register
+class DDN(AttackMethod):
+    name = "ddn"
+    summary = "decoupling direction and norm: fixed-budget L2 attack adapting the norm up/down by gamma"
+    cite = ("Rony, Hafemann, Oliveira, Ben Ayed, Sabourin & Granger, Decoupling direction and norm for efficient "
+            "gradient-based L2 adversarial attacks and defenses, CVPR 2019")
+    attack_params = (
+        Param("iterations", int, 100, "iterations K (one gradient each)", low=1),
+        Param("gamma", float, 0.05, "norm update factor", low=0, high=1, open_low=True, open_high=True),
+        Param("init_norm", float, 1.0, "initial norm eps_0", low=0, open_low=True),
+        Param("alpha", float, 1.0, "initial step (cosine-annealed to alpha / 100)", low=0, open_low=True),
+        Param("levels", int, 256, "quantisation levels of every iterate (0: none)", low=0),
+    )
+
+    def attack_batch(self, model, x, y, gen):
+        adv, _ = ddn(model, x, y, self.cfg["iterations"], self.cfg["gamma"], self.cfg["init_norm"],
+                     self.cfg["alpha"], self.cfg["levels"], gen)
+        return adv, self.cfg["iterations"]
