@@ -123,35 +123,41 @@ def _crop(x0: float, y0: float, cw: float, ch: float, out_w: int, out_h: int) ->
 
 
 def make_views(source: int, name: str, w: int, h: int, rng: np.random.Generator, n_views: int,
-               obj: int = -1) -> list[View]:
-    """The database views of one photograph: easy ones first, then hard ones."""
+               obj: int = -1, severity: float = 1.0) -> list[View]:
+    """The database views of one photograph: easy ones first, then hard ones.
+
+    ``severity`` > 1 makes every change stronger (smaller scale and crops, larger rotation and
+    perspective, more blur and darkening); 1 is the default benchmark.
+    """
     recipes = [
         ("scale", "easy"), ("illumination", "easy"), ("perspective", "easy"),
         ("rotate", "hard"), ("crop", "hard"), ("blur-dark", "hard"), ("strong-perspective", "hard"),
     ]
+    sv = float(severity)
     views = []
     for v in range(n_views):
         kind, difficulty = recipes[v % len(recipes)]
         H, size, blur, gain, offset = np.eye(3), (w, h), 0.0, 1.0, 0.0
         if kind == "scale":
-            s = rng.uniform(0.6, 0.8)
-            size = (round(w * s), round(h * s))
+            s = rng.uniform(0.6, 0.8) ** sv
+            size = (max(16, round(w * s)), max(16, round(h * s)))
             H = np.diag([s, s, 1.0])
         elif kind == "illumination":
-            gain, offset = rng.uniform(0.6, 0.8), rng.uniform(20, 40)
+            gain, offset = rng.uniform(0.6, 0.8) ** sv, rng.uniform(20, 40)
         elif kind == "perspective":
-            H = _perspective(w, h, 0.12, rng)
+            H = _perspective(w, h, min(0.12 * sv, 0.3), rng)
         elif kind == "rotate":
-            H = _similarity(rng.uniform(0.55, 0.75), rng.choice([-1, 1]) * rng.uniform(20, 40), w, h, w, h)
+            scale, sign = rng.uniform(0.55, 0.75) ** sv, rng.choice([-1, 1])
+            H = _similarity(scale, sign * min(rng.uniform(20, 40) * sv, 120.0), w, h, w, h)
         elif kind == "crop":
-            cw, ch = w * rng.uniform(0.5, 0.65), h * rng.uniform(0.5, 0.65)
+            cw, ch = w * rng.uniform(0.5, 0.65) ** sv, h * rng.uniform(0.5, 0.65) ** sv
             x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
             H = _crop(x0, y0, cw, ch, w, h)
         elif kind == "blur-dark":
-            H, blur, gain, offset = np.diag([0.8, 0.8, 1.0]), rng.uniform(1.5, 2.5), rng.uniform(0.4, 0.55), 0.0
+            H, blur, gain, offset = np.diag([0.8, 0.8, 1.0]), rng.uniform(1.5, 2.5) * sv, rng.uniform(0.4, 0.55) ** sv, 0.0
             size = (round(w * 0.8), round(h * 0.8))
         elif kind == "strong-perspective":
-            H = _perspective(w, h, 0.25, rng)
+            H = _perspective(w, h, min(0.25 * sv, 0.4), rng)
         views.append(View(source, f"{name}_{v}_{kind}", H, size, blur, gain, offset, difficulty, obj))
     return views
 
@@ -195,6 +201,8 @@ class SampleViews(Dataset):
         Param("distractor_views", int, 4, "views per distractor photograph", low=0, high=20),
         Param("max_side", int, 384, "longest image side in pixels", low=64, high=2048),
         Param("graffiti", bool, True, "add the real Graffiti sequence when ../shared/data has it"),
+        Param("severity", float, 1.0, "strength of the transformations (1 = default; 2 = a harder benchmark "
+              "on which CNN descriptors no longer saturate)", low=0.5, high=3.0),
     )
 
     def load(self, ctx) -> RetrievalData:
@@ -214,7 +222,8 @@ class SampleViews(Dataset):
         for i, img in enumerate(images):
             is_object = i < len(OBJECTS)
             n = cfg["views"] if is_object else cfg["distractor_views"]
-            db_views += make_views(i, names[i], img.shape[1], img.shape[0], rng, n, i if is_object else -1)
+            db_views += make_views(i, names[i], img.shape[1], img.shape[0], rng, n, i if is_object else -1,
+                                   cfg["severity"])
         queries = []  # (source, box)
         for i in range(len(OBJECTS)):
             hh, ww = images[i].shape[:2]
