@@ -33,7 +33,7 @@ def ddn(model, x, y, iterations: int = 100, gamma: float = 0.05, init_norm: floa
     import torch
     x = x.detach()
     b = len(x)
-    delta = torch.zeros_like(x)
+    cur = x.clone()  # the iterate x + delta, kept as an image so that quantised values stay exact
     eps = torch.full((b,), float(init_norm))
     best = x.clone()
     best_l2 = torch.full((b,), float("inf"))
@@ -48,16 +48,15 @@ def ddn(model, x, y, iterations: int = 100, gamma: float = 0.05, init_norm: floa
 
     for k in range(iterations):
         a_k = 0.01 * alpha + (alpha - 0.01 * alpha) * (1 + math.cos(math.pi * k / iterations)) / 2
-        xk = (x + delta).detach()
-        logits, g = ce_direction(model, xk, y)
+        logits, g = ce_direction(model, cur, y)
         with torch.no_grad():
-            is_adv = keep_best(xk, logits)
+            is_adv = keep_best(cur, logits)
             eps = torch.where(is_adv, eps * (1 - gamma), eps * (1 + gamma))
-            step = delta + a_k * unit_or_random(g, gen)
+            step = (cur - x) + a_k * unit_or_random(g, gen)
             delta = step * per_item(eps / flat_norm(step).clamp_min(1e-12), step)
-            delta = quantize((x + delta).clamp(0, 1), levels) - x
+            cur = quantize((x + delta).clamp(0, 1), levels)
     with torch.no_grad():
-        keep_best(x + delta, model(x + delta))
+        keep_best(cur, model(cur))
     return best, best_l2
 
 
