@@ -1,0 +1,72 @@
+"""asv benchmarks for the adversarial attacks (Part III, slide 94): time per batch of 100 MNIST
+images for BP vs C&W vs PGD vs DDN at fixed budgets of gradient evaluations.
+
+Inputs (fixed seeds): the first 100 real MNIST test images and the BP paper's MNIST CNN when
+``../shared/data`` is present, else 100 uniform-noise images and the same architecture with
+seeded random weights (timings of the same operations; distortions then mean nothing). Torch runs
+on 1 thread so that numbers are comparable across runs on shared machines. Run as a script
+(``python benchmarks/bench_attacks.py``) to print the times once (best of 3).
+"""
+from __future__ import annotations
+
+import time
+
+
+def _inputs():
+    import numpy as np
+    import torch
+    torch.set_num_threads(1)
+    from visrep.context import shared_data_dir
+    from visrep.methods.mnist_models import build_model, images_to_tensor, load_model
+    root = shared_data_dir()
+    if root is not None and (root / "classification" / "mnist").is_dir() and \
+            (root / "models" / "mnist_cnn_walking_on_the_edge.pth").exists():
+        from visrep.datasets.mnist import read_mnist_split
+        d = read_mnist_split(root / "classification" / "mnist", "test")
+        return load_model("walking"), images_to_tensor(d.x[:100]), torch.as_tensor(d.labels[:100])
+    torch.manual_seed(0)
+    model = build_model("walking").eval()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((100, 1, 28, 28), dtype=np.float32))
+    return model, x, model(x).argmax(1).detach()
+
+
+class AttackSuite:
+    """One batch of 100 images, budgets in gradient evaluations per image."""
+
+    timeout = 600
+    params = ([20, 100],)
+    param_names = ["budget"]
+
+    def setup(self, budget):
+        self.model, self.x, self.y = _inputs()
+
+    def time_bp(self, budget):
+        from visrep.methods.boundary_projection import boundary_projection
+        boundary_projection(self.model, self.x, self.y, iterations=budget)
+
+    def time_ddn(self, budget):
+        from visrep.methods.decoupled_direction_norm import ddn
+        ddn(self.model, self.x, self.y, iterations=budget)
+
+    def time_cw(self, budget):
+        from visrep.methods.carlini_wagner import carlini_wagner_l2
+        steps = 1 if budget <= 20 else 5
+        carlini_wagner_l2(self.model, self.x, self.y, binary_steps=steps, iterations=budget // steps)
+
+    def time_pgd_l2(self, budget):
+        from visrep.methods.attack_gradient import pgd
+        pgd(self.model, self.x, self.y, 2.0, 2.5 * 2.0 / budget, budget, "l2")
+
+
+if __name__ == "__main__":
+    for budget in AttackSuite.params[0]:
+        s = AttackSuite()
+        s.setup(budget)
+        for name in ("time_bp", "time_ddn", "time_cw", "time_pgd_l2"):
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                getattr(s, name)(budget)
+                best = min(best, time.perf_counter() - t0)
+            print(f"budget {budget:4d}  {name[5:]:7s} {best:.3f} s / 100 images")
