@@ -244,3 +244,18 @@ class MNISTFewShot(Dataset):
         ep.base = base
         ep.manifest = manifest_hash({}, {"of": full.manifest, "first_held_out": c["first_held_out"]})
         return ep
+
+
+@register
+class MNISTAdversarial(Dataset):
+    """The MNIST test split as the input of attacks (task ``adversarial``): the files and loader of ``mnist``."""
+
+    name = "mnist-adversarial"
+    task = "adversarial"
+    default_protocol = "adversarial"
+    summary = "MNIST t10k images and labels to attack with the adversarial protocol"
+    cite = "LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, 1998"
+    files = MNIST.files[:2]
+
+    def load(self, ctx):
+        return read_mnist_split(Path(ctx.data_root) / "mnist", "test", self.name)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visrep.api import Dataset, Method
+from visrep.api import Method
 from visrep.errors import MissingDataError, UserError
 from visrep.params import Param
 from visrep.registry import register
@@ -196,24 +196,3 @@ class MnistClassifier(Method):
             scores = predict(model, data.x).numpy()
         return {"scores": scores, "predictions": scores.argmax(1),
                 "timings": {"query": ctx.timings["online"] / max(len(scores), 1)}}
-
-
-@register
-class MNISTAdversarial(Dataset):
-    """The MNIST test split as the input of attacks (task ``adversarial``): same files and loader as ``mnist``.
-
-    Temporary home: a dataset view belongs in ``datasets/mnist.py`` (or the spec check should let the
-    ``mnist`` dataset feed the ``adversarial`` protocol); it lives here so that the attack plugins run
-    through specs and report tables now. Registered when the method plugins are imported (a spec names
-    the method first, so specs and tables find it).
-    """
-
-    name = "mnist-adversarial"
-    task = "adversarial"
-    default_protocol = "adversarial"
-    summary = "MNIST t10k images and labels to attack (view of the mnist IDX files for the adversarial protocol)"
-    cite = "LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, 1998"
-
-    def load(self, ctx):
-        from visrep.datasets.mnist import read_mnist_split
-        return read_mnist_split(Path(ctx.data_root) / "mnist", "test", self.name)

@@ -57,7 +57,7 @@ def _cmd_list(args) -> int:
     for kind, rows in out.items():
         print(f"{kind}:")
         for r in rows:
-            print(f"  {r['name']:<16} {r['task']:<16} {r['summary']}")
+            print(f"  {r['name']:<20} {r['task']:<16} {r['summary']}")
     return 0
 
 
