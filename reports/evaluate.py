@@ -21,7 +21,7 @@ from pathlib import Path
 
 from visrep.errors import MissingDataError, UserError
 
-from .tables import Claim, Column, Row, Run, Table
+from .tables import Claim, Column, Row, RunSpec, Table
 
 REPRODUCED, DIFFERS, PROXY, SHOWN = "reproduced", "differs", "proxy scale", "shown"
 NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED = "not run", "metric missing", "config error", "run failed"
@@ -29,22 +29,6 @@ DATA_MISSING, METHOD_MISSING = "data missing", "method missing"
 HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
 #: statuses that mean "a record exists and gave a number"
 HAS_VALUE = (REPRODUCED, DIFFERS, PROXY, SHOWN)
-
-
-@dataclass
-class RunSpec:
-    """What to run for one cell or claim run (placeholders not yet substituted)."""
-
-    method: str
-    dataset: str
-    protocol: str | None = None
-    params: dict = field(default_factory=dict)
-    dataset_params: dict = field(default_factory=dict)
-    protocol_params: dict = field(default_factory=dict)
-    requires: list = field(default_factory=list)
-    seed: int = 0
-    data_root: str | None = None
-    label: str = ""
 
 
 @dataclass
@@ -63,12 +47,6 @@ def cell_spec(row: Row, col: Column) -> RunSpec:
                    dataset_params={**col.dataset_params, **row.dataset_params},
                    protocol_params={**col.protocol_params, **row.protocol_params},
                    requires=list(row.requires), seed=row.seed, data_root=row.data_root, label=row.label)
-
-
-def run_spec(run: Run) -> RunSpec:
-    return RunSpec(method=run.method, dataset=run.dataset, protocol=run.protocol, params=dict(run.params),
-                   dataset_params=dict(run.dataset_params), protocol_params=dict(run.protocol_params),
-                   requires=list(run.requires), seed=run.seed, data_root=run.data_root, label=run.label)
 
 
 class _NoShared(Exception):
@@ -387,7 +365,7 @@ def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: 
     out = ClaimResult(table.id, claim.id, NOT_RUN)
     for name in claim.runs:
         run = table.runs[name]
-        spec = run_spec(run)
+        spec = run
         res = resolver.run(spec) if run_missing else resolver.resolve(spec)
         commit, dirty, created = provenance_of(res.record)
         out.runs[name] = {"status": res.status, "reason": res.reason, "label": run.label or name,

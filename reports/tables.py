@@ -88,10 +88,9 @@ class Row:
 
 
 @dataclass
-class Run:
-    """One configuration a claim refers to (method + dataset + parameters)."""
+class RunSpec:
+    """What to run for one cell or claim run (``{shared}`` placeholders not yet substituted)."""
 
-    name: str
     method: str
     dataset: str
     protocol: str | None = None
@@ -101,8 +100,15 @@ class Run:
     requires: list = field(default_factory=list)
     seed: int = 0
     data_root: str | None = None
-    scale: str = "proxy"
     label: str = ""
+
+
+@dataclass
+class Run(RunSpec):
+    """One named configuration a claim refers to."""
+
+    name: str = ""
+    scale: str = "proxy"
 
 
 @dataclass
