@@ -39,6 +39,34 @@ def load_mat(path: str | Path) -> dict:
         raise UserError(f"{path}: not a readable Matlab file ({type(e).__name__}: {e})") from None
 
 
+def _gnd_entries(gnd_struct, n_queries: int, n_db: int, path: Path) -> list[dict]:
+    """The Matlab ``gnd`` struct array -> per query {'ok', 'junk' (0-based int64), 'bbx' if present}.
+
+    Missing ``junk`` fields give empty arrays (INSTRE); indices outside 1..n_db are an error.
+    """
+    gstruct = gnd_struct.ravel()
+    if len(gstruct) != n_queries:
+        raise UserError(f"{path}: {len(gstruct)} gnd entries for {n_queries} queries")
+    fields = gstruct.dtype.names or ()
+    if "ok" not in fields:
+        raise UserError(f"{path}: gnd entries lack the 'ok' field (fields: {', '.join(fields)})")
+    gnd = []
+    for j, g in enumerate(gstruct):
+        entry = {}
+        for key in ("ok", "junk"):
+            if key in fields:
+                idx = np.asarray(g[key], dtype=np.int64).ravel() - 1
+                if idx.size and (idx.min() < 0 or idx.max() >= n_db):
+                    raise UserError(f"{path}: query {j} '{key}' index out of range 1..{n_db}")
+                entry[key] = idx
+            else:
+                entry[key] = np.zeros(0, np.int64)
+        if "bbx" in fields and np.asarray(g["bbx"]).size == 4:
+            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
+        gnd.append(entry)
+    return gnd
+
+
 def read_matlab_gnd(path: str | Path) -> dict:
     """Read an Oxford/Paris/Holidays-style .mat -> dict(imlist, qimlist, qidx, gnd) with 0-based indices."""
     path = Path(path)
@@ -53,27 +81,8 @@ def read_matlab_gnd(path: str | Path) -> dict:
     qimlist = [_cell_str(r[0]) for r in qlist]
     qidx = np.array([_cell_int(r[1]) - 1 for r in qlist], dtype=np.int64)
     qnames = [_cell_str(r[2]) for r in qlist] if qlist.shape[1] > 2 else list(qimlist)
-    gstruct = m["gnd"].ravel()
-    if len(gstruct) != len(qimlist):
-        raise UserError(f"{path}: {len(gstruct)} gnd entries for {len(qimlist)} queries")
-    fields = gstruct.dtype.names or ()
-    if "ok" not in fields:
-        raise UserError(f"{path}: gnd entries lack the 'ok' field (fields: {', '.join(fields)})")
     n = len(imlist)
-    gnd = []
-    for j, g in enumerate(gstruct):
-        entry = {}
-        for key in ("ok", "junk"):
-            if key in fields:
-                idx = np.asarray(g[key], dtype=np.int64).ravel() - 1
-                if idx.size and (idx.min() < 0 or idx.max() >= n):
-                    raise UserError(f"{path}: query {j} '{key}' index out of range 1..{n}")
-                entry[key] = idx
-            else:
-                entry[key] = np.zeros(0, np.int64)
-        if "bbx" in fields and np.asarray(g["bbx"]).size == 4:
-            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
-        gnd.append(entry)
+    gnd = _gnd_entries(m["gnd"], len(qimlist), n, path)
     if qidx.size and (qidx.min() < 0 or qidx.max() >= n):
         raise UserError(f"{path}: query_list index out of range 1..{n}")
     return {"imlist": imlist, "qimlist": qimlist, "qnames": qnames, "qidx": qidx, "gnd": gnd}
@@ -93,20 +102,5 @@ def read_instre_gnd(path: str | Path) -> dict:
             raise UserError(f"{path}: missing field '{key}' (expected imlist, qimlist, gnd)")
     imlist = [_cell_str(x) for x in m["imlist"].ravel()]
     qimlist = [_cell_str(x) for x in m["qimlist"].ravel()]
-    gstruct = m["gnd"].ravel()
-    if len(gstruct) != len(qimlist):
-        raise UserError(f"{path}: {len(gstruct)} gnd entries for {len(qimlist)} queries")
-    fields = gstruct.dtype.names or ()
-    if "ok" not in fields:
-        raise UserError(f"{path}: gnd entries lack the 'ok' field (fields: {', '.join(fields)})")
-    n = len(imlist)
-    gnd = []
-    for j, g in enumerate(gstruct):
-        idx = np.asarray(g["ok"], dtype=np.int64).ravel() - 1
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise UserError(f"{path}: query {j} 'ok' index out of range 1..{n}")
-        entry = {"ok": idx, "junk": np.zeros(0, np.int64)}
-        if "bbx" in fields and np.asarray(g["bbx"]).size == 4:
-            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
-        gnd.append(entry)
+    gnd = _gnd_entries(m["gnd"], len(qimlist), len(imlist), path)
     return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
