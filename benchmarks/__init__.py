@@ -1,5 +1,6 @@
 """asv benchmark suites of visrep (see asv.conf.json; `visrep bench` runs them).
 
-bench_core.py: protocol-independent core kernels (exact search, query expansion, record writing).
-Other suites (protocols, Part I, Part II) live beside it. Fixed seeds, data built in setup().
+One suite per chapter room of ``methods/`` (``bench_<room>.py``: search, local, manifolds, spatial,
+learning, attacks), plus ``bench_protocols.py`` and ``bench_core.py`` (result records).
+Fixed seeds, data built in setup().
 """

@@ -16,16 +16,21 @@ def _inputs():
     import numpy as np
     import torch
     torch.set_num_threads(1)
+    from visrep.methods.attacks.mnist_models import (
+        load_model,
+        make_mnist_net,
+        mnist_to_tensor,
+    )
+
     from visrep.context import shared_data_dir
-    from visrep.methods.mnist_models import build_model, images_to_tensor, load_model
     root = shared_data_dir()
     if root is not None and (root / "classification" / "mnist").is_dir() and \
             (root / "models" / "mnist_cnn_walking_on_the_edge.pth").exists():
         from visrep.datasets.mnist import read_mnist_split
         d = read_mnist_split(root / "classification" / "mnist", "test")
-        return load_model("walking"), images_to_tensor(d.x[:100]), torch.as_tensor(d.labels[:100])
+        return load_model("walking"), mnist_to_tensor(d.x[:100]), torch.as_tensor(d.labels[:100])
     torch.manual_seed(0)
-    model = build_model("walking").eval()
+    model = make_mnist_net("walking").eval()
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.random((100, 1, 28, 28), dtype=np.float32))
     return model, x, model(x).argmax(1).detach()
@@ -42,20 +47,20 @@ class AttackSuite:
         self.model, self.x, self.y = _inputs()
 
     def time_bp(self, budget):
-        from visrep.methods.boundary_projection import boundary_projection
+        from visrep.methods.attacks.boundary_projection import boundary_projection
         boundary_projection(self.model, self.x, self.y, iterations=budget)
 
     def time_ddn(self, budget):
-        from visrep.methods.decoupled_direction_norm import ddn
+        from visrep.methods.attacks.ddn import ddn
         ddn(self.model, self.x, self.y, iterations=budget)
 
     def time_cw(self, budget):
-        from visrep.methods.carlini_wagner import carlini_wagner_l2
+        from visrep.methods.attacks.carlini_wagner import carlini_wagner_l2
         steps = 1 if budget <= 20 else 5
         carlini_wagner_l2(self.model, self.x, self.y, binary_steps=steps, iterations=budget // steps)
 
     def time_pgd_l2(self, budget):
-        from visrep.methods.attack_gradient import pgd
+        from visrep.methods.attacks.gradient import pgd
         pgd(self.model, self.x, self.y, 2.0, 2.5 * 2.0 / budget, budget, "l2")
 
 

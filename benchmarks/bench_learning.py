@@ -41,7 +41,7 @@ def _data():
 
 def _unnormalized(x, k=50, gamma=3.0):
     import scipy.sparse as sp
-    from visrep.methods.knn_graph import knn
+    from visrep.methods.manifolds.knn_graph import knn
     sims, ids = knn(x, k + 1)
     rows = np.repeat(np.arange(len(x)), k + 1)
     keep = ids.ravel() != rows
@@ -51,7 +51,7 @@ def _unnormalized(x, k=50, gamma=3.0):
 
 
 def _cg(state):
-    from visrep.methods.label_propagation import propagate
+    from visrep.methods.learning.label_propagation import propagate
     x, y, li, wn, _ = state
     return propagate(wn, li, y[li], 10, ALPHA, tol=1e-6, maxiter=20).argmax(1)
 
@@ -68,7 +68,7 @@ class LabelPropagation10k:
     timeout = 300
 
     def setup_cache(self):
-        from visrep.methods.label_propagation import dlp_graph
+        from visrep.methods.learning.label_propagation import dlp_graph
         x, y, li = _data()
         return x, y, li, dlp_graph(x, 50, 3.0), _unnormalized(x)
 

@@ -65,8 +65,9 @@ class RevisitopMAP:
     """E/M/H mAP + mP@1,5,10 for 70 queries x 4993 images (the issue's reference workload)."""
 
     def setup(self):
-        from visrep.data import RetrievalData
         from visrep.protocols.revisitop import RevisitOP
+
+        from visrep.data import RetrievalData
         self.n_db, self.gnd = _gnd()
         rng = np.random.default_rng(0)
         self.ranks = np.stack([rng.permutation(self.n_db) for _ in self.gnd], 1)

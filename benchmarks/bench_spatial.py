@@ -42,15 +42,15 @@ class SpatialMatchingSuite:
         self.pa, self.pb = self.fa[:, :2], self.fb[:, :2]
 
     def time_hpm(self, m):
-        from visrep.methods.hough_pyramid import hough_pyramid_matching
+        from visrep.methods.spatial.hough_pyramid import hough_pyramid_matching
         hough_pyramid_matching(self.fa, self.fb, self.pairs, image_size=640)
 
     def time_fsm(self, m):
-        from visrep.methods.geometry import fast_spatial_matching
+        from visrep.methods.spatial.geometry import fast_spatial_matching
         fast_spatial_matching(self.fa, self.fb, self.pairs, 8.0, "affine")
 
     def time_ransac(self, m):
-        from visrep.methods.geometry import ransac_homography
+        from visrep.methods.spatial.geometry import ransac_homography
         ransac_homography(self.pa, self.pb, 4.0, 1000, rng=np.random.default_rng(0))
 
 

@@ -24,7 +24,7 @@ from visrep.params import Param
 from visrep.registry import register
 
 
-def exact_nn(db: np.ndarray, q: np.ndarray, chunk: int = 1024) -> np.ndarray:
+def exact_nearest_neighbour(db: np.ndarray, q: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """(n_q,) index of each query's nearest database vector by L2 (ties: lowest index)."""
     db = np.asarray(db, np.float64)
     q = np.asarray(q, np.float64)
@@ -72,7 +72,7 @@ class Quantization(Protocol):
             if data.db_features is None or data.query_features is None:
                 raise UserError(f"{data.name}: recall@R needs the true nearest neighbours (extra['gt_nn']) or "
                                 f"the database and query vectors")
-            gt = exact_nn(data.db_features, data.query_features)
+            gt = exact_nearest_neighbour(data.db_features, data.query_features)
         gt = np.asarray(gt, np.int64).ravel()
         if gt.shape != (data.n_queries,):
             raise UserError(f"{data.name}: gt_nn must have one entry per query ({data.n_queries}), got {gt.shape}")

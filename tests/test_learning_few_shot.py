@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from visrep.methods.learning.few_shot import dense_loss, prototype_scores
 
 from visrep.errors import UserError
-from visrep.methods.few_shot import dense_loss, prototype_scores
 
 
 def test_prototype_scores_hand_computed():
@@ -20,7 +20,7 @@ def test_prototype_scores_hand_computed():
 def test_dense_loss_equals_gap_loss_on_constant_maps():
     import torch
     import torch.nn.functional as F
-    from visrep.methods.small_convnets import make_convnet
+    from visrep.methods.learning.convnets import make_convnet
     torch.manual_seed(0)
     net = make_convnet(in_ch=1, width=4, blocks=2, n_classes=3, cosine=True)
     f = torch.randn(5, net.dim, 1, 1).expand(-1, -1, 3, 3)
@@ -55,8 +55,9 @@ def digit_episodes():
 @pytest.mark.parametrize("name,extra", [("cosine-classifier", {}), ("dense-classification", {}),
                                         ("dense-classification", {"implanting": True, "implant_steps": 5})])
 def test_few_shot_methods(digit_episodes, name, extra):
-    from visrep.context import RunContext
     from visrep.protocols.few_shot import FewShot
+
+    from visrep.context import RunContext
     from visrep.registry import methods
     m = methods.create(name, width=8, blocks=2, epochs=3, **extra)
     out = m.run(digit_episodes, RunContext(quiet=True, seed=0))
@@ -69,6 +70,7 @@ def test_few_shot_methods(digit_episodes, name, extra):
 
 def test_few_shot_needs_base_classes(digit_episodes):
     import copy
+
     from visrep.context import RunContext
     from visrep.registry import methods
     ep = copy.copy(digit_episodes)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from visrep.data import RetrievalData
 from visrep.datasets.labelled import LabelledData
-from visrep.errors import UserError
 from visrep.protocols.adversarial import Adversarial
 from visrep.protocols.classification import Classification, labelled_subset_summary
 from visrep.protocols.few_shot import FewShot, mean_ci95
 from visrep.protocols.metric_learning import MetricLearning, nmi, recall_at_k
-from visrep.protocols.quantization import Quantization, exact_nn, recall_at_r
+from visrep.protocols.quantization import (
+    Quantization,
+    exact_nearest_neighbour,
+    recall_at_r,
+)
+
+from visrep.data import RetrievalData
+from visrep.errors import UserError
 
 
 def _ld(labels, n_classes=None, x=None):
@@ -110,7 +114,7 @@ def test_quantization_recall_mse_bytes():
     rng = np.random.default_rng(0)
     db = rng.normal(size=(500, 16)).astype(np.float32)
     q = rng.normal(size=(40, 16)).astype(np.float32)
-    gt = exact_nn(db, q)
+    gt = exact_nearest_neighbour(db, q)
     index = faiss.IndexFlatL2(16)
     index.add(db)
     assert np.array_equal(gt, index.search(q, 1)[1][:, 0])

@@ -7,13 +7,17 @@ import re
 
 import numpy as np
 import pytest
+from visrep.protocols.oxford import HolidaysMAP, InstreMAP, OxfordMAP
+from visrep.protocols.ranking_metrics import (
+    average_precision,
+    check_ranks,
+    map_and_precision,
+)
+from visrep.protocols.revisitop import RevisitOP, revisitop_scores
 
 from visrep.context import shared_data_dir
 from visrep.data import RetrievalData
 from visrep.errors import UserError
-from visrep.protocols.oxford import HolidaysMAP, InstreMAP, OxfordMAP
-from visrep.protocols.ranking_metrics import average_precision, check_ranks, map_and_precision
-from visrep.protocols.revisitop import RevisitOP, revisitop_scores
 
 SHARED = shared_data_dir()
 
@@ -227,9 +231,10 @@ def test_holidays_removes_query_from_its_list():
 
 
 def test_holidays_and_instre_real_gnd():
+    from visrep.protocols.cli import ground_truth_data
+
     from visrep.context import RunContext
     from visrep.registry import datasets
-    from visrep.protocols.cli import ground_truth_data
     root = _real("retrieval")
     ctx = RunContext(root, quiet=True)
     for name, proto in (("holidays", HolidaysMAP()), ("instre", InstreMAP())):

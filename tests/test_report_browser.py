@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from visrep.reports.generate import generate
 from visrep.reports.tables import load_tables
 

@@ -5,13 +5,26 @@ import json
 import re
 
 import pytest
-
-from visrep.cli import main
-from visrep.reports.evaluate import (CONFIG_ERROR, DATA_MISSING, DIFFERS, DOES_NOT_HOLD, HOLDS, METHOD_MISSING,
-                                     METRIC_MISSING, NOT_RUN, REPRODUCED, Resolver, RunSpec, describe_check,
-                                     evaluate_table, metric_value)
+from visrep.reports.evaluate import (
+    CONFIG_ERROR,
+    DATA_MISSING,
+    DIFFERS,
+    DOES_NOT_HOLD,
+    HOLDS,
+    METHOD_MISSING,
+    METRIC_MISSING,
+    NOT_RUN,
+    REPRODUCED,
+    Resolver,
+    RunSpec,
+    describe_check,
+    evaluate_table,
+    metric_value,
+)
 from visrep.reports.generate import generate
 from visrep.reports.tables import Check, load_table
+
+from visrep.cli import main
 from visrep.results import record_path, write_record
 from visrep.spec import expand_experiment
 

@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
+from visrep.reports.tables import list_tables, load_table, load_tables
 
 from visrep.context import shared_data_dir
 from visrep.errors import UserError
-from visrep.reports.tables import list_tables, load_table, load_tables
 
 SEED_NAME = "000_6239e73221d4e330.txt"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from visrep.methods.spatial.activations import activation_features
 
 from visrep.errors import UserError
-from visrep.methods.deep_spatial_matching import activation_features
 
 
 def test_activation_maxima_known_answer():

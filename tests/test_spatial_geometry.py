@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from visrep.methods.spatial import geometry as G
+from visrep.methods.spatial.hough_pyramid import hough_pyramid_matching, level_weights
 
 from visrep.errors import UserError
-from visrep.methods import geometry as G
-from visrep.methods.hough_pyramid import hough_pyramid_matching, level_weights
 
 
 def _similarity(s, a, tx, ty):

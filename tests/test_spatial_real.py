@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from visrep.methods import geometry as G
-from visrep.methods.hough_pyramid import hough_pyramid_matching
+from visrep.methods.spatial import geometry as G
+from visrep.methods.spatial.hough_pyramid import hough_pyramid_matching
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +15,7 @@ def graffiti():
     if folder is None or not (folder / "img1.png").exists():
         pytest.skip("real Graffiti sequence ../shared/data/localfeatures/graf is absent")
     import cv2
-    from visrep.methods.local_features import extract_sift
+    from visrep.methods.local.features import extract_sift
     imgs = {k: cv2.cvtColor(cv2.imread(str(folder / f"img{k}.png")), cv2.COLOR_BGR2RGB) for k in (1, 2, 3)}
     feats = {k: extract_sift(im, "rootsift", None) for k, im in imgs.items()}
     Hs = {k: np.loadtxt(folder / f"H1to{k}p") for k in (2, 3)}
@@ -57,7 +56,7 @@ def test_sift_orientation_convention_on_a_rotated_photograph(graffiti):
     """The frame convention of geometry.frame_shapes matches OpenCV SIFT: on img1 rotated by a
     known angle, the median single-correspondence transform is that rotation and scale."""
     import cv2
-    from visrep.methods.local_features import extract_sift
+    from visrep.methods.local.features import extract_sift
     imgs, feats, _ = graffiti
     h, w = imgs[1].shape[:2]
     M = cv2.getRotationMatrix2D((w / 2, h / 2), 30, 0.8)

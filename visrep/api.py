@@ -93,7 +93,8 @@ class Descriptor(Method):
         return np.stack(vecs) if vecs else np.zeros((0, 0), np.float32)
 
     def run(self, data, ctx) -> dict:
-        from visrep.methods.knn_search import search
+        from visrep.methods.search.knn import search
+
         from .features import retrieval_features
         db, q = retrieval_features(data, ctx, self)
         with ctx.phase("online"):

@@ -31,10 +31,11 @@ def parse_descriptor(spec: str) -> tuple[str, dict]:
     return name.strip(), params
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero). (n, d) float32."""
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """`x` scaled to unit L2 norm along `axis` (rows of an (n, d) array by default; zero vectors stay
+    zero), as float32. The one normalization of visrep: descriptors, pooled CNN vectors, whitening."""
     x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
 
 
 def describe_images(descriptor, images, n: int, ctx, desc: str) -> np.ndarray:

@@ -12,11 +12,12 @@ A registry imports the modules of its package (``visrep.methods``, ``visrep.data
 ``visrep.protocols``) the first time it is asked for a name, plus every module that an
 installed distribution names under the ``visrep.plugins`` entry-point group. Plugin
 modules keep heavy imports (torch, faiss, cv2) inside functions, so that listing is
-cheap; ``tests/test_registry.py`` checks this in a fresh interpreter.
+cheap; ``tests/test_core_registry.py`` checks this in a fresh interpreter.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from importlib import metadata
 from typing import Iterator
@@ -78,7 +79,12 @@ class Registry:
         self._discovered = True
         package = importlib.import_module(_PACKAGES[self.kind])
         for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            if info.ispkg:  # a chapter room of methods/: its plugins live in <room>/plugins.py
+                if importlib.util.find_spec(info.name + ".plugins") is not None:
+                    importlib.import_module(info.name + ".plugins")
+            else:
                 importlib.import_module(info.name)
         load_entry_points()
 

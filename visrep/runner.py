@@ -17,7 +17,13 @@ from .context import RunContext
 from .errors import UserError
 from .provenance import provenance
 from .registry import datasets, methods, protocols
-from .results import SCHEMA_VERSION, default_results_dir, read_record, record_path, write_record
+from .results import (
+    SCHEMA_VERSION,
+    default_results_dir,
+    read_record,
+    record_path,
+    write_record,
+)
 from .spec import Job
 
 

@@ -21,9 +21,10 @@ an experiment with ``optional = true`` is skipped (with a message) when its data
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from .cache import hash_key
 from .errors import MissingDataError, UserError, did_you_mean

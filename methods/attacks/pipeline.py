@@ -1,0 +1,88 @@
+"""Family base classes and run-context helpers of this chapter (talk Part IV).
+
+They hold what the plugins of a family share (parameters, the run loop, cached intermediates);
+the numerical work is in the kernel modules beside this file.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from visrep.api import Method
+from visrep.errors import UserError
+from visrep.params import Param
+
+from .mnist_models import MODEL_NAMES
+
+COMMON_PARAMS = (
+    Param("model", str, "walking", "target model: clean / adv (advertorch LeNet5, normally / adversarially "
+          "trained) or walking (the BP paper's SmallCNN)", choices=MODEL_NAMES),
+    Param("weights", str, None, "state_dict file of the model (default: the shared data folder's)"),
+    Param("n_images", int, 1000, "attack the first N images of the dataset (0 = all)", low=0),
+    Param("batch_size", int, 100, "images per attacked batch", low=1),
+)
+
+
+class AttackMethod(Method):
+    """Base of the attack plugins (not registered itself)."""
+
+    task = "adversarial"
+    attack_params: tuple = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.params = tuple(cls.attack_params) + COMMON_PARAMS
+
+    def attack_batch(self, model, x, y, gen):
+        raise NotImplementedError
+
+    def attack(self, model, x, y, seed: int = 0):
+        """Attack tensors x (n, 1, 28, 28) in [0, 1] with labels y (n,) in batches; return (x_adv, iterations (n,))."""
+        import torch
+        gen = torch.Generator().manual_seed(int(seed))
+        advs, its = [], []
+        b = self.cfg["batch_size"]
+        for i in range(0, len(x), b):
+            xa, it = self.attack_batch(model, x[i:i + b], y[i:i + b], gen)
+            if isinstance(it, int):
+                it = torch.full((len(xa),), it)
+            advs.append(xa.detach())
+            its.append(torch.as_tensor(it).reshape(-1))
+        return torch.cat(advs), torch.cat(its)
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .mnist_models import (
+            load_model,
+            mnist_to_tensor,
+            predict,
+        )
+        if getattr(data, "x", None) is None or np.asarray(data.x).ndim != 3:
+            raise UserError(f"method '{self.name}' needs (n, 28, 28) images; dataset {getattr(data, 'name', '?')} "
+                            f"has none")
+        n = len(data.labels) if not self.cfg["n_images"] else min(self.cfg["n_images"], len(data.labels))
+        idx = np.arange(n)
+        model = load_model(self.cfg["model"], self.cfg["weights"])
+        x = mnist_to_tensor(data.x[idx])
+        y = torch.as_tensor(np.asarray(data.labels)[idx], dtype=torch.int64)
+        clean_pred = predict(model, x).argmax(1)
+        with ctx.phase("attack"):
+            t0 = time.perf_counter()
+            x_adv, iterations = self.attack(model, x, y, seed=ctx.seed)
+            elapsed = time.perf_counter() - t0
+        if x_adv.shape != x.shape or not torch.isfinite(x_adv).all():
+            raise RuntimeError(f"attack '{self.name}' returned a bad batch: shape {tuple(x_adv.shape)}")
+        adv_pred = predict(model, x_adv).argmax(1)
+        return {
+            "adversarial": x_adv.squeeze(1).clamp(0, 1).numpy(),
+            "clean": x.squeeze(1).numpy(),
+            "indices": idx,
+            "clean_predictions": clean_pred.numpy(),
+            "adv_predictions": adv_pred.numpy(),
+            "iterations": iterations.numpy(),
+            "time": elapsed,
+            "timings": {"attack": elapsed, "per_image": elapsed / max(n, 1)},
+            "stats": {"clean_accuracy": float((clean_pred == y).float().mean()) if n else 0.0},
+        }

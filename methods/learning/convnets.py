@@ -1,0 +1,159 @@
+"""Tiny convolutional networks and a seeded training loop shared by the Part III methods.
+
+Used by :mod:`visrep.methods.learning.label_propagation` (deep label propagation), and
+:mod:`visrep.methods.learning.few_shot` (dense classification, implanting). They are proxies of the
+papers' networks (C13 / ResNet-18 / ResNet-12) sized for CPU runs on MNIST and scikit-learn
+digits; the algorithms around them are the papers'.
+
+- :class:`ConvNet`: ``blocks`` x [conv 3x3 - batch norm - ReLU (- 2x2 max-pool except on the last
+  block)], so the last block keeps a spatial map (what dense classification needs); then global
+  average pooling -> (B, C) embedding, and an optional linear or cosine classifier head.
+- :func:`images_to_tensor`: (n, H, W[, C]) uint8 -> (n, C, H, W) float32 in [0, 1] (torch).
+- :func:`train_classifier`: minibatch SGD on a (weighted) cross-entropy, seeded: the same seed,
+  data and thread count give the same weights on CPU.
+- :func:`embed`: batched forward without gradients -> numpy (n, d) float32.
+
+torch is imported inside functions only (registry listing stays light); classes that subclass
+``torch.nn.Module`` are built by factory functions for the same reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from visrep.errors import UserError
+
+
+def seed_torch(seed: int) -> None:
+    """Seed torch's CPU generator (and Python/numpy through the caller's ctx)."""
+    import torch
+    torch.manual_seed(int(seed))
+
+
+def images_to_tensor(x: np.ndarray):
+    """(n, H, W) or (n, H, W, C) uint8 / float images -> torch (n, C, H, W) float32 in [0, 1]."""
+    import torch
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        x = x.transpose(0, 3, 1, 2)
+    else:
+        raise UserError(f"expected images (n, H, W) or (n, H, W, C), got shape {x.shape}")
+    scale = 255.0 if x.dtype == np.uint8 else max(float(np.abs(x).max()), 1.0) if x.size else 1.0
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / np.float32(scale))
+
+
+def make_convnet(in_ch: int = 1, width: int = 32, blocks: int = 3, n_classes: int = 0, cosine: bool = False,
+                 scale: float = 10.0):
+    """A :class:`ConvNet` (see the module docstring). ``n_classes = 0``: no classifier head."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ConvNet(nn.Module):
+        """Conv blocks -> feature map (B, C, h, w) -> GAP (B, C) -> head (B, n_classes)."""
+
+        def __init__(self):
+            super().__init__()
+            layers, c = [], in_ch
+            for b in range(blocks):
+                out = width * (2 ** min(b, 2))
+                layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                if b < blocks - 1:
+                    layers.append(nn.MaxPool2d(2))
+                c = out
+            self.trunk = nn.Sequential(*layers)
+            self.dim = c
+            self.cosine = cosine
+            self.scale = nn.Parameter(torch.tensor(float(scale))) if cosine else None
+            self.head = nn.Linear(c, n_classes, bias=not cosine) if n_classes else None
+
+        def feature_map(self, x):
+            return self.trunk(x)
+
+        def embed(self, x):
+            return self.feature_map(x).mean(dim=(2, 3))
+
+        def classify(self, feats):
+            """Class scores of (B, C) features or of every position of (B, C, h, w) maps (-> (B, K, h, w))."""
+            if self.head is None:
+                raise UserError("this network has no classifier head (n_classes = 0)")
+            w = self.head.weight
+            if feats.dim() == 4:
+                f = feats.permute(0, 2, 3, 1)
+                s = self.classify(f.reshape(-1, f.shape[-1])).reshape(*f.shape[:3], -1)
+                return s.permute(0, 3, 1, 2)
+            if self.cosine:
+                return self.scale * F.normalize(feats, dim=1) @ F.normalize(w, dim=1).T
+            return self.head(feats)
+
+        def forward(self, x):
+            return self.classify(self.embed(x))
+
+    return ConvNet()
+
+
+def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64, seed: int = 0,
+                     sample_weight=None, loss_fn=None, weight_decay: float = 5e-4, progress=None,
+                     batch_sampler=None):
+    """Train `model` on images `x` (torch (n, C, H, W)) and labels `y` (n,) int by SGD (momentum 0.9).
+
+    Loss per batch: ``sum_i w_i CE(model(x_i), y_i) / batch`` with ``w = sample_weight`` (n,)
+    (ones by default) -- the weighted loss of DLP (Iscen et al. CVPR 2019, Eq. 12). ``loss_fn(model,
+    xb, yb) -> (B,) per-item losses`` replaces the cross-entropy (dense classification). Learning
+    rate decays by cosine annealing to 0 over all steps. ``batch_sampler(generator) -> list of
+    index tensors`` replaces the random permutation of each epoch (e.g. DLP's batches mixing
+    labelled and unlabelled items). Deterministic for a fixed seed on CPU.
+    Returns the list of mean losses per epoch.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = len(y)
+    if n == 0:
+        raise UserError("cannot train on an empty set")
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    w = torch.ones(n) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
+    g = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    g_probe = torch.Generator().manual_seed(int(seed))
+    per_epoch = len(batch_sampler(g_probe)) if batch_sampler else -(-n // batch)
+    steps = max(1, epochs * per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    history = []
+    model.train()
+    it = range(epochs) if progress is None else progress(range(epochs), desc="train", total=epochs, unit="epoch")
+    for _ in it:
+        if batch_sampler is None:
+            perm = torch.randperm(n, generator=g)
+            batches = [perm[s:s + batch] for s in range(0, n, batch)]
+        else:
+            batches = batch_sampler(g)
+        tot, seen = 0.0, 0
+        for idx in batches:
+            if len(idx) < 2 and n >= 2:  # batch norm needs 2 items
+                continue
+            xb, yb, wb = x[idx], y[idx], w[idx]
+            per = loss_fn(model, xb, yb) if loss_fn else F.cross_entropy(model(xb), yb, reduction="none")
+            loss = (wb * per).sum() / len(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        history.append(tot / max(seen, 1))
+    model.eval()
+    return history
+
+
+def embed(fn, x, batch: int = 512) -> np.ndarray:
+    """``fn`` (a module method, e.g. ``model.embed``) over `x` (torch (n, ...)) in batches -> (n, d) float32."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            out.append(fn(x[s:s + batch]).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

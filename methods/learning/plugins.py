@@ -1,0 +1,264 @@
+"""The registered method plugins of this chapter (talk Part III).
+
+Each class is named after its registered name; its parameters are declared as
+``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from visrep.api import Method
+from visrep.errors import UserError
+from visrep.params import Param
+from visrep.registry import register
+
+from .few_shot import CITE as FEW_SHOT_CITE
+from .few_shot import _last_block, implant_episode
+from .label_propagation import CITE as LP_CITE
+from .label_propagation import class_weights, dlp_graph, propagate, pseudo_labels
+from .mining import CITE as MOM_CITE
+from .mining import make_head, mine, select_anchors, triplet_loss, tuples_from_pools
+from .pipeline import (
+    _FEATURE_PARAMS,
+    _NET_PARAMS,
+    FewShotMethod,
+    _net,
+    _scores,
+    _train_split,
+    pretrained_features,
+)
+
+
+@register
+class Supervised(Method):
+    name = "supervised"
+    task = "classification"
+    summary = "baseline of semi-supervised tables: the same network trained on the labelled subset only"
+    cite = LP_CITE + " (Supervised row)"
+    params = _NET_PARAMS + (
+        Param("epochs", int, 100, "epochs over the labelled subset", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        from .convnets import (
+            images_to_tensor,
+            seed_torch,
+            train_classifier,
+        )
+        train = _train_split(data)
+        c = self.cfg
+        seed_torch(ctx.seed)
+        model = _net(train, c, data.n_classes)
+        li = np.asarray(train.labelled_idx)
+        with ctx.phase("train"):
+            hist = train_classifier(model, images_to_tensor(train.x[li]), train.labels[li], c["epochs"], lr=c["lr"],
+                                    batch=min(c["batch"], len(li)), seed=ctx.seed)
+        with ctx.phase("predict"):
+            scores = _scores(model, data)
+        return {"scores": scores, "stats": {"final_loss": hist[-1], "n_labelled": int(len(li))}}
+
+
+@register
+class DLP(Method):
+    name = "dlp"
+    task = "classification"
+    summary = "deep label propagation: train, kNN graph on features, CG diffusion of labels, weighted pseudo-labels"
+    cite = LP_CITE
+    params = _NET_PARAMS + (
+        Param("sup_epochs", int, 100, "supervised epochs on the labelled subset first (step 1)", low=0),
+        Param("rounds", int, 10, "label-propagation rounds, each followed by epochs_per_round epochs on all items",
+              low=1),
+        Param("epochs_per_round", int, 1, "epochs of weighted training after each propagation (paper: 1)", low=1),
+        Param("labelled_per_batch", int, 16, "labelled items in every minibatch (rest: unlabelled)", low=1),
+        Param("k", int, 50, "neighbours per item in the kNN graph (Eq. 9)", low=1),
+        Param("gamma", float, 3.0, "similarity exponent of the affinity (Eq. 9)", low=0, open_low=True),
+        Param("alpha", float, 0.99, "propagation alpha of (I - alpha W) Z = Y (Eq. 10)", low=0, high=1,
+              open_low=True, open_high=True),
+        Param("cg_iters", int, 20, "conjugate-gradient iterations (authors' code: 20, tol 1e-6)", low=1),
+        Param("certainty", bool, True, "weight pseudo-labels by 1 - entropy / log c (Eq. 11)"),
+        Param("class_balance", bool, True, "weight classes by 1 / |L_j + U_j| (Eq. 12)"),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .convnets import (
+            embed,
+            images_to_tensor,
+            seed_torch,
+            train_classifier,
+        )
+        train = _train_split(data)
+        c = self.cfg
+        C = data.n_classes
+        seed_torch(ctx.seed)
+        model = _net(train, c, C)
+        li = np.asarray(train.labelled_idx, dtype=np.int64)
+        yl = train.labels[li]
+        x_all = images_to_tensor(train.x)
+        n = len(x_all)
+        stats = {"n_labelled": int(len(li))}
+        if c["sup_epochs"]:
+            with ctx.phase("train"):
+                train_classifier(model, x_all[li], yl, c["sup_epochs"], lr=c["lr"], batch=min(c["batch"], len(li)),
+                                 seed=ctx.seed)
+        unl = np.setdiff1d(np.arange(n), li)
+        nl = min(c["labelled_per_batch"], len(li), c["batch"] - 1)
+        nu = c["batch"] - nl
+
+        def sampler(g):
+            pu = unl[torch.randperm(len(unl), generator=g).numpy()]
+            n_b = -(-len(pu) // nu)
+            pl = np.concatenate([li[torch.randperm(len(li), generator=g).numpy()]
+                                 for _ in range(-(-n_b * nl // len(li)))])
+            return [torch.from_numpy(np.concatenate([pl[b * nl:(b + 1) * nl], pu[b * nu:(b + 1) * nu]]))
+                    for b in range(n_b)]
+
+        acc_hist = []
+        for r in ctx.progress(range(c["rounds"]), desc="dlp rounds", total=c["rounds"], unit="round"):
+            with ctx.phase("propagate"):
+                v = embed(model.embed, x_all)
+                wn = dlp_graph(v, c["k"], c["gamma"])
+                z = propagate(wn, li, yl, C, c["alpha"], tol=1e-6, maxiter=c["cg_iters"])
+                y, w = pseudo_labels(z, li, yl)
+                if not c["certainty"]:
+                    w = np.ones(n)
+                if c["class_balance"]:
+                    w = w * class_weights(y, C)[y]
+            acc_hist.append(float(np.mean(y[unl] == train.labels[unl])) if len(unl) else 1.0)
+            with ctx.phase("train"):
+                train_classifier(model, x_all, y, c["epochs_per_round"], lr=c["lr"], batch=c["batch"],
+                                 seed=ctx.seed + 1 + r, sample_weight=w, batch_sampler=sampler)
+        # how good the propagated labels were (uses the hidden labels of U: a diagnostic, not a score)
+        stats["pseudo_label_accuracy_first"] = acc_hist[0]
+        stats["pseudo_label_accuracy_last"] = acc_hist[-1]
+        with ctx.phase("predict"):
+            scores = _scores(model, data)
+        return {"scores": scores, "stats": stats}
+
+
+@register
+class Pretrained(Method):
+    name = "pretrained"
+    task = "metric-learning"
+    summary = "the pre-trained descriptors as the embedding (baseline row of unsupervised metric learning)"
+    cite = MOM_CITE + " (Baseline row)"
+    params = _FEATURE_PARAMS
+
+    def run(self, data, ctx) -> dict:
+        with ctx.phase("features"):
+            _, te = pretrained_features(data, self.cfg)
+        return {"embeddings": te}
+
+
+@register
+class MoM(Method):
+    name = "mom"
+    task = "metric-learning"
+    summary = "unsupervised metric learning: hard positives/negatives from manifold vs Euclidean neighbours, triplet loss"
+    cite = MOM_CITE
+    params = _FEATURE_PARAMS + (
+        Param("k", int, 50, "neighbours per point in the kNN graph", low=2),
+        Param("gamma", float, 3.0, "affinity exponent s^gamma", low=0, open_low=True),
+        Param("alpha", float, 0.99, "diffusion alpha", low=0, high=1, open_low=True, open_high=True),
+        Param("n_anchors", int, 500, "anchors (tuples are mined around each)", low=1),
+        Param("k_euclidean", int, 50, "|E(x)|: Euclidean neighbours", low=1),
+        Param("k_manifold", int, 50, "|M(x)|: manifold neighbours (positives S+ = M \\ E)", low=1),
+        Param("k_manifold_neg", int, None, "manifold neighbours excluded from the negatives S- = E \\ M' "
+              "(None = k_manifold)", low=1),
+        Param("per_anchor", int, 20, "triplets drawn per anchor and epoch", low=1),
+        Param("margin", float, 0.1, "triplet margin on squared distances of unit vectors", low=0),
+        Param("epochs", int, 20, "epochs (tuples re-drawn from the same pools each epoch)", low=1),
+        Param("lr", float, 1e-3, "Adam learning rate", low=0, open_low=True),
+        Param("hidden", int, 128, "hidden units of the residual branch of the head", low=1),
+        Param("batch", int, 128, "triplets per minibatch", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+        from visrep.methods.manifolds.knn_graph import build_graph
+        c = self.cfg
+        with ctx.phase("features"):
+            tr, te = pretrained_features(data, c)
+        with ctx.phase("mine"):
+            graph = build_graph(tr, k=c["k"], gamma=c["gamma"], seed=ctx.seed)
+            deg = np.asarray(graph.A.sum(1)).ravel()
+            anchors = select_anchors(tr, deg, c["n_anchors"], c["k_euclidean"])
+            pools = mine(tr, graph.W, anchors, c["k_euclidean"], c["k_manifold"], c["alpha"],
+                         k_manifold_neg=c["k_manifold_neg"])
+        stats = {"n_anchors": int(len(anchors)),
+                 "mean_positives": float(np.mean([len(p) for _, p, _ in pools])) if pools else 0.0,
+                 "mean_negatives": float(np.mean([len(q) for _, _, q in pools])) if pools else 0.0}
+        labels = getattr(data.train, "labels", None)
+        if labels is not None and len(labels) == len(tr):   # diagnostics from hidden labels, never used to train
+            ps = [labels[p] == labels[a] for a, p, _ in pools if len(p)]
+            ns = [labels[q] == labels[a] for a, _, q in pools if len(q)]
+            stats["positive_purity"] = float(np.mean(np.concatenate(ps))) if ps else 0.0
+            stats["negative_same_class"] = float(np.mean(np.concatenate(ns))) if ns else 0.0
+        torch.manual_seed(ctx.seed)
+        head = make_head(tr.shape[1], c["hidden"])
+        opt = torch.optim.Adam(head.parameters(), lr=c["lr"])
+        xt = torch.from_numpy(tr)
+        rng = ctx.rng(17)
+        with ctx.phase("train"):
+            for _ in ctx.progress(range(c["epochs"]), desc="mom epochs", total=c["epochs"], unit="epoch"):
+                trip = tuples_from_pools(pools, c["per_anchor"], rng)
+                if len(trip) == 0:
+                    raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; "
+                                    f"raise k_manifold / k_euclidean or lower alpha")
+                trip = trip[rng.permutation(len(trip))]
+                for s in range(0, len(trip), c["batch"]):
+                    b = torch.from_numpy(trip[s:s + c["batch"]])
+                    loss = triplet_loss(head(xt[b[:, 0]]), head(xt[b[:, 1]]), head(xt[b[:, 2]]), c["margin"])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            stats["n_triplets_per_epoch"] = int(len(trip))
+        with torch.no_grad():
+            emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
+        return {"embeddings": emb, "stats": stats}
+
+
+@register
+class CosineClassifier(FewShotMethod):
+    name = "cosine-classifier"
+    summary = "few-shot baseline: cosine classifier on global average pooled features, prototypes on novel classes"
+    cite = "Gidaris & Komodakis, Dynamic few-shot visual learning without forgetting, CVPR 2018; " + FEW_SHOT_CITE + " (GAP row)"
+    params = FewShotMethod.params + (
+        Param("pooling", str, "gap", "global pooling before the classifier", choices=("gap",)),
+    )
+
+
+@register
+class DenseClassification(FewShotMethod):
+    name = "dense-classification"
+    summary = "few-shot: cosine classifier trained at every spatial position (DC); optional implanting on novel classes"
+    cite = FEW_SHOT_CITE
+    dense = True
+    params = FewShotMethod.params + (
+        Param("implanting", bool, False, "train implanted conv filters on each episode's support set (DC + IMP)"),
+        Param("implant_width", int, 16, "output channels of the implanted filters", low=1),
+        Param("implant_steps", int, 30, "SGD steps on the support set per episode", low=1),
+        Param("implant_lr", float, 0.01, "learning rate of the implants and novel weights", low=0, open_low=True),
+    )
+
+    def run(self, data, ctx) -> dict:
+        if not self.cfg["implanting"]:
+            return super().run(data, ctx)
+        import torch
+
+        from .convnets import images_to_tensor
+        model, hist = self._backbone(data, ctx)
+        last = _last_block(model)
+        pre = torch.nn.Sequential(*list(model.trunk.children())[:last])
+        post = torch.nn.Sequential(*list(model.trunk.children())[last:])
+        with torch.no_grad(), ctx.phase("episodes"):
+            x = images_to_tensor(data.pool.x)
+            inner = torch.cat([pre(x[s:s + 512]) for s in range(0, len(x), 512)])        # (n, C_in, h, w)
+            outer = torch.cat([post(inner[s:s + 512]) for s in range(0, len(inner), 512)])  # (n, C, h, w)
+        scores = []
+        with ctx.phase("episodes"):
+            for e in ctx.progress(range(data.n_episodes), desc="implanting", total=data.n_episodes, unit="episode"):
+                scores.append(implant_episode(inner, outer, data.support[e], data.support_labels[e], data.query[e],
+                                              data.n_way, self.cfg, seed=ctx.seed + e, scale=float(model.scale.detach())))
+        return {"scores": np.stack(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}

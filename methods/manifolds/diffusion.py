@@ -1,0 +1,185 @@
+"""Diffusion on the kNN graph: random walk with restart and conjugate gradient.
+
+Zhou, Weston, Gretton, Bousquet & Schölkopf, *Ranking on data manifolds*, NIPS 2003, and
+Iscen, Tolias, Avrithis, Furon & Chum, *Efficient diffusion on region manifolds: recovering
+small objects with compact CNN representations*, CVPR 2017 (the talk's "searching on
+manifolds" slides).
+
+With ``W`` the symmetric-normalized mutual kNN affinity (:mod:`visrep.methods.manifolds.knn_graph`),
+``y`` the query vector and ``alpha`` in (0, 1), the ranking vector ``f`` solves
+
+    L_alpha f = y,     L_alpha = (I - alpha W) / (1 - alpha)          (CVPR 2017 Eq. 5)
+
+- ``rwr``: the iteration ``f <- alpha W f + (1 - alpha) y`` (NIPS 2003 / slide "random walk
+  with restart"), whose fixed point is exactly this ``f``;
+- ``diffusion``: conjugate gradient on the same system (CVPR 2017 Sec. 3.2; ``L_alpha`` is
+  symmetric positive definite for alpha < 1 because the eigenvalues of W lie in [-1, 1]).
+
+Both stop when the relative residual ``||y - L_alpha f|| / ||y||`` falls below ``tol`` or after
+``maxiter`` iterations (the paper's code: tol = 1e-6, 20 CG iterations).
+
+The query (CVPR 2017 Sec. 4, ``ymake.m``) enters by its ``kq`` nearest database vectors:
+``y_i = max(q^T x_i, 0)^gamma`` for those, 0 elsewhere (kq = 10 for global descriptors in the
+authors' code, kq = k for regional ones). For regional queries (many vectors), similarities
+of all query regions are summed per database region before the top ``kq`` are kept.
+
+Ranking: database items are sorted by ``f``; items the diffusion does not reach (``f = 0``,
+e.g. other connected components) follow, ordered by plain query similarity (an explicit
+tie-break; the paper's code leaves their order arbitrary).
+
+Truncation (CVPR 2017 Sec. 4.2, ``findtrunc.m``/``trunclap.m``): with ``truncate = N'`` each
+query diffuses only on the subgraph of its N' nearest neighbours, re-normalized; the rest of
+the database is ranked after, by similarity.
+
+Regional diffusion (Sec. 4.1): graph nodes are region vectors; region scores are pooled per
+image with generalized max-pooling weights (:func:`visrep.methods.cnn.regional.gmp_weights`):
+``score(image) = sum_r c_r f_r``.
+
+Shapes: database (n, d) float32 unit rows; ``Y``, ``F`` (n, n_q) float; ranks (n, n_q) int64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from visrep.errors import UserError
+
+from .knn_graph import knn
+
+
+def check_alpha(alpha: float) -> float:
+    if not (0.0 < float(alpha) < 1.0):
+        raise UserError(f"parameter 'alpha' must be in the open interval (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+# ---------------------------------------------------------------- query vector y
+def query_vectors(db: np.ndarray, queries: np.ndarray, kq: int, gamma: float, query_of: np.ndarray | None = None,
+                  n_queries: int | None = None):
+    """Sparse Y (n, n_q) float32: each query's top-kq database similarities ^ gamma (``ymake.m``).
+
+    ``queries`` (m, d). With ``query_of`` (m,) int, several rows belong to one query (regional
+    queries): their similarities are summed per database vector before the top kq are kept.
+    """
+    import scipy.sparse as sp
+
+    n = db.shape[0]
+    kq = min(int(kq), n)
+    if query_of is None:
+        sims, ids = knn(db, kq, queries=queries)
+        nq = queries.shape[0]
+        rows, cols, vals = ids.ravel(), np.repeat(np.arange(nq), kq), sims.ravel()
+    else:
+        nq = int(n_queries if n_queries is not None else query_of.max() + 1)
+        sims, ids = knn(db, kq, queries=queries)
+        acc = sp.csr_matrix((sims.ravel(), (np.repeat(query_of, kq), ids.ravel())), shape=(nq, n))
+        acc.sum_duplicates()
+        rows, cols, vals = [], [], []
+        for j in range(nq):
+            row = acc.getrow(j)
+            top = np.argsort(-row.data, kind="stable")[:kq]
+            rows.append(row.indices[top]), cols.append(np.full(len(top), j)), vals.append(row.data[top])
+        rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    vals = np.maximum(vals, 0.0) ** np.float32(gamma)
+    y = sp.csc_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, nq))
+    y.sum_duplicates()
+    return y
+
+
+# ---------------------------------------------------------------- solvers
+def _dense(y) -> np.ndarray:
+    return np.asarray(y.toarray() if hasattr(y, "toarray") else y, dtype=np.float64)
+
+
+def laplacian_apply(W, alpha: float):
+    """The map F -> L_alpha F = (F - alpha W F) / (1 - alpha), F (n, m)."""
+    return lambda f: (f - alpha * (W @ f)) / (1.0 - alpha)
+
+
+def cg(W, Y, alpha: float, tol: float = 1e-6, maxiter: int = 20, x0=None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Conjugate gradient on L_alpha F = Y, one independent CG per column (CVPR 2017 Sec. 3.2).
+
+    W (n, n) sparse symmetric, Y (n, m) sparse or dense. Returns (F (n, m) float64,
+    iterations (m,) int, history: list of the max relative residual per iteration).
+    A column stops (is frozen) once ``||y - L f|| <= tol ||y||``.
+    """
+    alpha = check_alpha(alpha)
+    Lf = laplacian_apply(W, alpha)
+    Y = _dense(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    ynorm = np.linalg.norm(Y, axis=0)
+    ynorm[ynorm == 0] = 1.0
+    X = np.zeros_like(Y) if x0 is None else np.array(x0, dtype=np.float64)
+    R = Y - Lf(X) if x0 is not None else Y.copy()
+    P = R.copy()
+    rs = np.einsum("ij,ij->j", R, R)
+    iters = np.zeros(Y.shape[1], np.int64)
+    active = np.sqrt(rs) > tol * ynorm
+    history = [float((np.sqrt(rs) / ynorm).max())]
+    for _ in range(maxiter):
+        if not active.any():
+            break
+        AP = Lf(P)
+        denom = np.einsum("ij,ij->j", P, AP)
+        a = np.where(active & (denom > 0), rs / np.where(denom > 0, denom, 1.0), 0.0)
+        X += a * P
+        R -= a * AP
+        rs_new = np.einsum("ij,ij->j", R, R)
+        iters += active
+        beta = np.where(active, rs_new / np.where(rs > 0, rs, 1.0), 0.0)
+        P = R + beta * P
+        rs = np.where(active, rs_new, rs)
+        active = active & (np.sqrt(rs) > tol * ynorm)
+        history.append(float((np.sqrt(rs) / ynorm).max()))
+    return X, iters, history
+
+
+def rwr(W, Y, alpha: float, tol: float = 1e-6, maxiter: int = 1000) -> tuple[np.ndarray, np.ndarray, list]:
+    """Random walk with restart f <- alpha W f + (1 - alpha) y, from f = (1 - alpha) y.
+
+    Same fixed point as :func:`cg` (L_alpha f = y). The residual of the current iterate is
+    ``(f_next - f) / (1 - alpha)``; a column stops once it is <= tol ||y||.
+    Returns (F (n, m) float64, iterations (m,), history of max relative residual).
+    """
+    alpha = check_alpha(alpha)
+    Y = _dense(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    ynorm = np.linalg.norm(Y, axis=0)
+    ynorm[ynorm == 0] = 1.0
+    F = (1 - alpha) * Y
+    iters = np.zeros(Y.shape[1], np.int64)
+    active = np.ones(Y.shape[1], bool)
+    history = []
+    for _ in range(maxiter + 1):
+        Fn = alpha * (W @ F) + (1 - alpha) * Y
+        res = np.linalg.norm(Fn - F, axis=0) / (1 - alpha) / ynorm
+        history.append(float(res[active].max()) if active.any() else 0.0)
+        active = active & (res > tol)
+        if not active.any() or len(history) > maxiter:
+            break
+        F = np.where(active, Fn, F)
+        iters += active
+    return F, iters, history
+
+
+def direct_solve(W, Y, alpha: float) -> np.ndarray:
+    """Reference: L_alpha F = Y by a sparse direct solver (scipy spsolve). For tests, small n."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as sla
+
+    alpha = check_alpha(alpha)
+    n = W.shape[0]
+    L = ((sp.identity(n, format="csc") - alpha * sp.csc_matrix(W, dtype=np.float64)) / (1 - alpha)).tocsc()
+    out = sla.spsolve(L, _dense(Y))
+    return out[:, None] if out.ndim == 1 else out
+
+
+def pool_regions(F: np.ndarray, image_of: np.ndarray, coeff: np.ndarray, n_images: int) -> np.ndarray:
+    """Image scores (n_images, m) = sum over an image's regions of coeff_r f_r (GMP pooling, ``run_test.m``)."""
+    import scipy.sparse as sp
+    P = sp.csr_matrix((coeff.astype(np.float64), (image_of, np.arange(len(image_of)))),
+                      shape=(n_images, len(image_of)))
+    return np.asarray(P @ F)
+
+

@@ -1,0 +1,164 @@
+"""Family base classes and run-context helpers of this chapter (talk Part II: searching on manifolds).
+
+They hold what the plugins of a family share (parameters, the run loop, cached intermediates);
+the numerical work is in the kernel modules beside this file.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from visrep.methods.search.ranking import ranks_from_scores
+
+from visrep.api import Method
+from visrep.features import DESCRIPTOR_PARAM, retrieval_features
+from visrep.params import Param
+
+from .diffusion import check_alpha, pool_regions, query_vectors
+from .knn_graph import Graph, build_graph, check_unit_rows, knn, normalize
+
+
+def cached_graph(x: np.ndarray, ctx, key: dict, **kw) -> Graph:
+    """``build_graph`` through the run's cache, keyed by `key` + graph parameters + code version."""
+    from visrep.cache import code_version
+
+    # the graph does not depend on how its search was sharded
+    full = {**key, **{k: v for k, v in kw.items() if k not in ("progress", "shards")}, "code": code_version(build_graph)}
+    return ctx.cache.get_or_compute("knn_graph", full, lambda: build_graph(x, progress=ctx.progress, **kw))
+
+
+ALPHA_PARAM = Param("alpha", float, 0.99, "restart / regularization alpha of L = (I - alpha W)/(1 - alpha)",
+                    low=0.0, high=1.0, open_low=True, open_high=True)
+
+
+def graph_params(k: int = 50, kq: int = 10) -> tuple[Param, ...]:
+    """The graph parameters shared by rwr, diffusion and fsr (CVPR 2017 defaults)."""
+    return (
+        DESCRIPTOR_PARAM,
+        Param("k", int, k, "neighbours per database vector in the kNN graph (the vector itself included)", low=2),
+        Param("kq", int, kq, "database neighbours through which a query enters y", low=1),
+        ALPHA_PARAM,
+        Param("gamma", float, 3.0, "similarity exponent: edge weight max(s, 0)^gamma", low=0.0, open_low=True),
+        Param("mutual", bool, True, "keep only mutual (reciprocal) neighbours"),
+        Param("graph_index", str, "flat", "kNN search for the graph: 'flat' exact, 'ivf' approximate (millions)",
+              choices=("flat", "ivf")),
+        Param("regional", str, None, "regional descriptor method giving many vectors per image "
+              "(e.g. 'rmac-regions'); None = one global vector per image"),
+        Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),
+        Param("shards", int, 1, "split the kNN-graph search into this many database shards and the queries "
+              "into as many groups, run as Dask tasks when the job runs on a Dask cluster "
+              "(visrep.sharding); same ranking either way", low=1),
+    )
+
+
+def _solve_group(cols: slice, method, graph, state, Y, db, q):
+    """One group of query columns, solved where shard_map sends it -> (F (n, m), iterations (m,))."""
+    return method.solve(graph, state, Y[:, cols], db, q, cols, None)
+
+
+class GraphMethod(Method):
+    """Shared run(): features (global or regional) -> graph (cached) -> solve per query batch -> ranks."""
+
+    task = "retrieval"
+    batch = 64
+
+    # subclasses: solve(graph, Y) -> (F, iters) ; offline(graph, ctx, key) -> state
+    def offline(self, graph, ctx, key):
+        return None
+
+    def solve(self, graph, state, Y):
+        raise NotImplementedError
+
+    def _vectors(self, data, ctx):
+        """(db (N, d), q (M, d), image_of (N,) or None, query_of (M,) or None, gmp coeff or None)."""
+        if self.cfg["regional"]:
+            from visrep.methods.cnn.pipeline import regional_features
+            return regional_features(data, ctx, self.cfg["regional"])
+        db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
+        return db, q, None, None, None
+
+    def run(self, data, ctx) -> dict:
+        check_alpha(self.cfg["alpha"])
+        db, q, image_of, query_of, coeff = self._vectors(data, ctx)
+        db = check_unit_rows(db, "database descriptors")
+        q = check_unit_rows(q, "query descriptors")
+        key = {"manifest": data.manifest, "descriptor": self.cfg["descriptor"], "regional": self.cfg["regional"],
+               "n": int(db.shape[0])}
+        t0 = time.perf_counter()
+        with ctx.phase("offline"):
+            graph = cached_graph(db, ctx, key, k=self.cfg["k"], gamma=self.cfg["gamma"], mutual=self.cfg["mutual"],
+                                 index=self.cfg["graph_index"], seed=ctx.seed, shards=self.cfg["shards"])
+            state = self.offline(graph, ctx, key)
+        offline_s = time.perf_counter() - t0
+        n_img = data.n_db
+        nq = data.n_queries
+        topk = self.cfg["topk"]
+        ranks = np.empty((n_img if topk is None else min(topk, n_img), nq), np.int64)
+        iters_all = []
+        solve_s = 0.0
+        t_online = time.perf_counter()
+        with ctx.phase("online"):
+            if query_of is None:
+                Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"])
+            else:
+                Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"], query_of=query_of, n_queries=nq)
+            # queries per batch: dense (n, batch) float64 blocks stay around 128 MiB each at any n
+            batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+            if self.cfg["shards"] > 1 and query_of is None:
+                # query groups as separate tasks (Dask tasks when the job runs on a cluster)
+                from visrep.sharding import shard_map
+                edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
+                groups = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+                t_s = time.perf_counter()
+                solved = shard_map(_solve_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
+                solve_s += time.perf_counter() - t_s
+                for cols, (F, iters) in zip(groups, solved):
+                    iters_all.append(iters)
+                    ranks[:, cols] = ranks_from_scores(F, db @ q[cols].T, topk)
+            else:
+                for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
+                                      total=-(-nq // batch), unit="batch"):
+                    cols = slice(s, min(s + batch, nq))
+                    t_s = time.perf_counter()
+                    F, iters = self.solve(graph, state, Y[:, cols], db, q, cols, query_of)
+                    solve_s += time.perf_counter() - t_s
+                    iters_all.append(iters)
+                    if image_of is None:
+                        sims = db @ q[cols].T
+                    else:
+                        F = pool_regions(F, image_of, coeff, n_img)
+                        sims = _image_sims(db, q, image_of, query_of, cols, n_img)
+                    ranks[:, cols] = ranks_from_scores(F, sims, topk)
+        per_query = (time.perf_counter() - t_online) / max(nq, 1)
+        iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
+        # "query": whole online time per query (y, solve, pooling, sorting); "query_solve": the solver only
+        timings = {"query": per_query, "query_solve": solve_s / max(nq, 1), "offline_total": offline_s}
+        timings.update(getattr(self, "_extra_timings", {}))
+        stats = {"graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0}
+        stats.update(getattr(self, "_extra_stats", {}))
+        return {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
+
+
+def _image_sims(db, q, image_of, query_of, cols, n_img):
+    """Tie-break similarity for regional search: max over region pairs, per image (n_img, m)."""
+    qs = np.arange(cols.start, cols.stop)
+    out = np.full((n_img, len(qs)), -np.inf)
+    for j, qi in enumerate(qs):
+        s = (db @ q[query_of == qi].T).max(axis=1)
+        np.maximum.at(out[:, j], image_of, s)
+    return out
+
+
+def _truncated_solve(graph, Y, db, q, cols, cfg, solver):
+    """Per query: diffuse on the subgraph of its `truncate` nearest neighbours (CVPR 2017 Sec. 4.2)."""
+    n = graph.n
+    F = np.zeros((n, Y.shape[1]))
+    iters = np.zeros(Y.shape[1], np.int64)
+    _, nn = knn(db, cfg["truncate"], queries=q[cols])
+    for j in range(Y.shape[1]):
+        sub = np.sort(nn[j])
+        W, _ = normalize(graph.A[sub][:, sub])
+        f, it, _ = solver(W, Y[sub, j], cfg["alpha"], cfg["tol"], cfg["maxiter"])
+        F[sub, j] = f[:, 0]
+        iters[j] = it[0]
+    return F, iters

@@ -1,0 +1,182 @@
+"""Labelled-data loaders: real MNIST / miniImageNet CSVs / SSL split files, and fixtures in the
+exact real layouts (IDX, CIFAR pickles, CUB tree, miniImageNet CSV + folder)."""
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+from visrep.datasets.episodes import sample_episodes
+from visrep.datasets.labelled import LabelledData
+from visrep.datasets.mnist import read_idx
+from visrep.datasets.ssl_splits import class_counts, labelled_indices
+
+from visrep.context import RunContext, shared_data_dir
+from visrep.errors import UserError
+from visrep.registry import datasets
+
+SHARED = shared_data_dir()
+
+
+def _need(path):
+    if SHARED is None or not (SHARED / path).exists():
+        pytest.skip(f"real data {path} not found under ../shared/data")
+    return SHARED / path
+
+
+def test_mnist_real_test_split():
+    data = datasets.create("mnist").load(RunContext(_need("classification"), quiet=True))
+    assert data.x.shape == (10000, 28, 28) and data.x.dtype == np.uint8 and len(data) == 10000
+    assert data.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]   # the well-known first test digits
+    assert np.bincount(data.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _idx(arr, magic_type=0x08):
+    head = bytes([0, 0, magic_type, arr.ndim]) + np.array(arr.shape, ">i4").tobytes()
+    return head + arr.astype(np.uint8).tobytes()
+
+
+def test_idx_fixture_gz_and_raw_and_bad(tmp_path):
+    x = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    y = np.array([3, 9])
+    f = tmp_path / "fashion-mnist"
+    f.mkdir()
+    (f / "t10k-images-idx3-ubyte").write_bytes(_idx(x))
+    with gzip.open(f / "t10k-labels-idx1-ubyte.gz", "wb") as g:
+        g.write(_idx(y))
+    data = datasets.create("fashion-mnist").load(RunContext(tmp_path, quiet=True))
+    assert np.array_equal(data.x, x) and data.labels.tolist() == [3, 9] and data.class_names[9] == "Ankle boot"
+    (tmp_path / "t.idx").write_bytes(_idx(x)[:-5])
+    with pytest.raises(UserError, match="t.idx: .*truncated"):
+        read_idx(tmp_path / "t.idx")
+    (tmp_path / "f.idx").write_bytes(_idx(x, 0x0D))
+    with pytest.raises(UserError, match="not unsigned byte"):
+        read_idx(tmp_path / "f.idx")
+    (tmp_path / "b.gz").write_bytes(gzip.compress(_idx(x))[:50])
+    with pytest.raises(UserError, match="b.gz"):
+        read_idx(tmp_path / "b.gz")
+
+
+def test_cifar_fixture(tmp_path):
+    rng = np.random.default_rng(0)
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    imgs = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    flat = imgs.transpose(0, 3, 1, 2).reshape(3, -1)    # the official layout: R plane, G plane, B plane
+    pickle.dump({b"data": flat, b"labels": [1, 0, 9]}, open(base / "test_batch", "wb"))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    pickle.dump({b"label_names": names}, open(base / "batches.meta", "wb"))
+    for i in range(1, 6):
+        pickle.dump({b"data": flat[:2], b"labels": [i % 10, 2]}, open(base / f"data_batch_{i}", "wb"))
+    data = datasets.create("cifar10").load(RunContext(tmp_path, quiet=True))
+    assert np.array_equal(data.x, imgs) and data.labels.tolist() == [1, 0, 9] and data.class_names[9] == "truck"
+    assert len(data.train) == 10 and data.train.labels[:2].tolist() == [1, 2]
+    # semi-supervised split file in the LP-DeepSSL layout, checked against the training labels
+    sdir = tmp_path / "ssl_labels/cifar10/2_balanced_labels"
+    sdir.mkdir(parents=True)
+    (sdir / "00.txt").write_text("0_automobile.png automobile\n3_bird.png bird\n")
+    d2 = datasets.create("cifar10", labelled=2).load(RunContext(tmp_path, quiet=True))
+    assert d2.train.labelled_idx.tolist() == [0, 3]
+    (sdir / "01.txt").write_text("0_bird.png bird\n")
+    with pytest.raises(UserError, match="01.txt: 0_bird.png is labelled bird but training image 0 is automobile"):
+        datasets.create("cifar10", labelled=2, label_split=1).load(RunContext(tmp_path, quiet=True))
+    (base / "test_batch").write_bytes((base / "test_batch").read_bytes()[:100])
+    with pytest.raises(UserError, match="test_batch: not a readable CIFAR pickle"):
+        datasets.create("cifar10").load(RunContext(tmp_path, quiet=True))
+
+
+def test_ssl_split_files_real():
+    root = _need("splits/ssl_labels")
+    for ds, n, ncls in (("cifar10", 4000, 10), ("cifar100", 10000, 100), ("miniimagenet", 4000, 100)):
+        for s in ("00", "01"):
+            c = class_counts(root / ds / f"{n}_balanced_labels" / f"{s}.txt")
+            assert len(c) == ncls and set(c.values()) == {n // ncls}
+    # index/label consistency against a training set whose labels follow the file
+    from visrep.datasets.ssl_splits import file_indices, read_label_file
+    names, labels = read_label_file(root / "cifar10/4000_balanced_labels/00.txt")
+    idx = file_indices(names)
+    assert len(set(idx.tolist())) == 4000 and idx.max() < 50000
+    cls = sorted(set(labels))
+    y = np.zeros(50000, np.int64)
+    y[idx] = [cls.index(c) for c in labels]
+    assert labelled_indices(root / "cifar10/4000_balanced_labels/00.txt",
+                            LabelledData("c", y, cls, "train")).tolist() == idx.tolist()
+
+
+def _cub_tree(tmp_path, n_classes=4, per=3):
+    base = tmp_path / "CUB_200_2011"
+    (base / "images").mkdir(parents=True)
+    imgs, labs, split, classes = [], [], [], []
+    i = 1
+    for c in range(1, n_classes + 1):
+        folder = f"{c:03d}.Bird_{c}"
+        classes.append(f"{c} {folder}")
+        (base / "images" / folder).mkdir()
+        for k in range(per):
+            imgs.append(f"{i} {folder}/Bird_{c}_{k}.jpg")
+            labs.append(f"{i} {c}")
+            split.append(f"{i} {k % 2}")
+            i += 1
+    for f, rows in (("images.txt", imgs), ("image_class_labels.txt", labs), ("train_test_split.txt", split),
+                    ("classes.txt", classes)):
+        (base / f).write_text("\n".join(rows) + "\n")
+    return base
+
+
+def test_cub_fixture_splits(tmp_path):
+    _cub_tree(tmp_path)
+    ctx = RunContext(tmp_path, quiet=True)
+    test = datasets.create("cub200").load(ctx)
+    assert len(test) == 6 and test.class_names == ["003.Bird_3", "004.Bird_4"]
+    assert test.labels.tolist() == [0, 0, 0, 1, 1, 1] and test.paths[0] == "003.Bird_3/Bird_3_0.jpg"
+    assert len(test.train) == 6 and test.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    cls = datasets.create("cub200", split_mode="classification").load(ctx)
+    assert len(cls) == 8 and cls.n_classes == 4   # k % 2 == 0 -> test: 2 of 3 per class
+    (tmp_path / "CUB_200_2011/train_test_split.txt").write_text("1 0\n")
+    with pytest.raises(UserError, match="image id 2 .* missing from train_test_split.txt"):
+        datasets.create("cub200").load(ctx)
+
+
+def test_miniimagenet_fixture_and_real_csv(tmp_path):
+    import cv2
+    base = tmp_path / "miniimagenet"
+    (base / "images").mkdir(parents=True)
+    rows = ["filename,label"]
+    for c in range(6):
+        for k in range(20):
+            name = f"n0{c}{k:08d}.jpg"
+            rows.append(f"{name},n0{c}")
+            if c == 0 and k == 0:
+                cv2.imwrite(str(base / "images" / name), np.full((84, 84, 3), 7, np.uint8))
+    (base / "test.csv").write_text("\n".join(rows) + "\n")
+    ep = datasets.create("miniimagenet", n_episodes=50, k_shot=5).load(RunContext(tmp_path, quiet=True))
+    assert ep.support.shape == (50, 25) and ep.query.shape == (50, 75) and ep.pool.n_classes == 6
+    assert ep.pool.get(0).shape == (84, 84, 3)
+    (base / "val.csv").write_text("name,label\n")
+    with pytest.raises(UserError, match="val.csv: expected the header"):
+        datasets.create("miniimagenet", split="val").load(RunContext(tmp_path, quiet=True))
+    real = _need("splits/miniimagenet_ravi")
+    for split, ncls in (("train", 64), ("val", 16), ("test", 20)):
+        ep = datasets.create("miniimagenet", split=split, csv_dir=str(real), n_episodes=5).load(RunContext(tmp_path))
+        assert ep.pool.n_classes == ncls and len(ep.pool) == 600 * ncls
+        assert np.bincount(ep.pool.labels).tolist() == [600] * ncls
+
+
+def test_episode_sampler_properties():
+    labels = np.repeat(np.arange(10), 30)
+    pool = LabelledData("toy", labels, [str(i) for i in range(10)], "test")
+    a = sample_episodes(pool, 5, 2, 4, n_episodes=200, seed=3)
+    b = sample_episodes(pool, 5, 2, 4, n_episodes=200, seed=3)
+    c = sample_episodes(pool, 5, 2, 4, n_episodes=200, seed=4)
+    assert np.array_equal(a.support, b.support) and not np.array_equal(a.support, c.support)
+    for e in range(a.n_episodes):
+        items = np.concatenate([a.support[e], a.query[e]])
+        assert len(set(items.tolist())) == len(items)                          # distinct items
+        assert len(set(a.classes[e].tolist())) == 5                            # distinct classes
+        assert np.array_equal(labels[a.support[e]], a.classes[e][a.support_labels[e]])
+        assert np.array_equal(labels[a.query[e]], a.classes[e][a.query_labels[e]])
+    # roughly uniform over classes
+    assert np.bincount(a.classes.ravel(), minlength=10).min() > 60
+    with pytest.raises(UserError, match="needs 5 classes with >= 31 items"):
+        sample_episodes(pool, 5, 1, 30)
