@@ -102,7 +102,7 @@ class MetricLearning(Protocol):
     summary = "Recall@1,2,4,8 (self excluded) and NMI of k-means on unseen test classes"
     cite = "Oh Song, Xiang, Jegelka & Savarese, Deep metric learning via lifted structured feature embedding, CVPR 2016"
     params = (
-        Param("ks", str, "1,2,4,8", "comma-separated k of Recall@k"),
+        Param("ks", list, [1, 2, 4, 8], "k of Recall@k, a list (--set ks=[1,2,4,8])", item=int, low=1),
         Param("metric", str, "cosine", "neighbour similarity", choices=("cosine", "euclidean")),
         Param("nmi", bool, True, "also compute NMI of k-means with n_classes clusters"),
         Param("seed", int, 0, "k-means seed"),
@@ -113,11 +113,7 @@ class MetricLearning(Protocol):
             raise UserError(f"protocol 'metric-learning' needs outputs['embeddings'] (n, d); got keys {sorted(outputs)}")
         labels = np.asarray(data.labels)
         x = check_embeddings(outputs["embeddings"], len(labels), f"embeddings for {data.name}")
-        try:
-            ks = sorted({int(k) for k in str(self.cfg["ks"]).split(",")})
-        except ValueError:
-            raise UserError(f"parameter 'ks' of protocol 'metric-learning' must be integers like 1,2,4,8, "
-                            f"got {self.cfg['ks']!r}") from None
+        ks = sorted(set(self.cfg["ks"]))
         if len(labels) < 2 or ks[0] < 1:
             raise UserError("metric-learning needs at least 2 items and k >= 1")
         m = {f"recall@{k}": v for k, v in recall_at_k(x, labels, ks, self.cfg["metric"]).items()}

@@ -2,9 +2,8 @@
 
 A cell (row x column of a table) or a claim's run becomes a :class:`visrep.spec.Job` through
 ``expand_experiment`` (so parameters are validated and defaults filled exactly as ``visrep run``
-does), then is looked up in the result store: first by its job id (the path ``visrep run``
-writes), then by equal method, dataset, protocol, parameters and seed (file paths compared by
-file name, so a record made with ``../shared/data/...`` matches one made with an absolute path).
+does), then is looked up in the result store by its job id (the identity ``visrep run`` writes: file
+parameters by content, so the path by which a file is reached does not matter).
 
 Statuses, from best to worst: ``reproduced`` (within tolerance), ``differs``, ``proxy scale``
 (a proxy-scale configuration: shown, not judged against the paper), ``shown`` (a timing:
@@ -54,18 +53,13 @@ class _NoShared(Exception):
 
 
 def substitute(value, shared: Path | None):
-    """Replace ``{shared}`` in every string of `value` by the real-data folder (raise if absent)."""
-    if isinstance(value, str):
-        if "{shared}" in value:
-            if shared is None:
-                raise _NoShared(value)
-            return value.replace("{shared}", str(shared))
-        return value
-    if isinstance(value, dict):
-        return {k: substitute(v, shared) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, shared) for v in value]
-    return value
+    """Replace ``${shared}`` in every string of `value` by the real-data folder (raise if absent);
+    the one implementation is :func:`visrep.spec.substitute_shared`."""
+    from visrep.spec import substitute_shared
+    try:
+        return substitute_shared(value, shared, where="report table")
+    except MissingDataError as e:
+        raise _NoShared(str(e)) from None
 
 
 def metric_value(record: dict, metric: str):
@@ -80,28 +74,18 @@ def metric_value(record: dict, metric: str):
     return float(value)
 
 
-def _norm(value):
-    """Parameter value for matching: file paths compare by file name."""
-    if isinstance(value, str) and "/" in value and Path(value).suffix:
-        return Path(value).name
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in value.items()}
-    return value
-
-
-def _match_key(method, dataset, protocol, params, dparams, pparams, seed) -> str:
-    return json.dumps([method, dataset, protocol, _norm(params), _norm(dparams), _norm(pparams), seed],
-                      sort_keys=True, default=str)
-
-
 class ResultIndex:
-    """Every record under a results directory, indexed by job id and by normalized definition."""
+    """Every record under a results directory, indexed by job identity (``record["job"]``).
+
+    A cell finds its record by the job id of its configuration (:meth:`visrep.spec.Job.identity`:
+    file parameters by content), so a record made with ``../shared/data/...`` is found from an
+    absolute path to the same file, and a record of a file that has changed since is not.
+    """
 
     def __init__(self, results_dir: str | Path):
         self.root = Path(results_dir)
         self.records: list[tuple[str, dict]] = []
         self.by_job: dict[str, tuple[str, dict]] = {}
-        self.by_key: dict[str, tuple[str, dict]] = {}
         self.errors: list[str] = []
         if self.root.exists():
             for path in sorted(self.root.rglob("*.json")):
@@ -118,19 +102,13 @@ class ResultIndex:
 
     def add(self, path: str, rec: dict) -> None:
         self.records.append((path, rec))
-        if rec.get("job"):
-            self.by_job[rec["job"]] = (path, rec)
-        key = _match_key(rec.get("method"), rec.get("dataset"), rec.get("protocol"), rec.get("params") or {},
-                         rec.get("dataset_params") or {}, rec.get("protocol_params") or {}, rec.get("seed", 0))
-        old = self.by_key.get(key)
-        if old is None or str(rec.get("created", "")) >= str(old[1].get("created", "")):
-            self.by_key[key] = (path, rec)
+        job = rec.get("job")
+        old = self.by_job.get(job) if job else None
+        if job and (old is None or str(rec.get("created", "")) >= str(old[1].get("created", ""))):
+            self.by_job[job] = (path, rec)
 
     def find(self, job) -> tuple[str, dict] | None:
-        if job.job_id in self.by_job:
-            return self.by_job[job.job_id]
-        return self.by_key.get(_match_key(job.method, job.dataset, job.protocol, job.params, job.dataset_params,
-                                          job.protocol_params, job.seed))
+        return self.by_job.get(job.job_id)
 
 
 #: (dataset, params, root) -> why it does not load (None: it loads); shared by resolvers of this process

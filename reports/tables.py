@@ -22,8 +22,8 @@ A table file holds what the talk published and how visrep reproduces it::
     published_ci = {...}              # optional +- of the published number
 
     [runs.knn]                        # named runs that claims compare (proxy scale unless scale = "full")
-    method = "knn"; dataset = "oxford5k"; data_root = "{shared}/retrieval"
-    dataset_params = {features = "{shared}/retrieval/oxford5k/oxford_features_caffenet_pca128.fvecs"}
+    method = "knn"; dataset = "oxford5k"; data_root = "${shared}/retrieval"
+    dataset_params = {features = "${shared}/retrieval/oxford5k/oxford_features_caffenet_pca128.fvecs"}
 
     [[claim]]                         # a claim of the talk, evaluated from records
     id = "..."; text = "..."; quote = "exact words of the talk"; scale = "proxy"
@@ -31,7 +31,7 @@ A table file holds what the talk published and how visrep reproduces it::
 
 Relations: ``greater`` (a > b + margin), ``less`` (a < b - margin), ``within`` (|a - b| <= tol),
 ``ratio_at_least`` (a / b >= value), ``close`` (|a - value| <= tol), ``at_least`` / ``at_most`` (a vs value).
-``{shared}`` in any string stands for the workplace's real-data folder (``../shared/data``).
+``${shared}`` in any string stands for the workplace's real-data folder (``../shared/data``).
 
 This module only reads TOML (no numpy, no registries), so ``visrep list tables`` stays cheap.
 """
@@ -89,7 +89,7 @@ class Row:
 
 @dataclass
 class RunSpec:
-    """What to run for one cell or claim run (``{shared}`` placeholders not yet substituted)."""
+    """What to run for one cell or claim run (``${shared}`` placeholders not yet substituted)."""
 
     method: str
     dataset: str

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visrep.methods.cnn.pipeline import parse_scales
 from visrep.methods.cnn.pooling import (
     crow,
     gem,
@@ -75,12 +74,14 @@ def test_crow_hand_example():
     np.testing.assert_allclose(crow(x), expect, rtol=1e-6)
 
 
-def test_parse_scales_and_bad_values():
-    assert parse_scales("1") == (1.0,)
-    assert parse_scales("1;0.707;1.414") == parse_scales("1x0.707x1.414") == (1.0, 0.707, 1.414)
-    for bad in ("", "a;b", "1;-1"):
+def test_scales_list_param_and_bad_values():
+    from visrep.registry import methods
+    assert methods.create("gem").scales == (1.0,)
+    assert methods.create("gem", scales=[1, 0.707, 1.414]).scales == (1.0, 0.707, 1.414)
+    assert methods.create("gem", scales="[1,0.707,1.414]").cfg["scales"] == [1.0, 0.707, 1.414]
+    for bad in ("", "[a,b]", "[1,-1]", "[]", "1;0.707", "1,0.707"):
         with pytest.raises(UserError, match="scales"):
-            parse_scales(bad)
+            methods.create("gem", scales=bad)
     with pytest.raises(UserError, match="activation map"):
         mac(np.zeros((3, 4)))
 
@@ -166,7 +167,7 @@ def test_descriptors_on_real_photographs(lite0):
         a, b, c = (m.describe_one(im, lite0) for im in (cat, view, coffee))
         assert a.shape == (1280,) and abs(np.linalg.norm(a) - 1) < 1e-4
         assert a @ b > a @ c + 0.05, name
-    ms = methods.create("gem", imsize=160, scales="1;0.707")
+    ms = methods.create("gem", imsize=160, scales=[1, 0.707])
     v = ms.describe_one(cat, lite0)
     assert v.shape == (1280,) and abs(np.linalg.norm(v) - 1) < 1e-4
     single = methods.create("gem", imsize=160).describe_one(cat, lite0)

@@ -86,7 +86,7 @@ def test_gmp_weights_known_answers():
 def test_whiten_on_oxford5k(shared_data, oxford5k_features, capsys):
     import json
 
-    from visrep.cli import main
+    from visrep.commands import main
     common = ["--dataset", "oxford5k", "--data-root", str(shared_data / "retrieval"),
               "--set", f"features={oxford5k_features}", "--json"]
     assert main(["run", "--method", "whiten", *common]) == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from visrep.datasets.descriptor_files import write_vecs
 
-from visrep.cli import main
+from visrep.commands import main
 
 
 def no_records(tmp_path):
@@ -100,3 +100,57 @@ def test_descriptor_parameters_inline(capsys):
     assert "expected NAME:key=value;key=value" in capsys.readouterr().err
     assert main(["run", "-m", "knn", "-d", "sample-views", "--set", "descriptor=histogram:size=0"]) == 2
     assert "parameter 'size' of method 'histogram'" in capsys.readouterr().err
+
+
+COMMANDS = ["list", "run", "show", "report", "eval", "data", "bench"]
+
+
+def test_help_lists_every_subcommand_in_order():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "visrep", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [ln.split()[0] for ln in out.stdout.splitlines() if ln.startswith("    ") and ln.split()]
+    assert [c for c in lines if c in COMMANDS] == COMMANDS, out.stdout
+    from visrep.commands import commands
+    assert [c.name for c in commands()] == COMMANDS
+    bench = subprocess.run([sys.executable, "-m", "visrep", "bench", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert bench.returncode == 0, bench.stderr
+    assert all(a in bench.stdout for a in ("quick", "run", "publish", "continuous"))
+
+
+def test_no_subcommand_prints_help_with_exit_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_bench_builds_the_readme_commands(capsys):
+    import subprocess
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout with commits")
+    assert main(["bench", "quick", "--dry-run"]) == 0
+    machine, quick = capsys.readouterr().out.strip().splitlines()
+    assert machine.endswith("asv machine --yes")
+    assert "asv run --quick" in quick and f"--set-commit-hash {head}" in quick
+    assert main(["bench", "continuous", "--dry-run", "-b", "search"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "asv continuous --show-stderr -E virtualenv --bench search HEAD~1 HEAD")
+    assert main(["bench", "publish", "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().endswith("asv publish")
+
+
+def test_bench_says_what_is_missing(capsys, monkeypatch, tmp_path):
+    import visrep.commands.bench as bench
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(bench.sys, "executable", str(tmp_path / "python"))
+    assert main(["bench", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "visrep: error: `visrep bench` needs airspeed velocity: pip install asv (or the dev extra)")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)  # a folder outside any git checkout, and no source checkout to fall back on
+    monkeypatch.setattr(bench, "SOURCE", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert main(["bench", "--dry-run"]) == 2
+    assert "is not a git checkout" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from visrep.cli import main
+from visrep.commands import main
 from visrep.context import shared_data_dir
 
 SHARED = shared_data_dir()

@@ -16,7 +16,7 @@ PLUGIN_DIR = Path(__file__).parent / "plugins"
 def test_listing_is_lazy_in_a_fresh_interpreter():
     code = textwrap.dedent(f"""
         import sys, json, io, contextlib
-        from visrep.cli import main
+        from visrep.commands import main
         with contextlib.redirect_stdout(io.StringIO()) as out:
             rc = main(["list", "--json"])
         listed = json.loads(out.getvalue())
@@ -52,7 +52,7 @@ def test_outside_package_registers_through_entry_points(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: visrep-testplugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
     env_path = f"{tmp_path}:{PLUGIN_DIR}"
-    out = subprocess.run([sys.executable, "-m", "visrep.cli", "list", "--json"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "visrep", "list", "--json"], capture_output=True, text=True,
                          env={**__import__("os").environ, "PYTHONPATH": env_path}, timeout=120)
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)

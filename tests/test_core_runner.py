@@ -1,3 +1,4 @@
+import importlib
 import json
 import os
 import signal
@@ -15,8 +16,13 @@ from visrep.runner import DaskExecutor, LocalExecutor, RunSettings, run_job
 from visrep.spec import expand_experiment, jobs_from_spec
 
 PLUGIN_DIR = Path(__file__).parent / "plugins"
-sys.path.insert(0, str(PLUGIN_DIR))
-import visrep_testplugin  # noqa: E402,F401  (registers toy-retrieval and slow-knn)
+
+
+@pytest.fixture
+def toy_plugin(monkeypatch):
+    """tests/plugins on sys.path for this test only; importing visrep_testplugin registers toy-retrieval, slow-knn."""
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    importlib.import_module("visrep_testplugin")
 
 
 def toy_grid(**params):
@@ -24,7 +30,7 @@ def toy_grid(**params):
                               "params": params or {"tag": [1, 2], "noise": [0.0, 0.1]}})
 
 
-def test_grid_expands_and_routes_parameters():
+def test_grid_expands_and_routes_parameters(toy_plugin):
     jobs = toy_grid()
     assert len(jobs) == 4
     assert {j.params["tag"] for j in jobs} == {1, 2}
@@ -33,7 +39,7 @@ def test_grid_expands_and_routes_parameters():
     assert all(j.protocol == "oxford" for j in jobs)
 
 
-def test_local_run_writes_records_and_resumes(tmp_path):
+def test_local_run_writes_records_and_resumes(tmp_path, toy_plugin):
     settings = RunSettings(results_dir=str(tmp_path / "res"), quiet=True)
     jobs = toy_grid()
     first = LocalExecutor().map(jobs, settings)
@@ -72,7 +78,7 @@ def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'ep'}:{PLUGIN_DIR}"}
     res = tmp_path / "res"
-    cmd = [sys.executable, "-m", "visrep.cli", "run", "--method", "slow-knn", "--dataset", "toy-retrieval",
+    cmd = [sys.executable, "-m", "visrep", "run", "--method", "slow-knn", "--dataset", "toy-retrieval",
            "--set", "tag=1,2,3,4,5,6", "--set", "sleep=0.7", "--results", str(res), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -136,7 +142,7 @@ def test_record_write_is_atomic(tmp_path):
     assert json.loads(path.read_text())["metrics"]["map"] == 0.5
 
 
-def test_spec_files_toml_and_yaml(tmp_path):
+def test_spec_files_toml_and_yaml(tmp_path, toy_plugin):
     (tmp_path / "s.toml").write_text(
         '[[experiment]]\nmethod = "slow-knn"\ndataset = "toy-retrieval"\nparams = { tag = [1, 2, 3] }\n')
     (tmp_path / "s.yaml").write_text("method: slow-knn\ndataset: toy-retrieval\nparams: {tag: [1, 2]}\nseed: 3\n")
@@ -147,7 +153,7 @@ def test_spec_files_toml_and_yaml(tmp_path):
 
 def test_cli_runs_on_an_existing_dask_scheduler(tmp_path, capsys):
     distributed = pytest.importorskip("dask.distributed")
-    from visrep.cli import main
+    from visrep.commands import main
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         rc = main(["run", "-m", "aqe", "-d", "sample-views", "--set", "n=2,3", "--executor", "dask",
@@ -158,7 +164,7 @@ def test_cli_runs_on_an_existing_dask_scheduler(tmp_path, capsys):
     assert len(list((tmp_path / "d").rglob("*.json"))) == 2
 
 
-def test_lists_of_methods_expand_and_bad_names_are_clear():
+def test_lists_of_methods_expand_and_bad_names_are_clear(toy_plugin):
     from visrep.errors import UserError
     jobs = expand_experiment({"method": ["knn", "aqe"], "dataset": "toy-retrieval", "params": {"noise": [0.0, 0.1]}})
     assert sorted((j.method, j.dataset_params["noise"]) for j in jobs) == [

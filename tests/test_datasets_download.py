@@ -10,7 +10,7 @@ import threading
 import pytest
 from visrep.datasets.download import fetch_file
 
-from visrep.cli import main
+from visrep.commands import main
 from visrep.context import shared_data_dir
 from visrep.errors import UserError
 

@@ -132,3 +132,19 @@ def test_quantization_recall_mse_bytes():
     m = Quantization().evaluate({"ranks": ranks, "reconstruction": xq, "codes": np.zeros((500, 8), np.uint8)}, data)
     assert m["recall@1"] == 12 / 40 and m["recall@100"] == 1.0 and "recall@1000" not in m
     assert m["mse"] == pytest.approx(16 * 0.25) and m["bytes_per_vector"] == 8.0
+
+
+def test_quantization_scores_the_vectors_the_method_searched():
+    # the method searched L2-normalized vectors: ground truth and MSE follow them, not the raw features
+    db = np.array([[10.0, 0.0], [0.0, 1.0]], np.float32)
+    q = np.array([[1.0, 1.2]], np.float32)          # raw nearest: db 1; after L2 normalization: db 1 too
+    dbn, qn = db / np.linalg.norm(db, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
+    data = RetrievalData("toy", ["a", "b"], ["q"], [{}], db_features=db, query_features=q,
+                         extra={"gt_nn": np.array([0])})    # (deliberately wrong) gt of the raw vectors
+    out = {"ranks": np.array([[1], [0]]), "reconstruction": dbn * 0.5, "bytes_per_vector": 2,
+           "db_vectors": dbn, "query_vectors": qn}
+    m = Quantization().evaluate(out, data)
+    assert m == {"recall@1": 1.0, "mse": pytest.approx(0.25), "bytes_per_vector": 2.0}
+    assert Quantization().evaluate({k: out[k] for k in ("ranks",)}, data) == {"recall@1": 0.0}   # gt_nn used
+    with pytest.raises(UserError, match="db_vectors must be"):
+        Quantization().evaluate({**out, "query_vectors": np.zeros((1, 3), np.float32)}, data)

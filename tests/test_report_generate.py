@@ -24,7 +24,7 @@ from visrep.reports.evaluate import (
 from visrep.reports.generate import generate
 from visrep.reports.tables import Check, load_table
 
-from visrep.cli import main
+from visrep.commands import main
 from visrep.results import record_path, write_record
 from visrep.spec import expand_experiment
 
@@ -118,12 +118,18 @@ def _record(results, method, params, map_, query, features="/elsewhere/feat.fvec
 def store(tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
-    (tables / "mini.toml").write_text(TABLE)
+    # the records were made from one path of the features file, the table names the same file
+    # through another folder (a symlink, as another mount would): found by content, not by path
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    feat = tmp_path / "a" / "feat.fvecs"
+    feat.write_bytes(b"the same bytes")
+    (tmp_path / "b" / "feat.fvecs").symlink_to(feat)
+    (tables / "mini.toml").write_text(TABLE.replace("/nowhere/feat.fvecs", str(tmp_path / "b" / "feat.fvecs")))
     results = tmp_path / "results"
-    # same file name, different folder: matched by file name
-    _record(results, "knn", {}, 0.4029, 0.001)
-    _record(results, "aqe", {}, 0.3696, 0.003)
-    p = _record(results, "alpha-qe", {"alpha": 2.0}, 0.39, 0.003)
+    _record(results, "knn", {}, 0.4029, 0.001, features=str(feat))
+    _record(results, "aqe", {}, 0.3696, 0.003, features=str(feat))
+    p = _record(results, "alpha-qe", {"alpha": 2.0}, 0.39, 0.003, features=str(feat))
     rec = json.loads(p.read_text())
     rec["metrics"] = {"other": 1.0}
     p.write_text(json.dumps(rec))
@@ -168,7 +174,7 @@ def test_unrun_cell_with_data_is_not_run_and_without_data_is_data_missing(tmp_pa
     spec2 = RunSpec(method="knn", dataset="oxford5k", data_root=str(tmp_path))
     r2 = res.resolve(spec2)
     assert r2.status == DATA_MISSING and "gnd_oxford5k.mat" in r2.reason
-    spec3 = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": "{shared}/x.fvecs"})
+    spec3 = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": "${shared}/x.fvecs"})
     assert res.resolve(spec3).status == DATA_MISSING
 
 
@@ -225,7 +231,7 @@ def test_listing_tables_stays_light():
     """`visrep list tables` and building the CLI with `report`/`bench` import no heavy library."""
     import subprocess
     import sys
-    code = ("import sys\nfrom visrep.cli import build_parser\np = build_parser()\n"
+    code = ("import sys\nfrom visrep.commands import build_parser\np = build_parser()\n"
             "from visrep.reports.tables import list_tables\nassert list_tables()\n"
             "heavy = [m for m in ('torch', 'faiss', 'cv2', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules]\n"
             "print(','.join(heavy))\n"

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from visrep.cli import main
+from visrep.commands import main
 
 
 def run_json(capsys, *argv):

@@ -2,16 +2,9 @@
 
 Data flows one way: ``Dataset.load`` -> ``Method.run`` -> outputs -> ``Protocol.evaluate``
 -> metrics. A method never scores itself; a protocol never knows which method produced
-its input. Tasks name the contract between them:
-
-=================  ===========================================  ===============================
-task               dataset gives                                method outputs
-=================  ===========================================  ===============================
-``retrieval``      :class:`visrep.data.RetrievalData`           ``ranks`` (n_db, n_q) int, 0-based
-``descriptor``     images                                       (n, d) float32 vectors
-``quantization``   :class:`visrep.data.RetrievalData`           ``ranks`` + ``codes``/``bytes_per_vector``
-others             declared by the plugins of that task
-=================  ===========================================  ===============================
+its input. Tasks name the contract between them: the closed set of tasks, what a dataset
+and a method of each task give, and the rule of which (method, dataset, protocol) triples run
+together live in :mod:`visrep.tasks` (``visrep/tasks.py``).
 """
 from __future__ import annotations
 
@@ -71,32 +64,3 @@ class Protocol(Plugin):
         shown = ", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
         return f">> {getattr(data, 'name', '?')}: {shown}"
 
-
-class Descriptor(Method):
-    """A method that turns images into vectors (task ``descriptor``).
-
-    Implement ``describe_one(image) -> (d,) vector`` or, for batched extraction (CNNs),
-    override ``describe(images, n, ctx, desc)`` -> (n, d) float32. Retrieval methods call it
-    through :func:`visrep.features.retrieval_features`, which caches the result.
-    """
-
-    task = "descriptor"
-    output_tasks = ("retrieval",)  # run() ranks the dataset by nearest neighbours on these vectors
-
-    def describe_one(self, image):
-        raise NotImplementedError
-
-    def describe(self, images, n: int, ctx, desc: str = "describe"):
-        import numpy as np
-        vecs = [np.asarray(self.describe_one(img), dtype=np.float32)
-                for img in ctx.progress(images, desc=desc, total=n, unit="img")]
-        return np.stack(vecs) if vecs else np.zeros((0, 0), np.float32)
-
-    def run(self, data, ctx) -> dict:
-        from visrep.methods.search.knn import search
-
-        from .features import retrieval_features
-        db, q = retrieval_features(data, ctx, self)
-        with ctx.phase("online"):
-            _, ranks = search(db, q)
-        return {"ranks": ranks, "timings": {"query": ctx.timings["online"] / max(len(q), 1)}}

@@ -44,20 +44,51 @@ def hash_key(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
-_code_versions: dict[str, str] = {}
+_unit_hashes: dict[str, str] = {}
 
 
-def code_version(func_or_module: Any) -> str:
-    """visrep version + sha256 of the source file defining `func_or_module` (first 12 hex)."""
-    module = inspect.getmodule(func_or_module) if not inspect.ismodule(func_or_module) else func_or_module
+def _code_unit(module) -> tuple[str, list[Path]]:
+    """The source files a module's results depend on: for a module of a chapter room
+    (``visrep.methods.<room>.*``) every module of the room (kernels, pipeline, plugins), else the
+    module's own file."""
     name = getattr(module, "__name__", "?")
-    if name not in _code_versions:
-        try:
-            src = Path(inspect.getsourcefile(module)).read_bytes()
-        except (TypeError, OSError):
-            src = name.encode()
-        _code_versions[name] = f"{__version__}+{hashlib.sha256(src).hexdigest()[:12]}"
-    return _code_versions[name]
+    try:
+        path = Path(inspect.getsourcefile(module))
+    except TypeError:
+        return name, []
+    parts = name.split(".")
+    if len(parts) >= 4 and parts[:2] == ["visrep", "methods"]:
+        return ".".join(parts[:3]), sorted(path.parent.glob("*.py"))
+    return name, [path]
+
+
+def code_version(*objs: Any) -> str:
+    """visrep version + 12 hex of the sources that define `objs` (functions, classes, modules).
+
+    A class counts with every class of its MRO; code inside a chapter room of ``methods/`` counts
+    as the whole room, so a cached result changes when any kernel of its chapter changes.
+    """
+    units: dict[str, list[Path]] = {}
+    for obj in objs:
+        items = inspect.getmro(obj) if inspect.isclass(obj) else (obj,)
+        for item in items:
+            module = item if inspect.ismodule(item) else inspect.getmodule(item)
+            if module is None or getattr(module, "__name__", "") == "builtins":
+                continue
+            name, files = _code_unit(module)
+            units.setdefault(name, files)
+    h = hashlib.sha256()
+    for name in sorted(units):
+        if name not in _unit_hashes:
+            u = hashlib.sha256(name.encode())
+            for f in units[name]:
+                try:
+                    u.update(f.name.encode() + f.read_bytes())
+                except OSError:
+                    u.update(f.name.encode())
+            _unit_hashes[name] = u.hexdigest()
+        h.update(_unit_hashes[name].encode())
+    return f"{__version__}+{h.hexdigest()[:12]}"
 
 
 def default_cache_dir() -> Path:

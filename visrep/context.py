@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import Cache
+from .cache import Cache, code_version
+from .manifest import by_content
 
 
 def default_data_root() -> Path:
@@ -62,6 +63,25 @@ class RunContext:
             return iterable
         from tqdm.auto import tqdm
         return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr)
+
+    def cached(self, kind: str, what: dict, code: tuple | list, compute, data=None):
+        """``compute()`` through the cache: the one way visrep keys a cached intermediate.
+
+        The key holds `what` (the producer's parameters; file paths replaced by their content,
+        :func:`visrep.manifest.by_content`), the code version of the functions/classes in `code`
+        (:func:`visrep.cache.code_version`: their whole chapter room) and, when the value is
+        computed from a dataset `data`, its manifest hash and the loader's code version.
+        """
+        key = {"what": by_content(what), "code": code_version(*code)}
+        if data is not None:
+            key.update(manifest=getattr(data, "manifest", ""), loader=self.loader_version)
+        return self.cache.get_or_compute(kind, key, compute)
+
+    def per_split(self, data, kind: str, what: dict, code: tuple | list, compute) -> dict:
+        """``{"db": compute("db"), "query": compute("query")}``, each cached by :meth:`cached`
+        with the split in the key: features of a dataset's database and query images."""
+        return {split: self.cached(kind, {**what, "split": split}, code, lambda s=split: compute(s), data=data)
+                for split in ("db", "query")}
 
     def rng(self, offset: int = 0) -> np.random.Generator:
         return np.random.default_rng(self.seed + offset)

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cache import code_version
 from .errors import UserError
-from .params import Param
+from .params import Param, split_outside
 
 DESCRIPTOR_PARAM = Param("descriptor", str, "auto",
                          "global descriptor: 'auto' = the dataset's precomputed vectors, else its default "
                          "descriptor; or a descriptor method with optional parameters, 'NAME' or "
-                         "'NAME:key=value;key=value' (e.g. 'gem:p=4;imsize=512')")
+                         "'NAME:key=value;key=value' (e.g. 'gem:p=4;imsize=512'); a list value in "
+                         "brackets, as everywhere (e.g. 'gem:p=4;scales=[1,0.707]')")
 
 
 def parse_descriptor(spec: str) -> tuple[str, dict]:
-    """'gem:p=4;imsize=512' -> ('gem', {'p': '4', 'imsize': '512'}); values are validated by the plugin."""
+    """'gem:p=4;imsize=512' -> ('gem', {'p': '4', 'imsize': '512'}); values are validated by the plugin.
+
+    A list value is written in brackets ('gem:scales=[1,0.707]' -> {'scales': '[1,0.707]'});
+    ';' separates parameters only outside brackets.
+    """
     name, _, rest = spec.partition(":")
     params = {}
-    for item in filter(None, (x.strip() for x in rest.split(";"))):
+    try:
+        items = split_outside(rest, ";")
+    except ValueError as e:
+        raise UserError(f"descriptor '{spec}': {e}; expected NAME:key=value;key=[a,b]") from None
+    for item in filter(None, (x.strip() for x in items)):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise UserError(f"descriptor '{spec}': expected NAME:key=value;key=value, got '{item}'")
@@ -68,10 +76,9 @@ def retrieval_features(data, ctx, descriptor="auto") -> tuple[np.ndarray, np.nda
         raise UserError(f"method '{method.name}' is a {method.task} method, not a descriptor")
     if not data.has_images:
         raise UserError(f"descriptor '{method.name}' needs images, but {data.name} was loaded without images")
-    key = {"descriptor": method.name, "params": method.cfg, "code": code_version(type(method)),
-           "manifest": data.manifest, "loader": ctx.loader_version}
-    db = ctx.cache.get_or_compute("features", {**key, "split": "db"}, lambda: describe_images(
-        method, data.db_image, data.n_db, ctx, f"{method.name} database"))
-    q = ctx.cache.get_or_compute("features", {**key, "split": "query"}, lambda: describe_images(
-        method, data.query_image, data.n_queries, ctx, f"{method.name} queries"))
-    return l2_normalize(db), l2_normalize(q)
+    feats = ctx.per_split(data, "features", {"descriptor": method.name, "params": method.cfg}, [type(method)],
+                          lambda split: describe_images(
+                              method, data.db_image if split == "db" else data.query_image,
+                              data.n_db if split == "db" else data.n_queries, ctx,
+                              f"{method.name} {'database' if split == 'db' else 'queries'}"))
+    return l2_normalize(feats["db"]), l2_normalize(feats["query"])

@@ -30,3 +30,36 @@ def manifest_hash(files: dict[str, str | Path], extra: dict | None = None) -> st
     for k in sorted(extra or {}):
         h.update(f"{k}={extra[k]};".encode())
     return h.hexdigest()[:16]
+
+
+def names_a_path(value) -> bool:
+    """Whether a parameter value looks like a file path (a PathLike, or a string with a separator or a suffix)."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, str) and bool(value) and ("/" in value or os.sep in value or bool(Path(value).suffix))
+
+
+def content_id(value) -> str | None:
+    """"sha256:<hex>" of the file `value` names, "sha256-dir:<hex>" of a folder (its files by
+    relative name and content), None when `value` names nothing on disk."""
+    if not names_a_path(value):
+        return None
+    path = Path(value)
+    if path.is_file():
+        return "sha256:" + file_sha256(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(f for f in path.rglob("*") if f.is_file()):
+            h.update(f"{f.relative_to(path)}={file_sha256(f)};".encode())
+        return "sha256-dir:" + h.hexdigest()
+    return None
+
+
+def by_content(obj):
+    """`obj` (nested dicts/lists) with every string that names a file or folder replaced by its
+    :func:`content_id`, so keys do not depend on where a file is mounted and change with its content."""
+    if isinstance(obj, dict):
+        return {k: by_content(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [by_content(v) for v in obj]
+    return content_id(obj) or obj

@@ -13,6 +13,9 @@ A registry imports the modules of its package (``visrep.methods``, ``visrep.data
 installed distribution names under the ``visrep.plugins`` entry-point group. Plugin
 modules keep heavy imports (torch, faiss, cv2) inside functions, so that listing is
 cheap; ``tests/test_core_registry.py`` checks this in a fresh interpreter.
+
+Registration rejects (TypeError) a ``task``, ``output_tasks`` or ``data_tasks`` entry outside the
+closed set of :mod:`visrep.tasks`, which also holds the rule of which plugins run together.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Iterator
 
 from .errors import UserError, did_you_mean
 from .params import Param, resolve_params
+from .tasks import check_task
 
 KINDS = ("method", "dataset", "protocol")
 _PACKAGES = {"method": "visrep.methods", "dataset": "visrep.datasets", "protocol": "visrep.protocols"}
@@ -66,6 +70,13 @@ class Registry:
     def add(self, cls: type[Plugin]) -> type[Plugin]:
         if not cls.name:
             raise TypeError(f"{cls.__qualname__} must set a non-empty `name`")
+        where = f"{self.kind} '{cls.name}' ({cls.__module__}.{cls.__qualname__})"
+        check_task(cls.task, where)  # the closed set of visrep/tasks.py
+        for attr in ("output_tasks", "data_tasks"):
+            if isinstance(getattr(cls, attr, ()), str):
+                raise TypeError(f"{where}: `{attr}` must be a tuple of tasks, got a string")
+            for extra in getattr(cls, attr, ()) or ():
+                check_task(extra, where, f"entry of `{attr}`")
         old = self._plugins.get(cls.name)
         if old is not None and old is not cls and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise TypeError(f"{self.kind} name '{cls.name}' is registered twice: "

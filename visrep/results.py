@@ -4,12 +4,14 @@ Record layout (schema version 1)::
 
     {"schema": 1, "job": "<16 hex>", "method": "knn", "dataset": "oxford5k",
      "protocol": "oxford", "params": {...}, "dataset_params": {...}, "protocol_params": {...},
-     "seed": 0, "metrics": {"map": 0.403, ...}, "timings": {"load": s, "method": s, ...},
+     "seed": 0, "inputs": {"dataset_params.features": "sha256:..."},  # content of the files parameters name
+     "metrics": {"map": 0.403, ...}, "timings": {"load": s, "method": s, ...},
      "stats": {...},  # what the method reports that is neither a metric nor a time (memory, iterations)
      "manifest": "<dataset manifest hash>", "created": "ISO time", "provenance": {...}}
 
-Records live at ``<root>/<dataset>/<method>/<job>.json``; the path depends only on the job
-definition, so a rerun finds what exists and skips it (resume).
+Records live at ``<root>/<dataset>/<method>/<job>.json``; the path depends only on the job's
+identity (:meth:`visrep.spec.Job.identity`: plugins, parameters with files by content, seed), so
+a rerun finds what exists and skips it (resume), and a changed input file makes a new job.
 """
 from __future__ import annotations
 

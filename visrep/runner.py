@@ -77,6 +77,7 @@ def execute(job: Job, settings: RunSettings) -> dict:
         "dataset_params": job.dataset_params,
         "protocol_params": job.protocol_params,
         "seed": job.seed,
+        "inputs": job.inputs,
         "metrics": metrics,
         "summary": protocol.format(metrics, data),
         "timings": {k: round(v, 6) for k, v in timings.items()},

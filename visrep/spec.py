@@ -8,12 +8,14 @@ A spec file (TOML or YAML) holds one experiment at top level or a list under
     dataset = "oxford5k"
     seed = 0
     [experiment.params]
-    k = [30, 50]            # a list expands to a grid
+    k = [30, 50]            # a list expands to a grid (for a single-valued parameter)
     alpha = [0.9, 0.99]
-    features = "../shared/data/retrieval/oxford5k/oxford_features_caffenet_pca128.fvecs"
+    features = "${shared}/retrieval/oxford5k/oxford_features_caffenet_pca128.fvecs"
 
 Keys under ``params`` go to whichever plugin declares them (method first, then dataset,
 then protocol); ``dataset_params`` / ``protocol_params`` address one plugin explicitly.
+For a list parameter (declared ``type=list``, e.g. the metric-learning protocol's ``ks``) a list
+is one value, ``ks = [1, 2, 4, 8]``, and a list of lists is a grid, ``ks = [[1], [1, 2, 4, 8]]``.
 ``protocol`` defaults to the dataset's standard protocol. ``data_root`` is optional.
 Strings may contain ``${shared}``, the workplace's real-data folder (``../shared/data``);
 an experiment with ``optional = true`` is skipped (with a message) when its data is absent.
@@ -28,6 +30,7 @@ import tomllib
 
 from .cache import hash_key
 from .errors import MissingDataError, UserError, did_you_mean
+from .manifest import content_id
 from .registry import datasets, methods, protocols
 
 _EXPERIMENT_KEYS = {"method", "dataset", "protocol", "params", "dataset_params", "protocol_params",
@@ -35,9 +38,33 @@ _EXPERIMENT_KEYS = {"method", "dataset", "protocol", "params", "dataset_params",
 SHARED = "${shared}"
 
 
+_PARAM_GROUPS = ("params", "dataset_params", "protocol_params")
+
+
+def input_hashes(groups: dict) -> dict:
+    """{"params.features": "sha256:<hex>", ...}: the content of every file (or folder) a parameter
+    value names (:func:`visrep.manifest.content_id`); other values are absent."""
+    out = {}
+    for group in _PARAM_GROUPS:
+        for key, value in (groups.get(group) or {}).items():
+            try:
+                cid = content_id(value)
+            except OSError as e:
+                raise UserError(f"parameter '{key}': cannot read {value}: {e}") from None
+            if cid:
+                out[f"{group}.{key}"] = cid
+    return out
+
+
 @dataclass
 class Job:
-    """One fully-resolved run: plugin names, complete parameters (defaults filled), seed."""
+    """One fully-resolved run: plugin names, complete parameters (defaults filled), seed.
+
+    ``inputs`` holds the content hash of every file (or folder) a parameter names, taken when the
+    job is made; the job's identity uses these hashes instead of the paths, so the same file
+    reached by a relative or an absolute path (or on another mount) is the same job, and a file
+    whose content changed makes a new job (never a stale record).
+    """
 
     method: str
     dataset: str
@@ -47,13 +74,26 @@ class Job:
     protocol_params: dict = field(default_factory=dict)
     seed: int = 0
     data_root: str | None = None
+    inputs: dict | None = None
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = input_hashes(asdict(self))
+
+    def identity(self) -> dict:
+        """Everything that defines the result: plugins, parameters with file paths replaced by
+        their content hashes, seed (not the data root: the dataset's files are in the record's manifest)."""
+        d = asdict(self)
+        d.pop("data_root")
+        inputs = d.pop("inputs") or {}
+        for group in _PARAM_GROUPS:
+            d[group] = {k: inputs.get(f"{group}.{k}", v) for k, v in d[group].items()}
+        return d
 
     @property
     def job_id(self) -> str:
-        """16 hex of the hash of everything that defines the result (not the data root)."""
-        d = asdict(self)
-        d.pop("data_root")
-        return hash_key(d)[:16]
+        """16 hex of the hash of :meth:`identity`."""
+        return hash_key(self.identity())[:16]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,28 +114,68 @@ def _split_params(method_cls, dataset_cls, protocol_cls, params: dict) -> tuple[
     return m, d, p
 
 
-def _grid(params: dict) -> list[dict]:
-    """Cartesian product over list-valued entries (scalars stay fixed)."""
+def _list_params(*classes) -> set[str]:
+    """Names of list-typed parameters, each looked up in the first of `classes` that declares it."""
+    seen, out = set(), set()
+    for cls in classes:
+        for p in cls.params:
+            if p.name not in seen:
+                seen.add(p.name)
+                if p.is_list:
+                    out.add(p.name)
+    return out
+
+
+def _grid(params: dict, list_keys=frozenset()) -> list[dict]:
+    """Cartesian product over the grid entries, the others stay fixed.
+
+    A list is a grid for a single-valued parameter; for a parameter in `list_keys` (a list
+    parameter) a list is one value and a list of lists is a grid of lists.
+    """
     keys = list(params)
-    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    values = []
+    for key, v in params.items():
+        if key in list_keys and isinstance(v, (list, tuple)):
+            nested = [isinstance(x, (list, tuple)) for x in v]
+            if v and all(nested):
+                values.append(list(v))
+            elif any(nested):
+                raise UserError(f"parameter '{key}' is a list: give one list, e.g. [1, 2], or a list of "
+                                f"lists for a grid, e.g. [[1, 2], [4, 8]], got {v!r}")
+            else:
+                values.append([v])
+        else:
+            values.append(v if isinstance(v, list) else [v])
     if any(len(v) == 0 for v in values):
         empty = keys[[len(v) for v in values].index(0)]
         raise UserError(f"parameter '{empty}' has an empty list of values")
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def _substitute_shared(value, where: str):
+def substitute_shared(value, shared="auto", where: str = "spec"):
+    """Replace ``${shared}`` in every string of `value` (dicts and lists walked) by the real-data
+    folder `shared` ("auto": :func:`visrep.context.shared_data_dir`); MissingDataError when a
+    string needs it and it is absent. The one spelling of the placeholder (spec files, report
+    tables); a bare ``{shared}`` is a UserError that names it."""
     if isinstance(value, dict):
-        return {k: _substitute_shared(v, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute_shared(v, where) for v in value]
+        return {k: substitute_shared(v, shared, where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [substitute_shared(v, shared, where) for v in value]
+    if isinstance(value, str) and "{shared}" in value.replace(SHARED, ""):
+        raise UserError(f"{where}: write the shared real-data folder as {SHARED}, got {value!r}")
     if isinstance(value, str) and SHARED in value:
-        from .context import shared_data_dir
-        shared = shared_data_dir()
+        if shared == "auto":
+            from .context import shared_data_dir
+            shared = shared_data_dir()
         if shared is None:
-            raise MissingDataError(f"{where}: needs the shared real-data folder (../shared/data or $VISREP_SHARED_DATA)")
+            raise MissingDataError(f"{where}: {value!r} needs the shared real-data folder "
+                                   f"(../shared/data or $VISREP_SHARED_DATA)")
         return value.replace(SHARED, str(shared))
     return value
+
+
+def _substitute_shared(value, where: str):
+    return substitute_shared(value, "auto", where)
 
 
 def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spec") -> list[Job]:
@@ -120,22 +200,20 @@ def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spe
     if not protocol_name:
         raise UserError(f"{where}: dataset '{dataset_cls.name}' has no default protocol; name one with --protocol")
     protocol_cls = protocols.get(protocol_name)
-    if method_cls.task != protocol_cls.task and protocol_cls.task not in getattr(method_cls, "output_tasks", ()):
-        raise UserError(f"method '{method_cls.name}' ({method_cls.task}) cannot be scored by protocol "
-                        f"'{protocol_cls.name}' ({protocol_cls.task})")
-    if dataset_cls.task != protocol_cls.task:
-        raise UserError(f"dataset '{dataset_cls.name}' ({dataset_cls.task}) does not fit protocol "
-                        f"'{protocol_cls.name}' ({protocol_cls.task})")
+    from .tasks import fits
+    why = fits(method_cls, dataset_cls, protocol_cls)
+    if why:
+        raise UserError(f"{where}: {why} (task rules: visrep/tasks.py)")
     try:
         seed = int(exp.get("seed", 0))
     except (TypeError, ValueError):
         raise UserError(f"{where}: seed must be an integer, got {exp.get('seed')!r}") from None
     root = data_root or exp.get("data_root")
     jobs = []
-    for combo in _grid(dict(exp.get("params") or {})):
+    for combo in _grid(dict(exp.get("params") or {}), _list_params(method_cls, dataset_cls, protocol_cls)):
         m, d, p = _split_params(method_cls, dataset_cls, protocol_cls, combo)
-        for extra_d in _grid(dict(exp.get("dataset_params") or {})):
-            for extra_p in _grid(dict(exp.get("protocol_params") or {})):
+        for extra_d in _grid(dict(exp.get("dataset_params") or {}), _list_params(dataset_cls)):
+            for extra_p in _grid(dict(exp.get("protocol_params") or {}), _list_params(protocol_cls)):
                 jobs.append(Job(
                     method=method_cls.name, dataset=dataset_cls.name, protocol=protocol_cls.name,
                     params=method_cls(**m).cfg,

@@ -15,7 +15,7 @@ from visrep.params import Param
 
 from .mnist_models import MODEL_NAMES
 
-COMMON_PARAMS = (
+ATTACK_PARAMS = (
     Param("model", str, "walking", "target model: clean / adv (advertorch LeNet5, normally / adversarially "
           "trained) or walking (the BP paper's SmallCNN)", choices=MODEL_NAMES),
     Param("weights", str, None, "state_dict file of the model (default: the shared data folder's)"),
@@ -28,11 +28,7 @@ class AttackMethod(Method):
     """Base of the attack plugins (not registered itself)."""
 
     task = "adversarial"
-    attack_params: tuple = ()
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        cls.params = tuple(cls.attack_params) + COMMON_PARAMS
+    params = ATTACK_PARAMS
 
     def attack_batch(self, model, x, y, gen):
         raise NotImplementedError

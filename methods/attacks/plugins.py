@@ -15,7 +15,7 @@ from .carlini_wagner import carlini_wagner_l2
 from .ddn import ddn
 from .gradient import fgsm, pgd
 from .mnist_models import MODEL_NAMES, load_model, predict
-from .pipeline import AttackMethod
+from .pipeline import ATTACK_PARAMS, AttackMethod
 
 
 @register
@@ -23,7 +23,7 @@ class FGSM(AttackMethod):
     name = "fgsm"
     summary = "fast gradient sign method: one L-inf step of size eps along sign(grad CE)"
     cite = "Goodfellow, Shlens & Szegedy, Explaining and harnessing adversarial examples, ICLR 2015"
-    attack_params = (Param("eps", float, 0.3, "L-inf radius (pixel values in [0, 1])", low=0),)
+    params = ATTACK_PARAMS + (Param("eps", float, 0.3, "L-inf radius (pixel values in [0, 1])", low=0),)
 
     def attack_batch(self, model, x, y, gen):
         return fgsm(model, x, y, self.cfg["eps"]), 1
@@ -35,7 +35,7 @@ class PGD(AttackMethod):
     summary = "projected gradient descent (L-inf or L2 ball), optional random start"
     cite = ("Madry, Makelov, Schmidt, Tsipras & Vladu, Towards deep learning models resistant to adversarial "
             "attacks, ICLR 2018")
-    attack_params = (
+    params = ATTACK_PARAMS + (
         Param("norm", str, "linf", "ball: linf or l2", choices=("linf", "l2")),
         Param("eps", float, None, "ball radius (default 0.3 for linf, 2.0 for l2; pixels in [0, 1])", low=0),
         Param("step", float, None, "step size (default 2.5 * eps / iterations)", low=0, open_low=True),
@@ -60,7 +60,7 @@ class BP(AttackMethod):
     summary = "boundary projection: reach the boundary along the gradient, then walk on it reducing L2"
     cite = ("Zhang, Avrithis, Furon & Amsaleg, Walking on the edge: fast, low-distortion adversarial examples, "
             "IEEE TIFS 2021 (arXiv:1912.02153)")
-    attack_params = (
+    params = ATTACK_PARAMS + (
         Param("iterations", int, 20, "iterations K, one gradient each (paper: 20 and 100)", low=1),
         Param("gamma", float, 0.7, "schedule eps_i = gamma + (1 - gamma) i / K", low=0, high=1,
               open_low=True, open_high=True),
@@ -81,7 +81,7 @@ class CW(AttackMethod):
     name = "cw"
     summary = "Carlini & Wagner L2 (tanh box, Adam, binary search over c); small budget by default"
     cite = "Carlini & Wagner, Towards evaluating the robustness of neural networks, IEEE S&P 2017"
-    attack_params = (
+    params = ATTACK_PARAMS + (
         Param("binary_steps", int, 5, "binary-search steps over c (paper: 9)", low=1),
         Param("iterations", int, 20, "Adam iterations per binary step (paper: up to 10,000)", low=1),
         Param("initial_const", float, 1.0, "first c of the search (paper: 1e-3)", low=0, open_low=True),
@@ -101,7 +101,7 @@ class DDN(AttackMethod):
     summary = "decoupling direction and norm: fixed-budget L2 attack adapting the norm up/down by gamma"
     cite = ("Rony, Hafemann, Oliveira, Ben Ayed, Sabourin & Granger, Decoupling direction and norm for efficient "
             "gradient-based L2 adversarial attacks and defenses, CVPR 2019")
-    attack_params = (
+    params = ATTACK_PARAMS + (
         Param("iterations", int, 100, "iterations K (one gradient each)", low=1),
         Param("gamma", float, 0.05, "norm update factor", low=0, high=1, open_low=True, open_high=True),
         Param("init_norm", float, 1.0, "initial norm eps_0", low=0, open_low=True),

@@ -5,37 +5,22 @@ the numerical work is in the kernel modules beside this file.
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
+from visrep.methods.search.pipeline import Descriptor
 
-from visrep.api import Descriptor
 from visrep.errors import UserError
 from visrep.features import l2_normalize
 from visrep.params import Param
 
 from .regional import gmp_weights
 
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    """'1' / '1;0.707;1.414' / '1x0.707x1.414' -> (1.0, 0.707, 1.414)."""
-    parts = [p for p in re.split(r"[;x\s:]+", str(text).strip()) if p]
-    try:
-        scales = tuple(float(p) for p in parts)
-    except ValueError:
-        raise UserError(f"parameter 'scales' must be numbers separated by ';' or 'x' (e.g. '1;0.707;1.414'), "
-                        f"got {text!r}") from None
-    if not scales or any(not (s > 0) for s in scales):
-        raise UserError(f"parameter 'scales' must be positive numbers, got {text!r}")
-    return scales
-
-
 BACKBONE_PARAMS = (
     Param("arch", str, "efficientnet_lite0", "backbone: a timm or torchvision model name"),
     Param("weights", str, None, "local weights file (state dict); None = the packaged ImageNet EfficientNet-Lite0"),
     Param("imsize", int, 1024, "longer image side before scaling (never upscaled); 1024 as cnnimageretrieval",
           low=16),
-    Param("scales", str, "1", "multi-scale factors separated by ';' or 'x', e.g. '1;0.707;1.414'"),
+    Param("scales", list, [1.0], "multi-scale factors, a list, e.g. [1, 0.707, 1.414] (--set scales=[1,0.707,1.414])",
+          item=float, low=0, open_low=True),
 )
 
 
@@ -46,7 +31,7 @@ class CNNDescriptor(Descriptor):
 
     def __init__(self, **given):
         super().__init__(**given)
-        self.scales = parse_scales(self.cfg["scales"])
+        self.scales = tuple(self.cfg["scales"])
 
     ms_power = 1.0
 
@@ -102,7 +87,6 @@ def describe_regions(method, images, n, ctx, desc) -> tuple[np.ndarray, np.ndarr
 
 def regional_features(data, ctx, name: str):
     """(db regions, query regions, image_of, query_of, GMP coefficients) for descriptor `name`, cached."""
-    from visrep.cache import code_version
     from visrep.registry import methods
 
     from .pipeline import CNNDescriptor
@@ -111,11 +95,11 @@ def regional_features(data, ctx, name: str):
         raise UserError(f"parameter 'regional' must name a CNN descriptor (mac, spoc, gem, rmac, crow), got '{name}'")
     if not data.has_images:
         raise UserError(f"regional descriptor '{name}' needs images, but {data.name} was loaded without images")
-    key = {"regional": name, "params": method.cfg, "code": code_version(describe_regions),
-           "manifest": data.manifest}
-    db, image_of = ctx.cache.get_or_compute("regional_features", {**key, "split": "db"}, lambda: describe_regions(
-        method, data.db_image, data.n_db, ctx, f"{name} regions database"))
-    q, query_of = ctx.cache.get_or_compute("regional_features", {**key, "split": "query"}, lambda: describe_regions(
-        method, data.query_image, data.n_queries, ctx, f"{name} regions queries"))
+    feats = ctx.per_split(data, "regional_features", {"regional": name, "params": method.cfg}, [type(method)],
+                          lambda split: describe_regions(
+                              method, data.db_image if split == "db" else data.query_image,
+                              data.n_db if split == "db" else data.n_queries, ctx,
+                              f"{name} regions {'database' if split == 'db' else 'queries'}"))
+    (db, image_of), (q, query_of) = feats["db"], feats["query"]
     coeff = gmp_weights(db, image_of)
     return db, q, image_of, query_of, coeff

@@ -26,9 +26,9 @@ All pool the last convolutional map X (C, H, W) float32, non-negative, of a back
 
 Multi-scale (cnnimageretrieval ``extract_ms``): the image is described at each scale s of
 ``scales`` (longer side ``imsize * s``) and the per-scale vectors combined as
-``(mean_s v_s^m)^{1/m}`` with m = p for GeM and 1 otherwise, then L2-normalized. Write scales
-with ``;`` or ``x`` between values, e.g. ``--set scales="1;0.707;1.414"`` (a comma would make
-the command line expand a grid).
+``(mean_s v_s^m)^{1/m}`` with m = p for GeM and 1 otherwise, then L2-normalized. Scales are a
+list parameter: ``--set 'scales=[1,0.707,1.414]'`` on the command line, ``scales = [1, 0.707,
+1.414]`` in a spec file.
 
 Output: (n, C) float32, unit rows (C = 1280 for EfficientNet-Lite0).
 """

@@ -17,7 +17,7 @@ from visrep.registry import register
 from .lopq import LOPQIndex
 from .product_quantization import IVFADCIndex, ProductQuantizer
 
-_PQ_PARAMS = (
+PQ_PARAMS = (
     DESCRIPTOR_PARAM,
     Param("m", int, 8, "sub-quantizers (bytes per vector at nbits=8)", low=1),
     Param("nbits", int, 8, "bits per sub-quantizer code", low=1, high=16),
@@ -29,9 +29,10 @@ _PQ_PARAMS = (
 class PQ(Method):
     name = "pq"
     task = "retrieval"
+    output_tasks = ("quantization",)  # ranks + codes + reconstruction: scored by the quantization protocol too
     summary = "product quantization, exhaustive asymmetric distance (ADC) search"
     cite = "Jégou, Douze & Schmid, Product quantization for nearest neighbor search, PAMI 2011"
-    params = _PQ_PARAMS
+    params = PQ_PARAMS
 
     def run(self, data, ctx) -> dict:
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
@@ -42,6 +43,7 @@ class PQ(Method):
         with ctx.phase("online"):
             ranks = np.argsort(pq.adc(q, codes), axis=1, kind="stable").T.copy()
         return {"ranks": ranks, "codes": codes, "bytes_per_vector": pq.bytes_per_vector,
+                "reconstruction": pq.decode(codes), "db_vectors": db, "query_vectors": q,
                 "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)}}
 
 
@@ -49,9 +51,10 @@ class PQ(Method):
 class IVFADC(Method):
     name = "ivfadc"
     task = "retrieval"
+    output_tasks = ("quantization",)
     summary = "IVFADC: coarse quantizer + inverted lists of residual PQ codes"
     cite = "Jégou, Douze & Schmid, Product quantization for nearest neighbor search, PAMI 2011"
-    params = _PQ_PARAMS + (
+    params = PQ_PARAMS + (
         Param("coarse_k", int, 64, "coarse quantizer cells (k' in the paper)", low=1),
         Param("nprobe", int, 8, "cells visited per query (w in the paper)", low=1),
     )
@@ -65,7 +68,10 @@ class IVFADC(Method):
         t0 = time.perf_counter()
         with ctx.phase("online"):
             ranks, _ = ivf.search(q, self.cfg["nprobe"])
-        return {"ranks": ranks, "bytes_per_vector": ivf.nbytes_per_vector(),
+        codes = np.empty_like(ivf.codes)
+        codes[ivf.order] = ivf.codes        # the inverted lists hold the codes in cell order
+        return {"ranks": ranks, "bytes_per_vector": ivf.nbytes_per_vector(), "codes": codes,
+                "reconstruction": ivf.coarse[ivf.cell] + ivf.pq.decode(codes), "db_vectors": db, "query_vectors": q,
                 "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)}}
 
 
@@ -73,6 +79,7 @@ class IVFADC(Method):
 class LOPQ(Method):
     name = "lopq"
     task = "retrieval"
+    output_tasks = ("quantization",)
     summary = "locally optimized product quantization: per-cell rotation + local PQ, multi-index"
     cite = "Kalantidis & Avrithis, Locally optimized product quantization for approximate nearest neighbor search, CVPR 2014"
     params = (
@@ -94,5 +101,19 @@ class LOPQ(Method):
         t0 = time.perf_counter()
         with ctx.phase("online"):
             ranks = idx.search(q, self.cfg["nprobe"], self.cfg["candidates"])
-        return {"ranks": ranks, "bytes_per_vector": idx.bytes_per_vector,
+        return {"ranks": ranks, "bytes_per_vector": idx.bytes_per_vector, "codes": idx.codes,
+                "reconstruction": self.reconstruct(idx), "db_vectors": db, "query_vectors": q,
                 "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)}}
+
+    @staticmethod
+    def reconstruct(idx) -> np.ndarray:
+        """q(x) of every database vector: per half, cell centroid + local PQ decode rotated back (R orthogonal)."""
+        out = np.zeros((idx.n, idx.d), np.float32)
+        mh = idx.m // 2
+        for hi in range(2):
+            cells = idx.cells[:, hi]
+            for i in np.unique(cells):
+                sel = cells == i
+                r = idx.pqs[hi][i].decode(idx.codes[sel, hi * mh:(hi + 1) * mh]) @ idx.R[hi][i]
+                out[sel, hi * idx.h:(hi + 1) * idx.h] = idx.C[hi][i] + r
+        return out

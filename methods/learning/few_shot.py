@@ -54,19 +54,21 @@ def _last_block(model) -> int:
     return convs[-1]
 
 
-def implant_episode(inner, outer, sup, sup_y, qry, n_way: int, cfg: dict, seed: int, scale: float) -> np.ndarray:
+def implant_episode(inner, outer, sup, sup_y, qry, n_way: int, width: int, lr: float, steps: int, seed: int,
+                    scale: float) -> np.ndarray:
     """One episode of implanting -> (q, N) cosine scores.
 
     ``inner`` (n, C_in, h, w): input of the last block (frozen); ``outer`` (n, C, h, w): its output.
-    Implants g (3x3 conv C_in -> implant_width, ReLU); features [outer, g(inner)]; novel class
-    weights initialized to the imprinted prototypes; both trained with the dense loss on the support.
+    Implants g (3x3 conv C_in -> width, ReLU); features [outer, g(inner)]; novel class
+    weights initialized to the imprinted prototypes; both trained with the dense loss on the support
+    (SGD, learning rate `lr`, momentum 0.9, `steps` full-batch steps).
     """
     import torch
     import torch.nn.functional as F
     torch.manual_seed(seed)
     sup_t = torch.as_tensor(np.asarray(sup))
     y = torch.as_tensor(np.asarray(sup_y), dtype=torch.long)
-    conv = torch.nn.Conv2d(inner.shape[1], cfg["implant_width"], 3, padding=1)
+    conv = torch.nn.Conv2d(inner.shape[1], width, 3, padding=1)
     torch.nn.init.normal_(conv.weight, std=1e-2)
     torch.nn.init.zeros_(conv.bias)
 
@@ -77,8 +79,8 @@ def implant_episode(inner, outer, sup, sup_y, qry, n_way: int, cfg: dict, seed: 
         g = F.normalize(feats(sup_t).mean(dim=(2, 3)), dim=1)
         w0 = torch.stack([g[y == c].mean(0) for c in range(n_way)])
     w = torch.nn.Parameter(w0.clone())
-    opt = torch.optim.SGD(list(conv.parameters()) + [w], lr=cfg["implant_lr"], momentum=0.9)
-    for _ in range(cfg["implant_steps"]):
+    opt = torch.optim.SGD(list(conv.parameters()) + [w], lr=lr, momentum=0.9)
+    for _ in range(steps):
         f = F.normalize(feats(sup_t), dim=1)                                   # (K, C', h, w)
         s = scale * torch.einsum("kchw,nc->knhw", f, F.normalize(w, dim=1))
         loss = F.cross_entropy(s, y[:, None, None].expand(-1, s.shape[2], s.shape[3]))

@@ -26,7 +26,7 @@ def _train_split(data):
     return train
 
 
-_NET_PARAMS = (
+NET_PARAMS = (
     Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
     Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
     Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
@@ -46,7 +46,7 @@ def _scores(model, data):
     return embed(model, images_to_tensor(data.x)).astype(np.float32)
 
 
-_FEATURE_PARAMS = (
+FEATURE_PARAMS = (
     Param("features", str, "auto", "pre-trained descriptors: 'given' (data.x vectors of both splits), "
           "'pixels-pca' (proxy: PCA of pixels fitted on the training split), 'auto' (given if vectors)",
           choices=("auto", "given", "pixels-pca")),
@@ -98,17 +98,20 @@ def _check(data):
     return base
 
 
+FEW_SHOT_PARAMS = (
+    Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
+    Param("blocks", int, 3, "conv blocks of the proxy backbone", low=2, high=6),
+    Param("wide", bool, False, "double the width (the paper's 'DC + Wide' row)"),
+    Param("epochs", int, 5, "base-class training epochs", low=1),
+    Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
+    Param("batch", int, 64, "minibatch size", low=2),
+)
+
+
 class FewShotMethod(Method):
     task = "few-shot"
     dense = False
-    params = (
-        Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
-        Param("blocks", int, 3, "conv blocks of the proxy backbone", low=2, high=6),
-        Param("wide", bool, False, "double the width (the paper's 'DC + Wide' row)"),
-        Param("epochs", int, 5, "base-class training epochs", low=1),
-        Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
-        Param("batch", int, 64, "minibatch size", low=2),
-    )
+    params = FEW_SHOT_PARAMS
 
     def _backbone(self, data, ctx):
         from .convnets import (

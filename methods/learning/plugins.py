@@ -19,8 +19,9 @@ from .label_propagation import class_weights, dlp_graph, propagate, pseudo_label
 from .mining import CITE as MOM_CITE
 from .mining import make_head, mine, select_anchors, triplet_loss, tuples_from_pools
 from .pipeline import (
-    _FEATURE_PARAMS,
-    _NET_PARAMS,
+    FEATURE_PARAMS,
+    FEW_SHOT_PARAMS,
+    NET_PARAMS,
     FewShotMethod,
     _net,
     _scores,
@@ -35,7 +36,7 @@ class Supervised(Method):
     task = "classification"
     summary = "baseline of semi-supervised tables: the same network trained on the labelled subset only"
     cite = LP_CITE + " (Supervised row)"
-    params = _NET_PARAMS + (
+    params = NET_PARAMS + (
         Param("epochs", int, 100, "epochs over the labelled subset", low=1),
     )
 
@@ -64,7 +65,7 @@ class DLP(Method):
     task = "classification"
     summary = "deep label propagation: train, kNN graph on features, CG diffusion of labels, weighted pseudo-labels"
     cite = LP_CITE
-    params = _NET_PARAMS + (
+    params = NET_PARAMS + (
         Param("sup_epochs", int, 100, "supervised epochs on the labelled subset first (step 1)", low=0),
         Param("rounds", int, 10, "label-propagation rounds, each followed by epochs_per_round epochs on all items",
               low=1),
@@ -143,7 +144,7 @@ class Pretrained(Method):
     task = "metric-learning"
     summary = "the pre-trained descriptors as the embedding (baseline row of unsupervised metric learning)"
     cite = MOM_CITE + " (Baseline row)"
-    params = _FEATURE_PARAMS
+    params = FEATURE_PARAMS
 
     def run(self, data, ctx) -> dict:
         with ctx.phase("features"):
@@ -157,7 +158,7 @@ class MoM(Method):
     task = "metric-learning"
     summary = "unsupervised metric learning: hard positives/negatives from manifold vs Euclidean neighbours, triplet loss"
     cite = MOM_CITE
-    params = _FEATURE_PARAMS + (
+    params = FEATURE_PARAMS + (
         Param("k", int, 50, "neighbours per point in the kNN graph", low=2),
         Param("gamma", float, 3.0, "affinity exponent s^gamma", low=0, open_low=True),
         Param("alpha", float, 0.99, "diffusion alpha", low=0, high=1, open_low=True, open_high=True),
@@ -224,7 +225,7 @@ class CosineClassifier(FewShotMethod):
     name = "cosine-classifier"
     summary = "few-shot baseline: cosine classifier on global average pooled features, prototypes on novel classes"
     cite = "Gidaris & Komodakis, Dynamic few-shot visual learning without forgetting, CVPR 2018; " + FEW_SHOT_CITE + " (GAP row)"
-    params = FewShotMethod.params + (
+    params = FEW_SHOT_PARAMS + (
         Param("pooling", str, "gap", "global pooling before the classifier", choices=("gap",)),
     )
 
@@ -235,7 +236,7 @@ class DenseClassification(FewShotMethod):
     summary = "few-shot: cosine classifier trained at every spatial position (DC); optional implanting on novel classes"
     cite = FEW_SHOT_CITE
     dense = True
-    params = FewShotMethod.params + (
+    params = FEW_SHOT_PARAMS + (
         Param("implanting", bool, False, "train implanted conv filters on each episode's support set (DC + IMP)"),
         Param("implant_width", int, 16, "output channels of the implanted filters", low=1),
         Param("implant_steps", int, 30, "SGD steps on the support set per episode", low=1),
@@ -260,5 +261,7 @@ class DenseClassification(FewShotMethod):
         with ctx.phase("episodes"):
             for e in ctx.progress(range(data.n_episodes), desc="implanting", total=data.n_episodes, unit="episode"):
                 scores.append(implant_episode(inner, outer, data.support[e], data.support_labels[e], data.query[e],
-                                              data.n_way, self.cfg, seed=ctx.seed + e, scale=float(model.scale.detach())))
+                                              data.n_way, self.cfg["implant_width"], self.cfg["implant_lr"],
+                                              self.cfg["implant_steps"], seed=ctx.seed + e,
+                                              scale=float(model.scale.detach())))
         return {"scores": np.stack(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}

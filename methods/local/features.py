@@ -1,4 +1,4 @@
-"""Local features: DoG + SIFT (OpenCV) with full frames, RootSIFT, and cached per-dataset extraction.
+"""Local features: DoG + SIFT (OpenCV) with full frames, RootSIFT.
 
 - SIFT: Lowe, Distinctive image features from scale-invariant keypoints, IJCV 2004 (difference of
   Gaussians detector, 128-D gradient-orientation histogram descriptor).
@@ -13,10 +13,8 @@ the meaningful neighbourhood), orientation (radians, counter-clockwise in image 
 OpenCV reports degrees). An image with no keypoints (or an empty or flat image) gives
 ``n = 0``: it is indexed as empty and every method scores it zero.
 
-:func:`local_features` runs extraction over a :class:`visrep.data.RetrievalData` and caches the
-result with ``ctx.cache`` (key: kind, cap, code version, ``data.manifest``, split).
-
-The registered methods ``sift`` and ``rootsift`` are *retrieval* methods: they rank the database
+:func:`visrep.methods.local.pipeline.local_features` runs extraction over a dataset, cached per
+split. The registered methods ``sift`` and ``rootsift`` (in ``plugins.py``) are *retrieval* methods: they rank the database
 by the number of mutual nearest-neighbour descriptor matches that also pass Lowe's ratio test
 (0.8), a brute-force pairwise baseline (quadratic in images; use it on small sets only).
 """

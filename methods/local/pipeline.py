@@ -11,7 +11,6 @@ import numpy as np
 from visrep.methods.search.ranking import ranks_from_scores
 
 from visrep.api import Method
-from visrep.cache import code_version
 from visrep.errors import UserError
 from visrep.params import Param
 
@@ -32,8 +31,6 @@ def local_features(data, ctx, kind: str = "rootsift", max_features: int | None =
     if not data.has_images:
         raise UserError(f"{data.name}: local features need images (db_image/query_image), "
                         f"and the dataset was loaded without them")
-    key = {"kind": kind, "max_features": max_features, "code": code_version(extract_sift),
-           "manifest": data.manifest}
 
     def run(split):
         n = data.n_db if split == "db" else data.n_queries
@@ -43,18 +40,15 @@ def local_features(data, ctx, kind: str = "rootsift", max_features: int | None =
                for i in ctx.progress(range(n), desc=f"{kind} {split}", total=n, unit="img")]
         return [d for d, _ in out], [f for _, f in out]
 
-    return {split: ctx.cache.get_or_compute("local_features", {**key, "split": split}, lambda s=split: run(s))
-            for split in ("db", "query")}
+    return ctx.per_split(data, "local_features", {"kind": kind, "max_features": max_features}, [extract_sift], run)
 
 
-def vocabulary_for(x, method: str, k: int, ctx, key: dict, niter: int = 20, **opts) -> Vocabulary:
-    """Learn (or load from ``ctx.cache``) a vocabulary on x; `key` says what x is."""
-    from visrep.cache import code_version
-
-    full = {"vocabulary": method, "k": k, "niter": niter, "opts": opts, "seed": ctx.seed,
-            "code": code_version(fit_vocabulary), **key}
-    return ctx.cache.get_or_compute("vocabulary", full,
-                                    lambda: fit_vocabulary(method, x, k, seed=ctx.seed, niter=niter, **opts))
+def vocabulary_for(x, method: str, k: int, ctx, key: dict, niter: int = 20, data=None, **opts) -> Vocabulary:
+    """Learn (or load from ``ctx.cache``) a vocabulary on x; `key` says what x is (a training file,
+    keyed by its content, or the local features of `data`)."""
+    what = {"vocabulary": method, "k": k, "niter": niter, "opts": opts, "seed": ctx.seed, **key}
+    return ctx.cached("vocabulary", what, [fit_vocabulary],
+                      lambda: fit_vocabulary(method, x, k, seed=ctx.seed, niter=niter, **opts), data=data)
 
 
 VOCAB_PARAMS = (
@@ -99,7 +93,8 @@ class LocalFeatureRetrieval(Method):
         if k < cfg["k"]:
             import warnings
             warnings.warn(f"{self.name}: k={cfg['k']} exceeds the {len(x)} training descriptors; using k={k}")
-        voc = vocabulary_for(x, cfg["vocabulary"], k, ctx, key, niter=cfg["vocab_niter"])
+        voc = vocabulary_for(x, cfg["vocabulary"], k, ctx, key, niter=cfg["vocab_niter"],
+                             data=None if cfg["vocab_train"] else data)
         if db_x.shape[1] != voc.dim:
             raise UserError(f"{self.name}: vocabulary has dimension {voc.dim} but descriptors have {db_x.shape[1]}")
         return voc

@@ -73,6 +73,16 @@ class RootSIFT(_LocalMatching):
 
 
 class VocabularyMethod(Method):
+    """Learns a visual vocabulary; scored by the ``vocabulary`` protocol (protocols/vocabulary.py).
+
+    Outputs: ``centroids`` (k, d), ``k``, ``distortion`` (as the kernel measured it), ``history``,
+    ``timings["vocabulary"]`` (learning seconds, also when the vocabulary comes from the cache),
+    ``train`` (the training descriptors, a reference, so that the protocol measures distortion
+    and non-empty words itself) and, when there are descriptors that training did not see,
+    ``held_out`` (n, d): a seeded sample of the rest of the ``train`` file (when ``train_limit``
+    subsamples it) or the query images' local features (when training on the database images).
+    """
+
     task = "vocabulary"
     algo = "kmeans"
     params = (
@@ -83,25 +93,50 @@ class VocabularyMethod(Method):
         Param("train_limit", int, None, "subsample at most this many training descriptors", low=1),
         Param("local_features", str, "rootsift", "local features when training on the dataset's images",
               choices=("sift", "rootsift")),
+        Param("max_features", int, 2000, "strongest keypoints per image when training on the dataset's "
+              "images (0 = all)", low=0),
+        Param("held_out", int, 10000, "at most this many descriptors unseen in training (rest of the train "
+              "file, or the query images' features) on which the protocol also measures distortion; 0 = none",
+              low=0),
     )
 
     def extra_opts(self) -> dict:
         return {}
 
+    def _sample(self, x, n, seed):
+        if n and len(x) > n:
+            return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+        return x
+
     def run(self, data, ctx) -> dict:
+        held = None
         if self.cfg["train"]:
-            x = read_training_descriptors(self.cfg["train"], self.cfg["train_limit"], ctx.seed)
-            key = {"train": str(self.cfg["train"]), "limit": self.cfg["train_limit"]}
+            limit = self.cfg["train_limit"]
+            everything = read_training_descriptors(self.cfg["train"], None, ctx.seed)
+            x = everything
+            if limit and len(everything) > limit:  # the same seeded subsample as read_training_descriptors
+                chosen = np.sort(np.random.default_rng(ctx.seed).choice(len(everything), limit, replace=False))
+                x = everything[chosen]
+                rest = np.ones(len(everything), bool)
+                rest[chosen] = False
+                held = everything[self._sample(np.flatnonzero(rest), self.cfg["held_out"], ctx.seed + 1)]
+            key = {"train": str(self.cfg["train"]), "limit": limit}
         else:
             from .features import stack_features
             from .pipeline import local_features
-            feats = local_features(data, ctx, self.cfg["local_features"])
+            feats = local_features(data, ctx, self.cfg["local_features"], self.cfg["max_features"] or None)
             x, _ = stack_features(feats["db"][0], f"{data.name} database")
+            held, _ = stack_features(feats["query"][0], f"{data.name} queries")
             key = {"manifest": data.manifest, "features": self.cfg["local_features"]}
+            if self.cfg["max_features"] != 2000:
+                key["max_features"] = self.cfg["max_features"]
         with ctx.phase("offline"):
             voc = vocabulary_for(x, self.algo, self.cfg["k"], ctx, key, niter=self.cfg["niter"], **self.extra_opts())
-        return {"centroids": voc.centroids, "k": voc.k, "distortion": voc.distortion,
-                "timings": {"vocabulary": voc.seconds}, "history": voc.history}
+        out = {"centroids": voc.centroids, "k": voc.k, "distortion": voc.distortion,
+               "timings": {"vocabulary": voc.seconds}, "history": voc.history, "train": x}
+        if held is not None and len(held) and self.cfg["held_out"]:
+            out["held_out"] = self._sample(held, self.cfg["held_out"], ctx.seed + 1)
+        return out
 
 
 @register
@@ -112,7 +147,7 @@ class KMeans(VocabularyMethod):
     algo = "kmeans"
 
 
-_FOREST = (Param("n_trees", int, 8, "randomized k-d trees", low=1),
+FOREST_PARAMS = (Param("n_trees", int, 8, "randomized k-d trees", low=1),
            Param("leaf_size", int, 16, "points per leaf (checks = n_trees x leaf_size)", low=1))
 
 
@@ -122,7 +157,7 @@ class AKM(VocabularyMethod):
     summary = "approximate k-means: assignment by a randomized k-d forest"
     cite = "Philbin, Chum, Isard, Sivic & Zisserman, Object retrieval with large vocabularies and fast spatial matching, CVPR 2007"
     algo = "akm"
-    params = VocabularyMethod.params + _FOREST
+    params = VocabularyMethod.params + FOREST_PARAMS
 
     def extra_opts(self):
         return {"n_trees": self.cfg["n_trees"], "leaf_size": self.cfg["leaf_size"]}
@@ -142,7 +177,7 @@ class AGM(VocabularyMethod):
     summary = "approximate Gaussian mixtures: EM on approximate nearest components, k inferred by purging"
     cite = "Avrithis & Kalantidis, Approximate Gaussian mixtures for large scale vocabularies, ECCV 2012"
     algo = "agm"
-    params = VocabularyMethod.params + _FOREST + (
+    params = VocabularyMethod.params + FOREST_PARAMS + (
         Param("m", int, 4, "nearest components per point in the E-step", low=1),
         Param("expand", float, 0.6, "expansion factor lambda of the purging test (our default: k converges on 128-D SIFT at 0.6 and collapses above 0.7; low-dimensional well-separated clusters need ~1.5; not a value from the paper)", low=0, open_low=True),
     )
@@ -305,7 +340,7 @@ class VLAD(LocalFeatureRetrieval):
         return state["db"].nbytes
 
 
-_SMK_PARAMS = VOCAB_PARAMS + (
+SMK_PARAMS = VOCAB_PARAMS + (
     Param("alpha", float, 3.0, "selectivity exponent alpha", low=0),
     Param("tau", float, 0.0, "selectivity threshold tau", low=-1, high=1),
     Param("ma", int, 1, "query-side multiple assignment (the paper's MA uses 5)", low=1),
@@ -314,7 +349,7 @@ _SMK_PARAMS = VOCAB_PARAMS + (
 
 class _ASMK(LocalFeatureRetrieval):
     binary = False
-    params = _SMK_PARAMS
+    params = SMK_PARAMS
 
     def index(self, x, ids, frames, n_db, voc, ctx):
         words, _ = assign(x, voc, 1, "database descriptors")
@@ -351,7 +386,7 @@ class SMK(LocalFeatureRetrieval):
     name = "smk"
     summary = "selective match kernel (no aggregation): sigma_alpha on normalized residual pairs per word"
     cite = "Tolias, Avrithis & Jégou, To aggregate or not to aggregate: selective match kernels for image search, ICCV 2013"
-    params = _SMK_PARAMS
+    params = SMK_PARAMS
 
     def index(self, x, ids, frames, n_db, voc, ctx):
         words, _ = assign(x, voc, 1, "database descriptors")

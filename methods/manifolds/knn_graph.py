@@ -85,7 +85,7 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
     ``queries`` defaults to ``x`` itself (the graph case: row i lists i first). ``index`` 'flat'
     is exact; 'ivf' is faiss IVF-Flat with ``nlist`` cells (default 4 sqrt(n)) and ``nprobe``
     probes, for millions of vectors. Missing neighbours (IVF) come back with id -1, sim 0.
-    ``progress`` wraps the iterable of chunks (e.g. ``ctx.progress``).
+    ``progress`` wraps the iterable of chunks (e.g. a tqdm bar; None = no bar).
 
     ``shards`` > 1 splits the database into that many contiguous shards, searches each for the
     top k of every query (on the Dask cluster when the job runs on one, see

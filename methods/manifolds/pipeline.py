@@ -6,6 +6,7 @@ the numerical work is in the kernel modules beside this file.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from visrep.methods.search.ranking import ranks_from_scores
@@ -18,55 +19,72 @@ from .diffusion import check_alpha, pool_regions, query_vectors
 from .knn_graph import Graph, build_graph, check_unit_rows, knn, normalize
 
 
-def cached_graph(x: np.ndarray, ctx, key: dict, **kw) -> Graph:
-    """``build_graph`` through the run's cache, keyed by `key` + graph parameters + code version."""
-    from visrep.cache import code_version
-
+def cached_graph(x: np.ndarray, ctx, key: dict, data=None, **kw) -> Graph:
+    """``build_graph`` through the run's cache (:meth:`visrep.context.RunContext.cached`), keyed by
+    `key` (what x is) + the graph parameters, on the vectors of `data`."""
     # the graph does not depend on how its search was sharded
-    full = {**key, **{k: v for k, v in kw.items() if k not in ("progress", "shards")}, "code": code_version(build_graph)}
-    return ctx.cache.get_or_compute("knn_graph", full, lambda: build_graph(x, progress=ctx.progress, **kw))
+    what = {**key, **{k: v for k, v in kw.items() if k not in ("progress", "shards")}}
+    return ctx.cached("knn_graph", what, [build_graph], lambda: build_graph(x, progress=ctx.progress, **kw), data=data)
 
 
 ALPHA_PARAM = Param("alpha", float, 0.99, "restart / regularization alpha of L = (I - alpha W)/(1 - alpha)",
                     low=0.0, high=1.0, open_low=True, open_high=True)
 
 
-def graph_params(k: int = 50, kq: int = 10) -> tuple[Param, ...]:
-    """The graph parameters shared by rwr, diffusion and fsr (CVPR 2017 defaults)."""
-    return (
-        DESCRIPTOR_PARAM,
-        Param("k", int, k, "neighbours per database vector in the kNN graph (the vector itself included)", low=2),
-        Param("kq", int, kq, "database neighbours through which a query enters y", low=1),
-        ALPHA_PARAM,
-        Param("gamma", float, 3.0, "similarity exponent: edge weight max(s, 0)^gamma", low=0.0, open_low=True),
-        Param("mutual", bool, True, "keep only mutual (reciprocal) neighbours"),
-        Param("graph_index", str, "flat", "kNN search for the graph: 'flat' exact, 'ivf' approximate (millions)",
-              choices=("flat", "ivf")),
-        Param("regional", str, None, "regional descriptor method giving many vectors per image "
-              "(e.g. 'rmac-regions'); None = one global vector per image"),
-        Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),
-        Param("shards", int, 1, "split the kNN-graph search into this many database shards and the queries "
-              "into as many groups, run as Dask tasks when the job runs on a Dask cluster "
-              "(visrep.sharding); same ranking either way", low=1),
-    )
+#: The graph parameters shared by rwr, diffusion and fsr (CVPR 2017 defaults).
+GRAPH_PARAMS = (
+    DESCRIPTOR_PARAM,
+    Param("k", int, 50, "neighbours per database vector in the kNN graph (the vector itself included)", low=2),
+    Param("kq", int, 10, "database neighbours through which a query enters y", low=1),
+    ALPHA_PARAM,
+    Param("gamma", float, 3.0, "similarity exponent: edge weight max(s, 0)^gamma", low=0.0, open_low=True),
+    Param("mutual", bool, True, "keep only mutual (reciprocal) neighbours"),
+    Param("graph_index", str, "flat", "kNN search for the graph: 'flat' exact, 'ivf' approximate (millions)",
+          choices=("flat", "ivf")),
+    Param("regional", str, None, "regional descriptor method giving many vectors per image "
+          "(e.g. 'rmac-regions'); None = one global vector per image"),
+    Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),
+    Param("shards", int, 1, "split the kNN-graph search into this many database shards and the queries "
+          "into as many groups, run as Dask tasks when the job runs on a Dask cluster "
+          "(visrep.sharding); same ranking either way", low=1),
+)
 
 
-def _solve_group(cols: slice, method, graph, state, Y, db, q):
-    """One group of query columns, solved where shard_map sends it -> (F (n, m), iterations (m,))."""
-    return method.solve(graph, state, Y[:, cols], db, q, cols, None)
+@dataclass
+class QueryBatch:
+    """Queries handed to :meth:`GraphMethod.score`: start vectors ``Y`` (n, m) of the query columns
+    ``cols``; ``db`` (n, d) and ``q`` (M, d) the unit vectors the graph was built on; ``query_of``
+    (M,) the query of each regional query vector, or None for global vectors."""
+
+    Y: object
+    cols: slice
+    db: np.ndarray
+    q: np.ndarray
+    query_of: np.ndarray | None = None
+
+
+def _score_group(cols: slice, method, graph, state, Y, db, q):
+    """One group of query columns, scored where shard_map sends it -> (F (n, m), iterations (m,))."""
+    return method.score(graph, state, QueryBatch(Y[:, cols], cols, db, q))
 
 
 class GraphMethod(Method):
-    """Shared run(): features (global or regional) -> graph (cached) -> solve per query batch -> ranks."""
+    """Shared run(): features (global or regional) -> graph (cached) -> ``index`` once -> ``score``
+    per query batch -> ranks.
+
+    Hooks (the retrieval vocabulary, as in :class:`visrep.methods.local.pipeline.LocalFeatureRetrieval`):
+    ``index(graph, ctx, key) -> state`` builds what the method needs offline (FSR: the
+    eigendecomposition; default None); ``score(graph, state, batch: QueryBatch) -> (F (n, m),
+    iterations (m,))`` ranks one batch of queries.
+    """
 
     task = "retrieval"
     batch = 64
 
-    # subclasses: solve(graph, Y) -> (F, iters) ; offline(graph, ctx, key) -> state
-    def offline(self, graph, ctx, key):
+    def index(self, graph, ctx, key):
         return None
 
-    def solve(self, graph, state, Y):
+    def score(self, graph, state, batch: QueryBatch):
         raise NotImplementedError
 
     def _vectors(self, data, ctx):
@@ -82,13 +100,13 @@ class GraphMethod(Method):
         db, q, image_of, query_of, coeff = self._vectors(data, ctx)
         db = check_unit_rows(db, "database descriptors")
         q = check_unit_rows(q, "query descriptors")
-        key = {"manifest": data.manifest, "descriptor": self.cfg["descriptor"], "regional": self.cfg["regional"],
-               "n": int(db.shape[0])}
+        key = {"manifest": data.manifest, "loader": ctx.loader_version, "descriptor": self.cfg["descriptor"],
+               "regional": self.cfg["regional"], "n": int(db.shape[0])}
         t0 = time.perf_counter()
         with ctx.phase("offline"):
             graph = cached_graph(db, ctx, key, k=self.cfg["k"], gamma=self.cfg["gamma"], mutual=self.cfg["mutual"],
                                  index=self.cfg["graph_index"], seed=ctx.seed, shards=self.cfg["shards"])
-            state = self.offline(graph, ctx, key)
+            state = self.index(graph, ctx, key)
         offline_s = time.perf_counter() - t0
         n_img = data.n_db
         nq = data.n_queries
@@ -110,7 +128,7 @@ class GraphMethod(Method):
                 edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
                 groups = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
                 t_s = time.perf_counter()
-                solved = shard_map(_solve_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
+                solved = shard_map(_score_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
                 solve_s += time.perf_counter() - t_s
                 for cols, (F, iters) in zip(groups, solved):
                     iters_all.append(iters)
@@ -120,7 +138,7 @@ class GraphMethod(Method):
                                       total=-(-nq // batch), unit="batch"):
                     cols = slice(s, min(s + batch, nq))
                     t_s = time.perf_counter()
-                    F, iters = self.solve(graph, state, Y[:, cols], db, q, cols, query_of)
+                    F, iters = self.score(graph, state, QueryBatch(Y[:, cols], cols, db, q, query_of))
                     solve_s += time.perf_counter() - t_s
                     iters_all.append(iters)
                     if image_of is None:
@@ -149,12 +167,13 @@ def _image_sims(db, q, image_of, query_of, cols, n_img):
     return out
 
 
-def _truncated_solve(graph, Y, db, q, cols, cfg, solver):
+def _truncated_solve(graph, batch: QueryBatch, cfg, solver):
     """Per query: diffuse on the subgraph of its `truncate` nearest neighbours (CVPR 2017 Sec. 4.2)."""
     n = graph.n
+    Y = batch.Y
     F = np.zeros((n, Y.shape[1]))
     iters = np.zeros(Y.shape[1], np.int64)
-    _, nn = knn(db, cfg["truncate"], queries=q[cols])
+    _, nn = knn(batch.db, cfg["truncate"], queries=batch.q[batch.cols])
     for j in range(Y.shape[1]):
         sub = np.sort(nn[j])
         W, _ = normalize(graph.A[sub][:, sub])

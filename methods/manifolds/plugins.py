@@ -15,7 +15,7 @@ from visrep.registry import register
 
 from . import knn_graph
 from .diffusion import cg, rwr
-from .pipeline import GraphMethod, _truncated_solve, graph_params
+from .pipeline import GRAPH_PARAMS, GraphMethod, _truncated_solve
 from .spectral_ranking import EIGEN_SOLVERS, eigen, fsr_rank, sparsify, uses_dense
 
 
@@ -25,17 +25,17 @@ class Diffusion(GraphMethod):
     summary = "diffusion on the mutual kNN graph solved by conjugate gradient (regional, truncation)"
     cite = ("Iscen, Tolias, Avrithis, Furon & Chum, Efficient diffusion on region manifolds: recovering small "
             "objects with compact CNN representations, CVPR 2017")
-    params = graph_params() + (
+    params = GRAPH_PARAMS + (
         Param("tol", float, 1e-6, "CG stops at relative residual ||y - L f|| / ||y|| <= tol", low=0.0, open_low=True),
         Param("maxiter", int, 20, "maximum CG iterations (20 in the paper's code)", low=1),
         Param("truncate", int, None, "diffuse per query on the subgraph of its N' nearest neighbours "
               "(None = whole graph)", low=2),
     )
 
-    def solve(self, graph, state, Y, db, q, cols, query_of):
-        if self.cfg["truncate"] and query_of is None:
-            return _truncated_solve(graph, Y, db, q, cols, self.cfg, cg)
-        F, iters, _ = cg(graph.W, Y, self.cfg["alpha"], self.cfg["tol"], self.cfg["maxiter"])
+    def score(self, graph, state, batch):
+        if self.cfg["truncate"] and batch.query_of is None:
+            return _truncated_solve(graph, batch, self.cfg, cg)
+        F, iters, _ = cg(graph.W, batch.Y, self.cfg["alpha"], self.cfg["tol"], self.cfg["maxiter"])
         return F, iters
 
 
@@ -44,13 +44,13 @@ class RWR(GraphMethod):
     name = "rwr"
     summary = "random walk with restart f = alpha W f + (1 - alpha) y on the mutual kNN graph"
     cite = "Zhou, Weston, Gretton, Bousquet & Schölkopf, Ranking on data manifolds, NIPS 2003"
-    params = graph_params() + (
+    params = GRAPH_PARAMS + (
         Param("tol", float, 1e-6, "stop at relative residual ||y - L f|| / ||y|| <= tol", low=0.0, open_low=True),
         Param("maxiter", int, 1000, "maximum iterations", low=1),
     )
 
-    def solve(self, graph, state, Y, db, q, cols, query_of):
-        F, iters, _ = rwr(graph.W, Y, self.cfg["alpha"], self.cfg["tol"], self.cfg["maxiter"])
+    def score(self, graph, state, batch):
+        F, iters, _ = rwr(graph.W, batch.Y, self.cfg["alpha"], self.cfg["tol"], self.cfg["maxiter"])
         return F, iters
 
 
@@ -59,7 +59,7 @@ class FSR(GraphMethod):
     name = "fsr"
     summary = "fast spectral ranking: rank-r eigendecomposition of the kNN graph offline, closed form online"
     cite = "Iscen, Avrithis, Tolias, Furon & Chum, Fast spectral ranking for similarity search, CVPR 2018"
-    params = graph_params() + (
+    params = GRAPH_PARAMS + (
         Param("rank", int, 1000, "r, number of eigenvectors kept (paper: 5k on Oxford105k / Instre)", low=1),
         Param("sparsity", float, 1.0, "fraction of the entries of U kept (1 = dense)", low=0.0, high=1.0,
               open_low=True),
@@ -68,30 +68,29 @@ class FSR(GraphMethod):
               "clustered graphs whose top eigenvalues crowd near 1", choices=EIGEN_SOLVERS),
     )
 
-    def offline(self, graph, ctx, key):
-        from visrep.cache import code_version
+    def index(self, graph, ctx, key):
         if self.cfg["rank"] > graph.n:
             raise UserError(f"parameter 'rank' ({self.cfg['rank']}) is larger than the database "
                             f"({graph.n} vectors)")
         t0 = time.perf_counter()
-        k2 = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
-              "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"], "code": code_version(eigen),
-              "graph_code": [code_version(GraphMethod), code_version(knn_graph)]}
+        what = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
+                "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"]}
+        code = [eigen, GraphMethod, knn_graph]
         rank, solver = self.cfg["rank"], self.cfg["eigensolver"]
         if solver == "dense" or (solver == "auto" and uses_dense(graph.n, rank)):   # one full decomposition serves every rank on this graph
-            lam, U = ctx.cache.get_or_compute("fsr_eigen", {**k2, "rank": "full"},
-                                              lambda: eigen(graph.W, graph.n, seed=ctx.seed))
+            lam, U = ctx.cached("fsr_eigen", {**what, "rank": "full"}, code,
+                                lambda: eigen(graph.W, graph.n, seed=ctx.seed))
             lam, U = lam[:rank], np.ascontiguousarray(U[:, :rank])
         else:
-            lam, U = ctx.cache.get_or_compute("fsr_eigen", {**k2, "solver": solver},
-                                              lambda: eigen(graph.W, rank, seed=ctx.seed, solver=solver))
+            lam, U = ctx.cached("fsr_eigen", {**what, "solver": solver}, code,
+                                lambda: eigen(graph.W, rank, seed=ctx.seed, solver=solver))
         Us = sparsify(U, self.cfg["sparsity"])
         nbytes = (Us.data.nbytes + Us.indices.nbytes + Us.indptr.nbytes) if hasattr(Us, "indptr") else Us.nbytes
         self._extra_timings = {"offline_eigen": time.perf_counter() - t0}
         self._extra_stats = {"embedding_mb": nbytes / 2**20}
         return lam, Us
 
-    def solve(self, graph, state, Y, db, q, cols, query_of):
+    def score(self, graph, state, batch):
         lam, U = state
-        F = fsr_rank(U, lam, Y, self.cfg["alpha"], self.cfg["residual"])
+        F = fsr_rank(U, lam, batch.Y, self.cfg["alpha"], self.cfg["residual"])
         return F, np.zeros(F.shape[1], np.int64)

@@ -7,7 +7,38 @@ from __future__ import annotations
 
 import time
 
+from visrep.api import Method
+from visrep.features import retrieval_features
+
 from .knn import search
+
+
+class Descriptor(Method):
+    """A method that turns images into vectors (task ``descriptor``): the family base of the
+    descriptor methods (``histogram`` here, the CNN descriptors in :mod:`visrep.methods.cnn.pipeline`).
+
+    Implement ``describe_one(image) -> (d,) vector`` or, for batched extraction (CNNs),
+    override ``describe(images, n, ctx, desc)`` -> (n, d) float32. Retrieval methods call it
+    through :func:`visrep.features.retrieval_features`, which caches the result.
+    """
+
+    task = "descriptor"
+    output_tasks = ("retrieval",)  # run() ranks the dataset by nearest neighbours on these vectors
+
+    def describe_one(self, image):
+        raise NotImplementedError
+
+    def describe(self, images, n: int, ctx, desc: str = "describe"):
+        import numpy as np
+        vecs = [np.asarray(self.describe_one(img), dtype=np.float32)
+                for img in ctx.progress(images, desc=desc, total=n, unit="img")]
+        return np.stack(vecs) if vecs else np.zeros((0, 0), np.float32)
+
+    def run(self, data, ctx) -> dict:
+        db, q = retrieval_features(data, ctx, self)
+        with ctx.phase("online"):
+            _, ranks = search(db, q)
+        return {"ranks": ranks, "timings": {"query": ctx.timings["online"] / max(len(q), 1)}}
 
 
 def timed_search(db, q, ctx, **kw):

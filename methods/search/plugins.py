@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 
-from visrep.api import Descriptor, Method
+from visrep.api import Method
 from visrep.features import DESCRIPTOR_PARAM, retrieval_features
 from visrep.params import Param
 from visrep.registry import register
 
 from .histogram import histogram_descriptor
 from .knn import search
-from .pipeline import timed_search
+from .pipeline import Descriptor, timed_search
 from .query_expansion import expand_queries
 
 

@@ -10,7 +10,6 @@ import time
 import numpy as np
 
 from visrep.api import Method
-from visrep.cache import code_version
 from visrep.errors import UserError
 from visrep.features import retrieval_features
 from visrep.params import Param
@@ -115,9 +114,6 @@ class DSM(Method):
 
     def local(self, data, ctx, desc):
         cfg = self.cfg
-        key = {"detector": 1, "descriptor": desc.name, "params": desc.cfg, "code": [code_version(activation_features),
-               code_version(type(desc))], "per_channel": cfg["per_channel"], "min_activation": cfg["min_activation"],
-               "manifest": data.manifest, "loader": ctx.loader_version}
 
         def run(split):
             n = data.n_db if split == "db" else data.n_queries
@@ -131,8 +127,9 @@ class DSM(Method):
                 stride = np.sqrt(img.shape[0] * img.shape[1] / (fm.shape[1] * fm.shape[2]))
                 out.append((ch, fr, float(stride)))
             return out
-        return {s: ctx.cache.get_or_compute("dsm_features", {**key, "split": s}, lambda s=s: run(s))
-                for s in ("db", "query")}
+        what = {"detector": 1, "descriptor": desc.name, "params": desc.cfg, "per_channel": cfg["per_channel"],
+                "min_activation": cfg["min_activation"]}
+        return ctx.per_split(data, "dsm_features", what, [activation_features, type(desc)], run)
 
     def run(self, data, ctx) -> dict:
         from visrep.methods.search.pipeline import timed_search

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from visrep.cli import add_command
+from . import Command
 
 
 def _add(p):
@@ -30,12 +30,12 @@ def _add(p):
 
 
 def _root(args) -> Path:
-    from visrep.context import default_data_root
+    from ..context import default_data_root
     return Path(args.root) if args.root else default_data_root()
 
 
 def _handler(args) -> int:
-    from .download import fetch_dataset, verify_dataset
+    from ..datasets.download import fetch_dataset, verify_dataset
     root = _root(args)
     quiet = getattr(args, "quiet", False)
     if args.data_command == "fetch":
@@ -49,7 +49,7 @@ def _handler(args) -> int:
             print(f"{status:<9} {path}{'' if required else ' (optional)'}")
             bad += required and status in ("missing", "mismatch")
         return 1 if bad else 0
-    from visrep.registry import datasets
+    from ..registry import datasets
     rows = []
     for cls in datasets:
         rows.append({"name": cls.name, "task": cls.task,
@@ -64,4 +64,4 @@ def _handler(args) -> int:
     return 0
 
 
-add_command("data", _add, _handler, "list, fetch (download + verify) or verify datasets' files")
+COMMAND = Command("data", _add, _handler, "list, fetch (download + verify) or verify datasets' files", order=60)

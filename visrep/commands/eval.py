@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from ..errors import UserError
+from . import Command
 
-from visrep.cli import add_command
-from visrep.errors import UserError
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def read_ranks(path: str | Path) -> np.ndarray:
     """Read a ranking file (.npy or text) into a 2-D integer array; UserError naming the file."""
+    import numpy as np
     path = Path(path)
     if not path.exists():
         raise UserError(f"ranking file {path} does not exist")
@@ -50,17 +53,17 @@ def ground_truth_data(dataset, ctx):
     """The dataset's names + ground truth without images or descriptors."""
     if hasattr(dataset, "load_ground_truth"):
         return dataset.load_ground_truth(ctx)
-    from visrep.datasets.oxford_paris import MatlabRetrievalDataset
+    from ..datasets.oxford_paris import MatlabRetrievalDataset
     if isinstance(dataset, MatlabRetrievalDataset):
-        from visrep.datasets.holidays_instre import matlab_ground_truth
+        from ..datasets.holidays_instre import matlab_ground_truth
         return matlab_ground_truth(dataset, ctx)
     return dataset.load(ctx)
 
 
 def evaluate_file(ranks_path, dataset_name: str, data_root=None, protocol: str | None = None):
     """Score `ranks_path` on `dataset_name`; returns (metrics, data, protocol instance)."""
-    from visrep.context import RunContext
-    from visrep.registry import datasets, protocols
+    from ..context import RunContext
+    from ..registry import datasets, protocols
 
     ds = datasets.create(dataset_name)
     if getattr(ds, "task", "") != "retrieval":
@@ -103,4 +106,5 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-add_command("eval", _add_eval, _cmd_eval, "score a ranking file (revisitop convention) on a dataset's ground truth")
+COMMAND = Command("eval", _add_eval, _cmd_eval, "score a ranking file (revisitop convention) on a dataset's ground truth",
+                  order=50)
