@@ -1,8 +1,8 @@
 """Fill the talk's tables from the result store: one status per cell and per claim.
 
-A cell (row x column of a table) or a claim's run becomes a :class:`visrep.spec.Job` through
-``expand_experiment`` (so parameters are validated and defaults filled exactly as ``visrep run``
-does), then is looked up in the result store by its job id (the identity ``visrep run`` writes: file
+A cell (row x column of a table) or a claim's run is a :class:`visrep.spec.Experiment`, the same
+type ``visrep run`` reads from spec files; it becomes a :class:`visrep.spec.Job` (parameters
+validated and defaults filled exactly as ``visrep run`` does), then is looked up in the result store by its job id (the identity ``visrep run`` writes: file
 parameters by content, so the path by which a file is reached does not matter).
 
 Statuses, from best to worst: ``reproduced`` (within tolerance), ``differs``, ``proxy scale``
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from visrep.errors import MissingDataError, UserError
 
-from .tables import Claim, Column, Row, RunSpec, Table
+from visrep.spec import Experiment
+
+from .tables import Claim, Column, Row, Table
 
 REPRODUCED, DIFFERS, PROXY, SHOWN = "reproduced", "differs", "proxy scale", "shown"
 NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED = "not run", "metric missing", "config error", "run failed"
@@ -32,7 +34,7 @@ HAS_VALUE = (REPRODUCED, DIFFERS, PROXY, SHOWN)
 
 @dataclass
 class Resolved:
-    """Where a RunSpec stands: status, a reason, the job (if valid) and its record (if any)."""
+    """Where an Experiment stands: status, a reason, the job (if valid) and its record (if any)."""
 
     status: str
     reason: str = ""
@@ -41,11 +43,13 @@ class Resolved:
     record_path: str | None = None
 
 
-def cell_spec(row: Row, col: Column) -> RunSpec:
-    return RunSpec(method=row.method, dataset=col.dataset, protocol=col.protocol, params=dict(row.params),
-                   dataset_params={**col.dataset_params, **row.dataset_params},
-                   protocol_params={**col.protocol_params, **row.protocol_params},
-                   requires=list(row.requires), seed=row.seed, data_root=row.data_root, label=row.label)
+def cell_spec(row: Row, col: Column) -> Experiment:
+    """What to run for one cell: the row's method and parameters on the column's dataset/protocol."""
+    return Experiment(method=row.method, dataset=col.dataset, protocol=col.protocol, params=dict(row.params),
+                      dataset_params={**col.dataset_params, **row.dataset_params},
+                      protocol_params={**col.protocol_params, **row.protocol_params},
+                      requires=list(row.requires), seed=row.seed, data_root=row.data_root, label=row.label,
+                      scale=row.scale)
 
 
 class _NoShared(Exception):
@@ -116,7 +120,7 @@ _DATA_CACHE: dict[str, str | None] = {}
 
 
 class Resolver:
-    """Turns RunSpecs into statuses against the registries, the data on disk and the result store."""
+    """Turns Experiments (cells, claim runs) into statuses against the registries, the data on disk and the result store."""
 
     def __init__(self, results_dir: str | Path, data_root: str | Path | None = None,
                  shared: Path | None | str = "auto", check_data: bool = True):
@@ -169,14 +173,13 @@ class Resolver:
         return None
 
     # ---------------------------------------------------------------- resolve
-    def resolve(self, spec: RunSpec) -> Resolved:
+    def resolve(self, spec: Experiment) -> Resolved:
         key = json.dumps(spec.__dict__, sort_keys=True, default=str)
         if key not in self._resolved:
             self._resolved[key] = self._resolve(spec)
         return self._resolved[key]
 
-    def _resolve(self, spec: RunSpec) -> Resolved:
-        from visrep.spec import expand_experiment
+    def _resolve(self, spec: Experiment) -> Resolved:
         if not spec.method:
             return Resolved(METHOD_MISSING, "cited comparison: no visrep configuration")
         for name in [spec.method, *spec.requires]:
@@ -193,10 +196,11 @@ class Resolver:
             root = substitute(spec.data_root, self.shared) if spec.data_root else self.data_root
         except _NoShared as e:
             return Resolved(DATA_MISSING, f"needs the workplace data folder ../shared/data ({e})")
-        exp = {"method": spec.method, "dataset": spec.dataset, "protocol": spec.protocol, "params": params,
-               "dataset_params": dparams, "protocol_params": pparams, "seed": spec.seed}
+        except UserError as e:
+            return Resolved(CONFIG_ERROR, str(e))
+        exp = replace(spec, params=params, dataset_params=dparams, protocol_params=pparams, data_root=None)
         try:
-            jobs = expand_experiment(exp, data_root=root, where=f"{spec.method} on {spec.dataset}")
+            jobs = exp.jobs(data_root=root, where=f"{spec.method} on {spec.dataset}")
         except UserError as e:
             return Resolved(CONFIG_ERROR, str(e))
         if len(jobs) != 1:
@@ -210,7 +214,7 @@ class Resolver:
             return Resolved(DATA_MISSING, problem, job)
         return Resolved(NOT_RUN, "method and data are here: `visrep report --run-missing` runs it", job)
 
-    def run(self, spec: RunSpec, settings=None) -> Resolved:
+    def run(self, spec: Experiment, settings=None) -> Resolved:
         """Run a spec whose status is 'not run'; record the outcome (never raises for user/data errors)."""
         from visrep.runner import RunSettings, run_job
         res = self.resolve(spec)

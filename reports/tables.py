@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from visrep.errors import UserError
+from visrep.spec import Experiment
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 KINDS = ("table", "figure", "reference")
@@ -49,7 +50,7 @@ SCALES = ("full", "proxy")
 RELATIONS = {"greater": ("a", "b"), "less": ("a", "b"), "within": ("a", "b"), "ratio_at_least": ("a", "b"),
              "close": ("a",), "at_least": ("a",), "at_most": ("a",)}
 _RUN_KEYS = {"method", "dataset", "protocol", "params", "dataset_params", "protocol_params", "seed",
-             "data_root", "requires", "scale", "label"}
+             "data_root", "requires", "scale", "label"}   # a claim run: the fields of a visrep.spec.Experiment
 
 
 @dataclass
@@ -85,30 +86,6 @@ class Row:
     attrs: dict = field(default_factory=dict)   # columns of the talk that are settings (k, m, labels...)
     note: str = ""
     quick: bool = False
-
-
-@dataclass
-class RunSpec:
-    """What to run for one cell or claim run (``${shared}`` placeholders not yet substituted)."""
-
-    method: str
-    dataset: str
-    protocol: str | None = None
-    params: dict = field(default_factory=dict)
-    dataset_params: dict = field(default_factory=dict)
-    protocol_params: dict = field(default_factory=dict)
-    requires: list = field(default_factory=list)
-    seed: int = 0
-    data_root: str | None = None
-    label: str = ""
-
-
-@dataclass
-class Run(RunSpec):
-    """One named configuration a claim refers to."""
-
-    name: str = ""
-    scale: str = "proxy"
 
 
 @dataclass
@@ -260,11 +237,9 @@ def load_table(path: str | Path) -> Table:
     for name, r in dict(doc.get("runs", {})).items():
         rw = f"{w} runs.{name}"
         _only(r, _RUN_KEYS, rw)
-        run = Run(name=name, method=_need(r, "method", rw), dataset=_need(r, "dataset", rw),
-                  protocol=r.get("protocol"), params=dict(r.get("params", {})),
-                  dataset_params=dict(r.get("dataset_params", {})), protocol_params=dict(r.get("protocol_params", {})),
-                  requires=list(r.get("requires", [])), seed=int(r.get("seed", 0)), data_root=r.get("data_root"),
-                  scale=r.get("scale", "proxy"), label=r.get("label", name))
+        _need(r, "method", rw)
+        _need(r, "dataset", rw)
+        run = Experiment.from_dict({**r, "name": name, "scale": r.get("scale", "proxy"), "label": r.get("label", name)}, rw)
         if run.scale not in SCALES:
             raise UserError(f"{rw}: scale must be 'full' or 'proxy', got {run.scale!r}")
         t.runs[name] = run

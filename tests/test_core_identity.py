@@ -11,10 +11,11 @@ import os
 
 import numpy as np
 import pytest
+from visrep.methods.search.ranking import ranks_from_scores
+
 from visrep.cache import Cache, _code_unit, code_version
 from visrep.context import RunContext
 from visrep.manifest import by_content, content_id
-from visrep.methods.search.ranking import ranks_from_scores
 from visrep.runner import RunSettings, run_job
 from visrep.spec import Job, expand_experiment
 
@@ -124,3 +125,24 @@ def test_ranks_from_scores_known_answers():
     tie = np.array([[0, 0], [0.1, 0], [0.9, 0], [0, 5]])
     np.testing.assert_array_equal(ranks_from_scores(s, tie), [[2, 0], [1, 2], [0, 3], [3, 1]])
     np.testing.assert_array_equal(ranks_from_scores(s, topk=2), [[1, 0], [2, 2]])
+
+
+def test_one_experiment_type_for_specs_cli_and_tables(tmp_path):
+    """A spec file entry and a claim run of a table are the same type and give the same job."""
+    from visrep.reports.tables import load_table
+    from visrep.spec import Experiment, load_spec_file
+
+    body = 'method = "knn"\ndataset = "sample-views"\nseed = 3\nparams = { metric = "ip" }\n'
+    spec = tmp_path / "one.toml"
+    spec.write_text(body)
+    table = tmp_path / "t.toml"
+    table.write_text('id = "t"\ntitle = "t"\nslide = 1\nkind = "figure"\ncitation = "c"\n[runs.nn]\n' + body
+                     + '[[claim]]\nid = "c"\ntext = "c"\nchecks = [{ relation = "at_least", a = "nn", '
+                       'metric = "metrics.map", value = 0 }]\n')
+    [from_spec] = load_spec_file(spec)
+    run = load_table(table).runs["nn"]
+    assert isinstance(from_spec, Experiment) and isinstance(run, Experiment) and run.name == "nn"
+    [a], [b] = from_spec.jobs(), run.jobs()
+    assert a.job_id == b.job_id and a.seed == 3
+    with pytest.raises(Exception, match="unknown key 'parms' .did you mean: params"):
+        Experiment.from_dict({"method": "knn", "dataset": "sample-views", "parms": {}})

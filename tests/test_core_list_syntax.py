@@ -6,7 +6,13 @@ import pytest
 
 from visrep.errors import MissingDataError, UserError
 from visrep.features import parse_descriptor
-from visrep.params import Param, parse_assignments, parse_list, plugin_classes, resolve_params
+from visrep.params import (
+    Param,
+    parse_assignments,
+    parse_list,
+    plugin_classes,
+    resolve_params,
+)
 from visrep.registry import protocols
 from visrep.spec import SHARED, expand_experiment, jobs_from_spec, substitute_shared
 

@@ -10,6 +10,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from visrep.registry import methods
 
 METHODS = Path(__file__).resolve().parent.parent / "methods"

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 import visrep_testplugin  # noqa: E402,F401  (registers toy-retrieval and slow-knn, as other tests do)
+
 from visrep import tasks  # noqa: E402
 from visrep.api import Method  # noqa: E402
 from visrep.data import RetrievalData  # noqa: E402

@@ -232,7 +232,6 @@ def test_holidays_removes_query_from_its_list():
 
 def test_holidays_and_instre_real_gnd():
     from visrep.commands.eval import ground_truth_data
-
     from visrep.context import RunContext
     from visrep.registry import datasets
     root = _real("retrieval")

@@ -16,7 +16,6 @@ from visrep.reports.evaluate import (
     NOT_RUN,
     REPRODUCED,
     Resolver,
-    RunSpec,
     describe_check,
     evaluate_table,
     metric_value,
@@ -26,7 +25,7 @@ from visrep.reports.tables import Check, load_table
 
 from visrep.commands import main
 from visrep.results import record_path, write_record
-from visrep.spec import expand_experiment
+from visrep.spec import Experiment, expand_experiment
 
 TABLE = '''
 id = "mini"
@@ -168,13 +167,13 @@ def test_claims_hold_or_not_with_numbers(store):
 
 def test_unrun_cell_with_data_is_not_run_and_without_data_is_data_missing(tmp_path, oxford5k_features):
     res = Resolver(tmp_path / "empty", shared=None)
-    spec = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": str(oxford5k_features)},
+    spec = Experiment(method="knn", dataset="oxford5k", dataset_params={"features": str(oxford5k_features)},
                    data_root=str(oxford5k_features.parent.parent))
     assert res.resolve(spec).status == NOT_RUN
-    spec2 = RunSpec(method="knn", dataset="oxford5k", data_root=str(tmp_path))
+    spec2 = Experiment(method="knn", dataset="oxford5k", data_root=str(tmp_path))
     r2 = res.resolve(spec2)
     assert r2.status == DATA_MISSING and "gnd_oxford5k.mat" in r2.reason
-    spec3 = RunSpec(method="knn", dataset="oxford5k", dataset_params={"features": "${shared}/x.fvecs"})
+    spec3 = Experiment(method="knn", dataset="oxford5k", dataset_params={"features": "${shared}/x.fvecs"})
     assert res.resolve(spec3).status == DATA_MISSING
 
 

@@ -23,7 +23,7 @@ an experiment with ``optional = true`` is skipped (with a message) when its data
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tomllib
@@ -33,9 +33,67 @@ from .errors import MissingDataError, UserError, did_you_mean
 from .manifest import content_id
 from .registry import datasets, methods, protocols
 
-_EXPERIMENT_KEYS = {"method", "dataset", "protocol", "params", "dataset_params", "protocol_params",
-                    "seed", "data_root", "name", "optional"}
 SHARED = "${shared}"
+
+
+@dataclass
+class Experiment:
+    """What to run: the one type shared by spec files, the command line, the runner and the tables
+    of the talk (cells and claim runs).
+
+    Plugin names (a list of names runs each), parameters (a list of values makes a grid for a
+    single-valued parameter), seed and data root, with ``${shared}`` not yet substituted.
+    :meth:`jobs` validates and expands it into :class:`Job` s; the rest describes it: ``name``
+    (how a table's claims refer to it), ``label`` (how the report shows it), ``requires``
+    (further methods it needs), ``optional`` (a spec entry skipped with a message when its data
+    is absent), ``scale`` ('full' or 'proxy', in the tables).
+    """
+
+    method: str | list = ""
+    dataset: str | list = ""
+    protocol: str | list | None = None
+    params: dict = field(default_factory=dict)
+    dataset_params: dict = field(default_factory=dict)
+    protocol_params: dict = field(default_factory=dict)
+    seed: int = 0
+    data_root: str | None = None
+    name: str = ""
+    label: str = ""
+    requires: list = field(default_factory=list)
+    optional: bool = False
+    scale: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "spec") -> "Experiment":
+        """An experiment from a spec file's table (unknown keys are a UserError with a suggestion)."""
+        if isinstance(d, Experiment):
+            return d
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: an experiment must be a table/mapping, got {type(d).__name__}")
+        unknown = set(d) - EXPERIMENT_KEYS
+        if unknown:
+            k = sorted(unknown)[0]
+            raise UserError(f"{where}: unknown key '{k}'{did_you_mean(k, EXPERIMENT_KEYS)}")
+        for key in ("params", "dataset_params", "protocol_params"):
+            if d.get(key) is not None and not isinstance(d[key], dict):
+                raise UserError(f"{where}: '{key}' must be a table of parameters, got {d[key]!r}")
+        if d.get("requires") is not None and not isinstance(d["requires"], list):
+            raise UserError(f"{where}: 'requires' must be a list of method names, got {d['requires']!r}")
+        try:
+            seed = int(d.get("seed", 0))
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: seed must be an integer, got {d.get('seed')!r}") from None
+        return cls(**{**{k: v for k, v in d.items() if v is not None or k == "protocol"},
+                      "params": dict(d.get("params") or {}), "dataset_params": dict(d.get("dataset_params") or {}),
+                      "protocol_params": dict(d.get("protocol_params") or {}),
+                      "requires": list(d.get("requires") or []), "seed": seed})
+
+    def jobs(self, data_root: str | None = None, where: str = "spec") -> list["Job"]:
+        """The validated jobs of this experiment (raises UserError on any bad name or value)."""
+        return expand_experiment(self, data_root, where)
+
+
+EXPERIMENT_KEYS = frozenset(Experiment.__dataclass_fields__)
 
 
 _PARAM_GROUPS = ("params", "dataset_params", "protocol_params")
@@ -178,25 +236,22 @@ def _substitute_shared(value, where: str):
     return substitute_shared(value, "auto", where)
 
 
-def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spec") -> list[Job]:
-    """Turn one experiment dict into validated jobs (raises UserError on any bad name or value)."""
-    exp = _substitute_shared(exp, where)
+def expand_experiment(exp: Experiment | dict, data_root: str | None = None, where: str = "spec") -> list[Job]:
+    """Turn one experiment into validated jobs (raises UserError on any bad name or value)."""
+    exp = Experiment.from_dict(exp, where)
     for key in ("method", "dataset", "protocol"):
-        if isinstance(exp.get(key), list):  # several plugins: one experiment each
-            return [job for name in exp[key]
-                    for job in expand_experiment({**exp, key: name}, data_root, where)]
-        if exp.get(key) is not None and not isinstance(exp[key], str):
-            raise UserError(f"{where}: '{key}' must be a name or a list of names, got {exp[key]!r}")
-    unknown = set(exp) - _EXPERIMENT_KEYS
-    if unknown:
-        k = sorted(unknown)[0]
-        raise UserError(f"{where}: unknown key '{k}'{did_you_mean(k, _EXPERIMENT_KEYS)}")
+        value = getattr(exp, key)
+        if isinstance(value, list):  # several plugins: one experiment each
+            return [job for name in value
+                    for job in expand_experiment(replace(exp, **{key: name}), data_root, where)]
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{where}: '{key}' must be a name or a list of names, got {value!r}")
     for required in ("method", "dataset"):
-        if not exp.get(required):
+        if not getattr(exp, required):
             raise UserError(f"{where}: '{required}' is required")
-    method_cls = methods.get(exp["method"])
-    dataset_cls = datasets.get(exp["dataset"])
-    protocol_name = exp.get("protocol") or dataset_cls.default_protocol
+    method_cls = methods.get(exp.method)
+    dataset_cls = datasets.get(exp.dataset)
+    protocol_name = exp.protocol or dataset_cls.default_protocol
     if not protocol_name:
         raise UserError(f"{where}: dataset '{dataset_cls.name}' has no default protocol; name one with --protocol")
     protocol_cls = protocols.get(protocol_name)
@@ -204,22 +259,21 @@ def expand_experiment(exp: dict, data_root: str | None = None, where: str = "spe
     why = fits(method_cls, dataset_cls, protocol_cls)
     if why:
         raise UserError(f"{where}: {why} (task rules: visrep/tasks.py)")
-    try:
-        seed = int(exp.get("seed", 0))
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: seed must be an integer, got {exp.get('seed')!r}") from None
-    root = data_root or exp.get("data_root")
+    params = _substitute_shared(exp.params, where)
+    dataset_params = _substitute_shared(exp.dataset_params, where)
+    protocol_params = _substitute_shared(exp.protocol_params, where)
+    root = data_root or (_substitute_shared(exp.data_root, where) if exp.data_root else None)
     jobs = []
-    for combo in _grid(dict(exp.get("params") or {}), _list_params(method_cls, dataset_cls, protocol_cls)):
+    for combo in _grid(dict(params), _list_params(method_cls, dataset_cls, protocol_cls)):
         m, d, p = _split_params(method_cls, dataset_cls, protocol_cls, combo)
-        for extra_d in _grid(dict(exp.get("dataset_params") or {}), _list_params(dataset_cls)):
-            for extra_p in _grid(dict(exp.get("protocol_params") or {}), _list_params(protocol_cls)):
+        for extra_d in _grid(dict(dataset_params), _list_params(dataset_cls)):
+            for extra_p in _grid(dict(protocol_params), _list_params(protocol_cls)):
                 jobs.append(Job(
                     method=method_cls.name, dataset=dataset_cls.name, protocol=protocol_cls.name,
                     params=method_cls(**m).cfg,
                     dataset_params=dataset_cls(**{**d, **extra_d}).cfg,
                     protocol_params=protocol_cls(**{**p, **extra_p}).cfg,
-                    seed=seed, data_root=str(root) if root else None))
+                    seed=exp.seed, data_root=str(root) if root else None))
     return jobs
 
 
@@ -228,8 +282,8 @@ def builtin_spec(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def load_spec_file(path: str | Path) -> list[dict]:
-    """Read a TOML or YAML spec file into a list of experiment dicts."""
+def load_spec_file(path: str | Path) -> list[Experiment]:
+    """Read a TOML or YAML spec file into its experiments (top-level keys are defaults for each)."""
     path = Path(path)
     if not path.exists():
         builtin = builtin_spec(str(path))
@@ -257,19 +311,20 @@ def load_spec_file(path: str | Path) -> list[dict]:
         if not isinstance(exps, list):
             raise UserError(f"{path}: 'experiment' must be a list of tables")
         defaults = {k: v for k, v in doc.items() if k != "experiment"}
-        return [{**defaults, **e} for e in exps]
-    return [doc]
+        return [Experiment.from_dict({**defaults, **e} if isinstance(e, dict) else e, f"{path} experiment {i + 1}")
+                for i, e in enumerate(exps)]
+    return [Experiment.from_dict(doc, str(path))]
 
 
 def jobs_from_spec(path: str | Path, data_root: str | None = None, skipped: list | None = None) -> list[Job]:
     """All jobs of a spec file; optional experiments whose data is missing go to `skipped`."""
     jobs = []
     for i, exp in enumerate(load_spec_file(path)):
-        where = f"{path} experiment {i + 1} ({exp.get('method')} on {exp.get('dataset')})"
+        where = f"{path} experiment {i + 1} ({exp.method} on {exp.dataset})"
         try:
-            jobs += expand_experiment(exp, data_root, where=where)
+            jobs += exp.jobs(data_root, where=where)
         except MissingDataError as e:
-            if not exp.get("optional"):
+            if not exp.optional:
                 raise
             if skipped is not None:
                 skipped.append(str(e))

@@ -33,7 +33,7 @@ def _add_run(p):
 
 def _cmd_run(args) -> int:
     from ..runner import DaskExecutor, LocalExecutor, RunSettings
-    from ..spec import expand_experiment, jobs_from_spec
+    from ..spec import Experiment, jobs_from_spec
 
     if args.spec and args.method:
         raise UserError("give either a spec file or --method/--dataset, not both")
@@ -47,10 +47,10 @@ def _cmd_run(args) -> int:
     else:
         if not args.method or not args.dataset:
             raise UserError("`visrep run` needs a spec file, or --method and --dataset")
-        exp = {"method": args.method, "dataset": args.dataset, "protocol": args.protocol,
-               "params": parse_assignments(args.set, plugin_classes(args.method, args.dataset, args.protocol)),
-               "seed": args.seed}
-        jobs = expand_experiment(exp, data_root=args.data_root, where="command line")
+        exp = Experiment(method=args.method, dataset=args.dataset, protocol=args.protocol,
+                         params=parse_assignments(args.set, plugin_classes(args.method, args.dataset, args.protocol)),
+                         seed=args.seed)
+        jobs = exp.jobs(data_root=args.data_root, where="command line")
     if args.dry_run:
         for j in jobs:
             print(json.dumps(j.to_dict(), default=str))
