@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from visrep.api import DataFile, Dataset
+from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
-
-from .labelled import LabelledData
 
 
 def read_cifar_batch(path: str | Path, label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:

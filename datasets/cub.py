@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from visrep.api import DataFile, Dataset
+from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
 from .image_files import read_rgb
-from .labelled import LabelledData
 
 
 def _read_table(path: Path, ncols: int = 2) -> list[list[str]]:
@@ -112,7 +112,7 @@ class CUB200(Dataset):
         test.train = out["train"]
         files = {k: base / k for k in ("images.txt", "image_class_labels.txt", "train_test_split.txt")}
         if self.cfg["features"]:
-            from .descriptor_files import read_descriptors
+            from visrep.descriptor_files import read_descriptors
             x = read_descriptors(self.cfg["features"]).astype(np.float32, copy=False)
             if len(x) != len(test):
                 raise UserError(f"{self.cfg['features']}: {len(x)} descriptors but cub200 has {len(test)} test images")

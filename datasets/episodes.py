@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from visrep.data import EpisodeData, LabelledData
 from visrep.errors import UserError
-
-from .labelled import EpisodeData, LabelledData
 
 
 def sample_episodes(pool: LabelledData, n_way: int = 5, k_shot: int = 1, n_query: int = 15,

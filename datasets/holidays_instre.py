@@ -33,7 +33,7 @@ from visrep.registry import register
 
 from .image_files import crop_box, read_rgb
 from .matlab_gnd import read_instre_gnd, read_matlab_gnd
-from .oxford_paris import MatlabRetrievalDataset, FEATURE_PARAMS
+from .oxford_paris import FEATURE_PARAMS, MatlabRetrievalDataset
 from .revisitop import _features
 
 _DTFD = "https://raw.githubusercontent.com/ljkong18/DTFD/0c75f379de56ae1f41cf3a0c90df25eb992c666e"

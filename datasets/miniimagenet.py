@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from visrep.api import DataFile, Dataset
+from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
@@ -24,7 +25,6 @@ from visrep.registry import register
 
 from .episodes import sample_episodes
 from .image_files import read_rgb
-from .labelled import LabelledData
 
 _RAVI = "https://raw.githubusercontent.com/twitter-research/meta-learning-lstm/0cffa2481619ce643d0951bd637bf05b23ef827a/data/miniImagenet"
 _SUMS = {"train": ("498519cd8e49ce97ed26a4a3638966698ae41ab35e9c68538319fc9b46ba7d2f", 1228815),

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from visrep.api import DataFile, Dataset
+from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
-
-from .labelled import LabelledData
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"

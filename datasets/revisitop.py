@@ -27,12 +27,12 @@ import numpy as np
 
 from visrep.api import DataFile, Dataset
 from visrep.data import RetrievalData
+from visrep.descriptor_files import read_descriptors
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
-from .descriptor_files import read_descriptors
 from .image_files import crop_box, read_rgb
 
 REVISITOP_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets"

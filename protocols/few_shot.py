@@ -7,7 +7,7 @@ ddof = 0, as ``np.std`` in their code).
 
 Outputs contract (task ``few-shot``): ``outputs["predictions"]`` int (E, N*Q): episode-local
 predicted labels (0..N-1) of each episode's query items, in the order of
-:class:`visrep.datasets.labelled.EpisodeData` ``query``; or ``outputs["scores"]`` float
+:class:`visrep.data.EpisodeData` ``query``; or ``outputs["scores"]`` float
 (E, N*Q, N). Metrics: ``accuracy`` (fraction), ``ci95`` (fraction), ``n_episodes``.
 """
 from __future__ import annotations

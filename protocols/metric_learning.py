@@ -9,7 +9,7 @@ in later papers (e.g. Wang et al. multi-similarity, CVPR 2019) via scikit-learn'
 clustering of the embeddings with as many clusters as classes.
 
 Outputs contract (task ``metric-learning``): ``outputs["embeddings"]`` (n, d) float of the
-dataset's test items (a :class:`visrep.datasets.labelled.LabelledData`, ``data.labels`` (n,)).
+dataset's test items (a :class:`visrep.data.LabelledData`, ``data.labels`` (n,)).
 Metrics: ``recall@1``, ``recall@2``, ``recall@4``, ``recall@8`` (default ks), ``nmi``.
 Nearest neighbours by cosine similarity (= Euclidean distance on L2-normalized embeddings,
 the papers' setting) unless ``metric=euclidean``.

@@ -95,8 +95,7 @@ def oxford_cnn():
     path = root / "retrieval" / "oxford5k" / "oxford_features_caffenet_pca128.fvecs" if root else None
     if path is None or not path.exists():
         pytest.skip("real Oxford5k CNN descriptors not present (../shared/data/retrieval/oxford5k)")
-    from visrep.datasets.descriptor_files import read_vecs
-
+    from visrep.descriptor_files import read_vecs
     from visrep.features import l2_normalize
     return l2_normalize(read_vecs(path))
 

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
-from visrep.datasets.descriptor_files import write_vecs
 
 from visrep.commands import main
+from visrep.descriptor_files import write_vecs
 
 
 def no_records(tmp_path):

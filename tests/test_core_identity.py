@@ -130,6 +130,7 @@ def test_ranks_from_scores_known_answers():
 def test_one_experiment_type_for_specs_cli_and_tables(tmp_path):
     """A spec file entry and a claim run of a table are the same type and give the same job."""
     from visrep.reports.tables import load_table
+
     from visrep.spec import Experiment, load_spec_file
 
     body = 'method = "knn"\ndataset = "sample-views"\nseed = 3\nparams = { metric = "ip" }\n'

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from visrep.context import shared_data_dir
 from visrep.runner import LocalExecutor, RunSettings
 from visrep.spec import jobs_from_spec

@@ -8,11 +8,11 @@ import pickle
 import numpy as np
 import pytest
 from visrep.datasets.episodes import sample_episodes
-from visrep.datasets.labelled import LabelledData
 from visrep.datasets.mnist import read_idx
 from visrep.datasets.ssl_splits import class_counts, labelled_indices
 
 from visrep.context import RunContext, shared_data_dir
+from visrep.data import LabelledData
 from visrep.errors import UserError
 from visrep.registry import datasets
 

@@ -5,12 +5,12 @@ import pickle
 
 import numpy as np
 import pytest
-from visrep.datasets.descriptor_files import write_vecs
 from visrep.datasets.matlab_gnd import read_instre_gnd, read_matlab_gnd
 from visrep.datasets.revisitop import read_revisitop_pickle
 
 from visrep.commands.eval import ground_truth_data
 from visrep.context import RunContext, shared_data_dir
+from visrep.descriptor_files import write_vecs
 from visrep.errors import MissingDataError, UserError
 from visrep.registry import datasets
 

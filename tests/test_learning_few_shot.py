@@ -41,7 +41,8 @@ def test_dense_loss_equals_gap_loss_on_constant_maps():
 def digit_episodes():
     from sklearn.datasets import load_digits
     from visrep.datasets.episodes import sample_episodes
-    from visrep.datasets.labelled import LabelledData
+
+    from visrep.data import LabelledData
     d = load_digits()
     x, y = (d.images * (255 / 16)).astype(np.uint8), d.target
     names = [str(i) for i in range(10)]

@@ -108,7 +108,7 @@ def test_bad_input():
 
 
 def _tiny_ssl(digits_images):
-    from visrep.datasets.labelled import LabelledData
+    from visrep.data import LabelledData
     x, y = digits_images
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(y))

@@ -20,7 +20,8 @@ from visrep.errors import UserError
 @pytest.fixture(scope="module")
 def digits_split():
     from sklearn.datasets import load_digits
-    from visrep.datasets.labelled import LabelledData
+
+    from visrep.data import LabelledData
     d = load_digits()
     x = (d.images * (255 / 16)).astype(np.uint8)
     y = d.target

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visrep.datasets.labelled import LabelledData
 from visrep.protocols.adversarial import Adversarial
 from visrep.protocols.classification import Classification, labelled_subset_summary
 from visrep.protocols.few_shot import FewShot, mean_ci95
@@ -15,7 +14,7 @@ from visrep.protocols.quantization import (
     recall_at_r,
 )
 
-from visrep.data import RetrievalData
+from visrep.data import LabelledData, RetrievalData
 from visrep.errors import UserError
 
 

@@ -106,7 +106,7 @@ class Whiten(Method):
         from visrep.methods.search.knn import search
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
         if self.cfg["learn_features"]:
-            from visrep.datasets.descriptor_files import read_descriptors
+            from visrep.descriptor_files import read_descriptors
             learn = l2_normalize(read_descriptors(self.cfg["learn_features"]))
             if learn.shape[1] != db.shape[1]:
                 raise UserError(f"{self.cfg['learn_features']}: dimension {learn.shape[1]} differs from the "

@@ -85,7 +85,7 @@ def pretrained_features(data, cfg) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check(data):
-    from visrep.datasets.labelled import EpisodeData
+    from visrep.data import EpisodeData
     if not isinstance(data, EpisodeData):
         raise UserError(f"few-shot methods need episodes (EpisodeData), got {type(data).__name__}")
     base = getattr(data, "base", None)

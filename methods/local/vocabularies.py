@@ -423,7 +423,7 @@ def fit_vocabulary(method: str, x, k: int, seed: int = 0, niter: int = 20, **opt
 
 def read_training_descriptors(path: str, limit: int | None = None, seed: int = 0) -> np.ndarray:
     """Descriptors from a file (.fvecs/.npy/.bin) or a folder of ``*.bin`` files, (n, d) float32."""
-    from visrep.datasets.descriptor_files import read_descriptors
+    from visrep.descriptor_files import read_descriptors
 
     p = Path(path)
     if p.is_dir():
