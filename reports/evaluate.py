@@ -92,17 +92,12 @@ class ResultIndex:
         self.by_job: dict[str, tuple[str, dict]] = {}
         self.errors: list[str] = []
         if self.root.exists():
-            for path in sorted(self.root.rglob("*.json")):
-                if path.name.startswith(".tmp-"):
-                    continue
-                try:
-                    rec = json.loads(path.read_text())
-                except (OSError, json.JSONDecodeError) as e:
-                    self.errors.append(f"{path}: {e}")
-                    continue
-                if not isinstance(rec, dict) or "metrics" not in rec or "method" not in rec:
-                    continue
-                self.add(str(path), rec)
+            from visrep.results import iter_records
+            damaged: list = []
+            for path, rec in iter_records(self.root, damaged=damaged):
+                if "method" in rec:
+                    self.add(str(path), rec)
+            self.errors += [f"{path}: {why}" for path, why in damaged]
 
     def add(self, path: str, rec: dict) -> None:
         self.records.append((path, rec))

@@ -25,14 +25,15 @@ def _key(method, dataset, protocol, params, dataset_params) -> str:
 
 
 def test_main_job_metrics_unchanged(tmp_path):
+    if shared_data_dir() is None:   # sample-views adds the real Graffiti views from it: other numbers without
+        pytest.skip("the golden numbers were measured with ../shared/data present (Oxford5k, Graffiti)")
     golden = {_key(r["method"], r["dataset"], r["protocol"], r["params"], r["dataset_params"]): r["metrics"]
               for r in json.loads(GOLDEN.read_text())["records"]}
     skipped: list[str] = []
     jobs = jobs_from_spec("default", skipped=skipped)
     settings = RunSettings(results_dir=str(tmp_path / "res"), cache_dir=str(tmp_path / "cache"), quiet=True)
     records = LocalExecutor().map(jobs, settings)
-    expected = golden if shared_data_dir() is not None else {
-        k: v for k, v in golden.items() if json.loads(k)[1] != "oxford5k"}
+    expected = golden
     got = {_key(r["method"], r["dataset"], r["protocol"], r["params"], r["dataset_params"]): r["metrics"]
            for r in records}
     assert set(got) == set(expected), (sorted(set(expected) - set(got))[:3], sorted(set(got) - set(expected))[:3])

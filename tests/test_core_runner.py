@@ -80,7 +80,10 @@ def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
     res = tmp_path / "res"
     cmd = [sys.executable, "-m", "visrep", "run", "--method", "slow-knn", "--dataset", "toy-retrieval",
            "--set", "tag=1,2,3,4,5,6", "--set", "sleep=0.7", "--results", str(res), "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the child gets the default SIGINT handler even when pytest was started from a shell that ignores
+    # SIGINT (a child inherits SIG_IGN, and then Ctrl-C could not interrupt it)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     deadline = time.time() + 60
     while time.time() < deadline and len(list(res.rglob("*.json"))) < 2:
         time.sleep(0.05)

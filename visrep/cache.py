@@ -4,17 +4,20 @@ An entry's key is the sha256 of a canonical JSON of what determines it: the kind
 the parameters that produced it, the code version of the module that computes it, the
 dataset manifest hash and split. ``Cache.get_or_compute`` returns the stored value or calls
 the function once and stores its result atomically. Values are numpy arrays (``.npy``) or
-any other picklable object (``.pkl``).
+any other picklable object (``.pkl``), each with a ``.json`` of its key and sha256, checked on
+every read (see :class:`Cache`).
 """
 from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import os
 import pickle
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,7 +102,15 @@ def default_cache_dir() -> Path:
 
 
 class Cache:
-    """A directory of cached values addressed by key; ``enabled=False`` computes every time."""
+    """A directory of cached values addressed by key; ``enabled=False`` computes every time.
+
+    An entry is a value file (``.npy`` for plain arrays, else a pickle) and a ``.json`` beside it
+    holding the entry's kind, its full key and the sha256 of the value file. A read returns the
+    value only if the stored key equals the requested one and the digest matches (pickles are then
+    read by :mod:`visrep.safe_pickle`, which runs no code); anything else -- a damaged, truncated
+    or swapped entry -- is recomputed with a warning. A failed write (full disk, read-only folder)
+    warns and the job goes on without the cache.
+    """
 
     def __init__(self, root: str | Path | None = None, enabled: bool = True):
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -110,49 +121,98 @@ class Cache:
     def path_for(self, kind: str, key: dict) -> Path:
         return self.root / kind / hash_key(key)[:32]
 
+    def check_writable(self) -> None:
+        """UserError naming the cache folder when it cannot be created or written (before any work)."""
+        if self.enabled:
+            check_writable_dir(self.root, "cache", "choose another with --cache-dir or $VISREP_CACHE, or run with --no-cache")
+
     def get_or_compute(self, kind: str, key: dict, compute: Callable[[], Any]) -> Any:
         """Return the value cached under (kind, key), computing and storing it on a miss."""
         if not self.enabled:
             self.misses += 1
             return compute()
         base = self.path_for(kind, key)
-        for suffix, loader in ((".npy", _load_npy), (".pkl", _load_pkl)):
-            path = base.with_suffix(suffix)
-            if path.exists():
-                try:
-                    value = loader(path)
-                except Exception:  # a damaged entry is recomputed, never trusted
-                    path.unlink(missing_ok=True)
-                    break
-                self.hits += 1
-                return value
+        found, value = self._read(base, kind, key)
+        if found:
+            self.hits += 1
+            return value
         self.misses += 1
         value = compute()
-        self._store(base, key, value)
+        self._store(base, kind, key, value)
         return value
 
-    def _store(self, base: Path, key: dict, value: Any) -> None:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(value, np.ndarray) and value.dtype != object:
-            suffix, writer = ".npy", lambda f: np.save(f, value, allow_pickle=False)
-        else:
-            suffix, writer = ".pkl", lambda f: pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=".tmp-", suffix=suffix)
+    def _read(self, base: Path, kind: str, key: dict) -> tuple[bool, Any]:
+        meta_path = base.with_suffix(".json")
+        if not meta_path.exists():
+            return False, None
+        problem = None
         try:
-            with os.fdopen(fd, "wb") as f:
-                writer(f)
-            os.replace(tmp, base.with_suffix(suffix))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        meta = base.with_suffix(".json")
-        meta.write_text(canonical_json({"kind": base.parent.name, "key": key, "python": sys.version.split()[0]}))
+            meta = json.loads(meta_path.read_text())
+            value_path = base.with_suffix("." + meta["format"])
+            if meta.get("kind") != kind or canonical_json(meta.get("key")) != canonical_json(key):
+                problem = "it was stored under another key"
+            else:
+                data = value_path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+                    problem = "its content does not match its digest"
+                elif meta["format"] == "npy":
+                    return True, np.load(io.BytesIO(data), allow_pickle=False)
+                elif meta["format"] == "pkl":
+                    from .safe_pickle import loads
+                    return True, loads(data, str(value_path))
+                else:
+                    problem = f"unknown format {meta['format']!r}"
+        except Exception as e:  # noqa: BLE001 - any damage means: recompute
+            problem = f"it cannot be read ({type(e).__name__}: {e})"
+        warnings.warn(f"cache entry {base} ignored and recomputed: {problem}", CacheWarning, stacklevel=3)
+        for suffix in (".json", ".npy", ".pkl"):
+            base.with_suffix(suffix).unlink(missing_ok=True)
+        return False, None
+
+    def _store(self, base: Path, kind: str, key: dict, value: Any) -> None:
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            fmt, writer = "npy", lambda f: np.save(f, value, allow_pickle=False)
+        else:
+            fmt, writer = "pkl", lambda f: pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            writer(buf)
+            data = buf.getvalue()
+            meta = canonical_json({"kind": kind, "key": key, "format": fmt,
+                                   "sha256": hashlib.sha256(data).hexdigest(), "python": sys.version.split()[0]})
+            base.with_suffix(".json").unlink(missing_ok=True)       # no moment with a new value and an old digest
+            _atomic_write(base.with_suffix("." + fmt), data)
+            _atomic_write(base.with_suffix(".json"), meta.encode())
+        except OSError as e:
+            warnings.warn(f"cache: could not store {base} ({e.strerror or e}); going on without caching it",
+                          CacheWarning, stacklevel=3)
 
 
-def _load_npy(path: Path):
-    return np.load(path, allow_pickle=False)
+class CacheWarning(UserWarning):
+    """A cache entry was ignored (damaged, swapped) or could not be stored."""
 
 
-def _load_pkl(path: Path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable_dir(path: str | Path, what: str, hint: str) -> Path:
+    """Create `path` if needed and prove a file can be written in it; else a UserError naming it."""
+    from .errors import UserError
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"the {what} folder {path} is not writable ({e.strerror or e}); {hint}") from None
+    return path

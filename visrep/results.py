@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -35,34 +36,61 @@ def record_path(root: str | Path, dataset: str, method: str, job_id: str) -> Pat
 
 
 def write_record(path: str | Path, record: dict) -> Path:
-    """Write `record` as JSON via a temp file + rename, so readers never see half a record."""
+    """Write `record` as JSON via a temp file + rename, so readers never see half a record.
+
+    A write that fails (full disk, folder made read-only meanwhile) is a UserError naming the file.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1, sort_keys=True, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write the result record {path} ({e.strerror or e}): free space in "
+                        f"{path.parent} or choose another folder with --results") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class DamagedRecord(UserError):
+    """A record file that is not a readable visrep record (truncated, edited, foreign JSON)."""
 
 
 def read_record(path: str | Path) -> dict:
     path = Path(path)
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read result record {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedRecord(f"cannot read result record {path}: {e}") from None
     if not isinstance(record, dict) or "metrics" not in record:
-        raise UserError(f"{path} is not a visrep result record (no 'metrics')")
+        raise DamagedRecord(f"{path} is not a visrep result record (no 'metrics')")
     return record
 
 
-def iter_records(root: str | Path) -> Iterable[tuple[Path, dict]]:
-    """Yield (path, record) for every record under `root` (a directory or one .json file)."""
+def set_aside(path: str | Path, why: str) -> Path:
+    """Move a damaged record to ``<name>.corrupt`` (kept for inspection, no longer read); say so."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    print(f"visrep: damaged record {path} moved aside to {target.name} ({why})", file=sys.stderr)
+    return target
+
+
+def iter_records(root: str | Path, damaged: list | None = None) -> Iterable[tuple[Path, dict]]:
+    """Yield (path, record) for every record under `root` (a directory or one .json file).
+
+    A damaged record is skipped: listed in `damaged` (path, reason) when given, else reported on
+    stderr; the rest are read.
+    """
     root = Path(root)
     if root.is_file():
         yield root, read_record(root)
@@ -72,7 +100,15 @@ def iter_records(root: str | Path) -> Iterable[tuple[Path, dict]]:
     for path in sorted(root.rglob("*.json")):
         if path.name.startswith(".tmp-"):
             continue
-        yield path, read_record(path)
+        try:
+            rec = read_record(path)
+        except UserError as e:
+            if damaged is not None:
+                damaged.append((str(path), str(e)))
+            else:
+                print(f"visrep: skipping {e}", file=sys.stderr)
+            continue
+        yield path, rec
 
 
 def load(path: str | Path = None):

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import Cache, code_version
+from .cache import Cache, check_writable_dir, code_version
 from .context import RunContext
 from .errors import UserError
 from .provenance import provenance
 from .registry import datasets, methods, protocols
 from .results import (
     SCHEMA_VERSION,
+    DamagedRecord,
     default_results_dir,
     read_record,
     record_path,
+    set_aside,
     write_record,
 )
 from .spec import Job
@@ -88,19 +93,83 @@ def execute(job: Job, settings: RunSettings) -> dict:
     }
 
 
+def _same_definition(a: dict, b: dict) -> bool:
+    keys = ("method", "dataset", "protocol", "params", "dataset_params", "protocol_params", "seed")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _supersede(job: Job, path: Path) -> None:
+    """Set aside records of this job's definition made from other input files, and say so."""
+    mine = job.to_dict()
+    for other in path.parent.glob("*.json"):
+        if other == path or other.name.startswith(".tmp-"):
+            continue
+        try:
+            rec = read_record(other)
+        except UserError:
+            continue
+        if _same_definition(rec, mine) and (rec.get("inputs") or {}) != job.inputs:
+            changed = sorted(k for k in set(rec.get("inputs") or {}) | set(job.inputs)
+                             if (rec.get("inputs") or {}).get(k) != job.inputs.get(k)) or ["inputs"]
+            target = other.with_name(other.name + ".superseded")
+            os.replace(other, target)
+            print(f"visrep: {', '.join(changed)} changed since {other.name} ({rec.get('created', '?')}): "
+                  f"re-running; the old record is kept as {target.name}", file=sys.stderr)
+
+
+@contextmanager
+def _job_lock(results_dir: str | Path, job: Job):
+    """An exclusive lock on ``<results>/.locks/<job>.lock`` while the job runs: a second process
+    running the same job waits here, then finds the record and skips it. The OS releases it if the
+    process dies (flock: local file systems; on NFS use one results folder per machine)."""
+    import fcntl
+    folder = Path(results_dir) / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{job.dataset}-{job.method}-{job.job_id}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _existing(path: Path) -> dict | None:
+    """The record at `path`, or None; a damaged one is moved aside (and the job re-run)."""
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except DamagedRecord as e:
+        set_aside(path, str(e).split(": ", 1)[-1])
+        return None
+
+
 def run_job(job: Job | dict, settings: RunSettings | dict) -> dict:
     """Run `job` unless its record exists; write the record atomically; return it.
 
-    The returned dict has the record plus ``"_path"`` and ``"_skipped"`` (not stored).
+    The returned dict has the record plus ``"_path"`` and ``"_skipped"`` (not stored). A damaged
+    record is moved aside and the job re-run; records of the same definition made from other input
+    files are set aside as superseded; a per-job lock keeps two processes from computing one job.
     """
     job = job if isinstance(job, Job) else Job(**job)
     settings = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
     path = record_path(settings.results_dir, job.dataset, job.method, job.job_id)
-    if path.exists() and not settings.force:
-        return {**read_record(path), "_path": str(path), "_skipped": True}
-    record = execute(job, settings)
-    write_record(path, record)
+    if not settings.force and (rec := _existing(path)) is not None:
+        return {**rec, "_path": str(path), "_skipped": True}
+    with _job_lock(settings.results_dir, job):
+        if not settings.force and (rec := _existing(path)) is not None:   # made by another process meanwhile
+            return {**rec, "_path": str(path), "_skipped": True}
+        _supersede(job, path)
+        record = execute(job, settings)
+        write_record(path, record)
     return {**record, "_path": str(path), "_skipped": False}
+
+
+def preflight(settings: RunSettings) -> None:
+    """Fail before any work when the results or cache folder cannot be written (UserError naming it)."""
+    check_writable_dir(settings.results_dir, "results",
+                       "choose another with --results or $VISREP_RESULTS")
+    Cache(settings.cache_dir, enabled=settings.use_cache).check_writable()
 
 
 class LocalExecutor:
@@ -109,6 +178,7 @@ class LocalExecutor:
     name = "local"
 
     def map(self, jobs: list[Job], settings: RunSettings, on_result=None) -> list[dict]:
+        preflight(settings)
         out = []
         bar = None
         if not settings.quiet and len(jobs) > 1:
@@ -147,6 +217,7 @@ class DaskExecutor:
             from dask.distributed import Client, LocalCluster, as_completed
         except ImportError:
             raise UserError("the dask executor needs dask distributed: pip install 'visrep[dist]'") from None
+        preflight(settings)
         cluster = None
         if self.scheduler:
             client = Client(self.scheduler)

@@ -17,8 +17,13 @@ def _add_report(p):
 def _cmd_report(args) -> int:
     import json
 
+    from ..cache import check_writable_dir
     from ..reports.generate import generate
     quiet = getattr(args, "quiet", False) or args.json
+    check_writable_dir(args.out, "report", "choose another with --out")
+    if args.run_missing:
+        from ..results import default_results_dir
+        check_writable_dir(args.results or default_results_dir(), "results", "choose another with --results")
     summary = generate(args.out, args.results, data_root=args.data_root, run_missing=args.run_missing,
                        asv_results=args.asv_results, quiet=quiet)
     if args.json:
