@@ -19,21 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
-from visrep.api import DataFile, Dataset
+from visrep.api import Dataset
 from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
+from .download import PublishedFile
 from .image_files import read_rgb
 
 
 def _read_table(path: Path, ncols: int = 2) -> list[list[str]]:
     if not path.exists():
         raise MissingDataError(f"CUB-200-2011 file {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read CUB-200-2011 table {path}: {e}") from None
     rows = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
+    for ln, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=ncols - 1)
@@ -49,11 +54,13 @@ def read_cub(root: str | Path) -> dict:
     imgs = _read_table(root / "images.txt")
     labs = _read_table(root / "image_class_labels.txt")
     split = _read_table(root / "train_test_split.txt")
+    if not imgs:
+        raise UserError(f"{root / 'images.txt'}: no images listed")
     try:
-        ids = np.array([int(r[0]) for r in imgs])
+        ids = np.array([int(r[0]) for r in imgs], np.int64)
         lab = {int(a): int(b) for a, b in labs}
         tr = {int(a): int(b) for a, b in split}
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         raise UserError(f"{root}: CUB tables must hold integer ids ({e})") from None
     missing = [i for i in ids if i not in lab or i not in tr]
     if missing:
@@ -63,8 +70,13 @@ def read_cub(root: str | Path) -> dict:
     if class_id.min() < 1:
         raise UserError(f"{root / 'image_class_labels.txt'}: class ids are 1-based, got {class_id.min()}")
     n_classes = int(class_id.max())
+    if n_classes > max(len(ids), 200):
+        raise UserError(f"{root / 'image_class_labels.txt'}: class id {n_classes} for {len(ids)} images")
     if (root / "classes.txt").exists():
-        names = {int(a): b for a, b in _read_table(root / "classes.txt")}
+        try:
+            names = {int(a): b for a, b in _read_table(root / "classes.txt")}
+        except (ValueError, OverflowError) as e:
+            raise UserError(f"{root / 'classes.txt'}: class ids must be integers ({e})") from None
         class_names = [names.get(c, str(c)) for c in range(1, n_classes + 1)]
     else:
         folders = {}
@@ -87,8 +99,12 @@ class CUB200(Dataset):
               "'classification' (train_test_split.txt)", choices=("metric-learning", "classification")),
         Param("features", str, None, "optional (n_test, d) descriptor file of the test images, in images.txt order"),
     )
-    files = (DataFile("CUB_200_2011.tgz", None, "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-                      1150585339),)
+    # md5: the one CaltechDATA lists for the record, which public CUB loaders check (e.g.
+    # TDeVries/cub2011_dataset, avalanche's CUB200: tgz_md5); no sha256 is published
+    files = (PublishedFile("CUB_200_2011.tgz", None,
+                           "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz", 1150585339,
+                           md5="97eceeb196236b17998738112f37df78",
+                           source="CaltechDATA record 65de6-vp158 (md5 used by public CUB loaders)"),)
 
     def load(self, ctx) -> LabelledData:
         base = Path(ctx.data_root) / "CUB_200_2011"

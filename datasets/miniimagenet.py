@@ -37,8 +37,11 @@ def read_split_csv(path: str | Path) -> tuple[list[str], list[str]]:
     path = Path(path)
     if not path.exists():
         raise MissingDataError(f"miniImageNet split file {path} not found")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read miniImageNet split file {path}: {e}") from None
     if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
         raise UserError(f"{path}: expected the header 'filename,label'")
     files, labels = [], []

@@ -14,16 +14,19 @@ split is required; the training split is attached as ``data.train`` when present
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from visrep.api import DataFile, Dataset
+from visrep.api import Dataset
 from visrep.data import LabelledData
 from visrep.errors import MissingDataError, UserError
 from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
+
+from .download import PublishedFile
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -36,7 +39,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"IDX file {path} does not exist") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: cannot read (truncated or not gzip: {e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
@@ -139,9 +142,15 @@ def balanced_subset(labels: np.ndarray, n: int, n_classes: int, seed: int, where
     return np.sort(np.concatenate(out))
 
 
+#: where the md5 digests below come from (the t10k sha256s of MNIST were computed from the real files,
+#: whose md5s equal these)
+TORCHVISION = "torchvision/datasets/mnist.py (MNIST.resources, FashionMNIST.resources)"
+
+
 def _files(folder, url, sums):
-    return tuple(DataFile(f"{folder}/{stem}.gz", sha, f"{url}/{stem}.gz", size, required=req)
-                 for stem, sha, size, req in sums)
+    return tuple(PublishedFile(f"{folder}/{stem}.gz", sha, f"{url}/{stem}.gz", size, required=req, md5=md5,
+                               source=TORCHVISION if md5 else "sha256 of the real file (MANIFEST.tsv)")
+                 for stem, sha, md5, size, req in sums)
 
 
 @register
@@ -151,10 +160,11 @@ class MNIST(_MnistLike):
     cite = "LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, 1998"
     folder = "mnist"
     files = _files("mnist", MNIST_URL, [
-        ("t10k-images-idx3-ubyte", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877, True),
-        ("t10k-labels-idx1-ubyte", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542, True),
-        ("train-images-idx3-ubyte", None, 9912422, False),
-        ("train-labels-idx1-ubyte", None, 28881, False),
+        ("t10k-images-idx3-ubyte", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", None, 1648877,
+         True),
+        ("t10k-labels-idx1-ubyte", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", None, 4542, True),
+        ("train-images-idx3-ubyte", None, "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422, False),
+        ("train-labels-idx1-ubyte", None, "d53e105ee54ea40749a09fcbcd1e9432", 28881, False),
     ])
 
 
@@ -167,10 +177,10 @@ class FashionMNIST(_MnistLike):
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle boot")
     files = _files("fashion-mnist", FASHION_URL, [
-        ("t10k-images-idx3-ubyte", None, 4422102, True),
-        ("t10k-labels-idx1-ubyte", None, 5148, True),
-        ("train-images-idx3-ubyte", None, 26421880, False),
-        ("train-labels-idx1-ubyte", None, 29515, False),
+        ("t10k-images-idx3-ubyte", None, "bef4ecab320f06d8554ea6380940ec79", 4422102, True),
+        ("t10k-labels-idx1-ubyte", None, "bb300cfdad3c16e7a12a480ee83cd310", 5148, True),
+        ("train-images-idx3-ubyte", None, "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880, False),
+        ("train-labels-idx1-ubyte", None, "25c81989df183df01b3e8a0aad5dffbe", 29515, False),
     ])
 
 

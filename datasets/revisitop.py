@@ -17,10 +17,13 @@ Without images, ``features`` names an (n_db, d) database descriptor file and
 queries are not database images. ``distractors`` names an (n_distractors, d) file of R1M
 descriptors appended to the database (``+R1M`` in the papers); ground-truth indices are
 unchanged because distractors come last.
+
+Trust: the pickle at the declared path is checked against its declared sha256 before it is read
+(a mismatch is a UserError, exit 2), and every pickle, declared or a user's own, is read with
+:mod:`visrep.safe_pickle` (containers and arrays only: a pickle cannot run code here).
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -38,28 +41,29 @@ from .image_files import crop_box, read_rgb
 REVISITOP_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets"
 
 
-def read_revisitop_pickle(path: str | Path) -> dict:
+def read_revisitop_pickle(path: str | Path, dataset=None, root: str | Path | None = None) -> dict:
     """Read ``gnd_<dataset>.pkl`` -> dict(imlist, qimlist, gnd) with int64 index arrays.
 
-    Raises UserError naming the file for: a missing, truncated or non-pickle file, missing
-    keys, a gnd list whose length differs from qimlist, a query without easy/hard/junk, or an
-    index outside [0, len(imlist)).
+    With `dataset` and `root`, a file the dataset declares is first checked against its sha256;
+    the pickle is always read with the restricted unpickler (:func:`visrep.safe_pickle.load`).
+    Raises UserError naming the file for: a checksum mismatch, a pickle asking for code, a
+    missing, truncated or non-pickle file, missing keys, a gnd list whose length differs from
+    qimlist, a query without easy/hard/junk, or an index outside [0, len(imlist)).
     """
+    from .download import read_pickle
     path = Path(path)
     if not path.exists():
         raise UserError(f"ground-truth file {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            d = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
-        raise UserError(f"{path}: not a readable revisitop pickle, truncated or damaged "
-                        f"({type(e).__name__}: {e})") from None
+    d = read_pickle(path, "revisitop pickle", dataset, root)
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a dict with imlist, qimlist, gnd; got {type(d).__name__}")
     for key in ("imlist", "qimlist", "gnd"):
         if key not in d:
             raise UserError(f"{path}: missing key '{key}' (keys: {', '.join(sorted(map(str, d)))}); "
                             f"expected imlist, qimlist, gnd")
+    for key in ("imlist", "qimlist", "gnd"):
+        if not isinstance(d[key], (list, tuple, np.ndarray)):
+            raise UserError(f"{path}: '{key}' must be a list, got {type(d[key]).__name__}")
     imlist = [str(x) for x in d["imlist"]]
     qimlist = [str(x) for x in d["qimlist"]]
     if len(d["gnd"]) != len(qimlist):
@@ -73,12 +77,20 @@ def read_revisitop_pickle(path: str | Path) -> dict:
         for key in ("easy", "hard", "junk"):
             if key not in g:
                 raise UserError(f"{path}: gnd[{j}] has no '{key}' list (keys: {', '.join(sorted(map(str, g)))})")
-            idx = np.asarray(g[key], dtype=np.int64).ravel()
+            try:
+                idx = np.asarray(g[key], dtype=np.int64).ravel()
+            except (TypeError, ValueError, OverflowError) as e:
+                raise UserError(f"{path}: gnd[{j}]['{key}'] is not a list of integers ({e})") from None
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise UserError(f"{path}: gnd[{j}]['{key}'] index out of range [0, {n})")
             entry[key] = idx
-        if "bbx" in g and g["bbx"] is not None and np.asarray(g["bbx"]).size == 4:
-            entry["bbx"] = np.asarray(g["bbx"], dtype=np.float64).ravel()
+        if "bbx" in g and g["bbx"] is not None:
+            try:
+                bbx = np.asarray(g["bbx"], dtype=np.float64).ravel()
+            except (TypeError, ValueError) as e:
+                raise UserError(f"{path}: gnd[{j}]['bbx'] is not 4 numbers ({e})") from None
+            if bbx.size == 4:
+                entry["bbx"] = bbx
         gnd.append(entry)
     return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
 
@@ -119,7 +131,7 @@ class RevisitopDataset(Dataset):
         if not gpath.exists():
             raise MissingDataError(f"{self.name}: ground truth {gpath} not found; set --data-root/$VISREP_DATA "
                                    f"to the folder holding {self.folder}/ (or run `visrep data fetch {self.name}`)")
-        g = read_revisitop_pickle(gpath)
+        g = read_revisitop_pickle(gpath, self, ctx.data_root)
         data = RetrievalData(name=self.name, db_names=list(g["imlist"]), query_names=g["qimlist"], gnd=g["gnd"])
         data.extra["gnd_path"] = str(gpath)
         data.manifest = manifest_hash({"gnd": gpath})

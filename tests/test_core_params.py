@@ -23,6 +23,7 @@ def test_defaults_filled_and_strings_coerced():
     ({"k": 2.5}, "got 2.5"),
     ({"alpha": 1.0}, "> 0 and < 1, got 1.0"),
     ({"alpha": "nan"}, "got 'nan'"),
+    ({"alpha": "inf"}, "parameter 'alpha' of method 'x' must be a finite float > 0 and < 1, got 'inf'"),
     ({"metric": "cosine"}, "one of ip, l2"),
     ({"flag": "maybe"}, "parameter 'flag'"),
     ({"kk": 3}, "has no parameter 'kk' (did you mean: k?)"),

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from visrep.cache import Cache, CacheWarning
 from visrep.commands import main
 from visrep.descriptor_files import read_vecs, write_vecs
-from visrep.errors import UserError
 from visrep.runner import RunSettings, run_job
 from visrep.spec import expand_experiment
 

@@ -92,9 +92,9 @@ def read_descriptors(path: str | Path) -> np.ndarray:
         return read_vecs(path)
     if path.suffix == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path}: not a readable .npy array ({e})") from None
+            arr = np.load(path, allow_pickle=False)   # never unpickles (object arrays are refused)
+        except Exception as e:  # noqa: BLE001 - a damaged header fails in many ways (ValueError, SyntaxError...)
+            raise UserError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from None
         if arr.ndim != 2:
             raise UserError(f"{path}: expected a 2-D (n, d) array, got shape {arr.shape}")
         if arr.dtype.kind == "f":

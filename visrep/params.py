@@ -158,8 +158,8 @@ class Param:
                 if isinstance(value, bool):
                     raise ValueError(value)
                 value = float(value)
-                if math.isnan(value):
-                    raise ValueError(value)
+                if not math.isfinite(value):  # NaN and +-inf: no parameter takes them as a meaningful value
+                    raise UserError(f"{where} must be a finite {kind}, got {original!r}")
             elif t is str:
                 if isinstance(value, (list, tuple, dict)):
                     raise ValueError(value)
@@ -174,6 +174,19 @@ class Param:
             if bad:
                 raise UserError(f"{where} must be a {kind}, got {original!r}")
         return value
+
+
+def check_at_most(value: int | None, limit: int, name: str, owner: str, what: str, hint: str = "") -> None:
+    """The one rule for count parameters against the data: a value above `limit` is an error.
+
+    Call it where a parameter such as ``k``, ``kq``, ``n``, ``rank`` or ``topk`` meets the data,
+    before any expensive work. `owner` names the plugin (``"method 'diffusion'"``, as in
+    ``Plugin.cfg``'s messages), `what` says what bounds it (``"oxford5k has 5063 database
+    vectors"``), `hint` adds an alternative (``"or topk=None for all"``). None passes.
+    """
+    if value is not None and value > limit:
+        raise UserError(f"parameter '{name}' of {owner} is {value}, but {what}: use {name} <= {limit}"
+                        + (f" ({hint})" if hint else ""))
 
 
 def resolve_params(declared: Sequence[Param], given: dict, owner: str) -> dict:

@@ -38,6 +38,13 @@ MODEL_FILES = {
     "walking": "mnist_cnn_walking_on_the_edge.pth",
 }
 MODEL_NAMES = tuple(MODEL_FILES)
+#: sha256 of the shared data folder's weight files (computed from the real files, as listed in its
+#: MANIFEST.tsv; sources: BorealisAI/advertorch and hanwei0912/walking-on-the-edge): checked before loading
+MODEL_SHA256 = {
+    "clean": "551a11267982991fb0c9f74e9094de19e54b51455eff9bd1c19c77a69d85156a",
+    "adv": "b89abfcfe8b33235fe8f8e964188d82a97c56a12ffe25132eaba197e40ac7658",
+    "walking": "5a367dfac791501284ed839c241bfd9ed1ce384ff3112cb8af0cbd1c354178fa",
+}
 
 
 def _lenet5():
@@ -113,6 +120,18 @@ def default_weights_path(name: str) -> Path:
     return shared / "models" / MODEL_FILES[name]
 
 
+def _check_sha256(path: Path, expected: str) -> None:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise UserError(f"{path}: sha256 mismatch: expected {expected}, found {h.hexdigest()}. This is not the "
+                        f"published weights file, so it was not read. Delete it and restore the original, "
+                        f"or pass the right file with weights=PATH.")
+
+
 def load_state_dict_checked(module, state: dict, where: str) -> None:
     """Load `state` into `module`, or raise UserError naming the first tensor that does not match."""
     import torch
@@ -135,16 +154,26 @@ def load_state_dict_checked(module, state: dict, where: str) -> None:
 def load_model(name: str, weights: str | Path | None = None):
     """The trained MNIST model `name` in eval mode, float32 on CPU, parameters frozen.
 
-    `weights`: a state_dict file (default: the shared data folder's file for `name`).
+    `weights`: a state_dict file (default: the shared data folder's file for `name`, checked
+    against its sha256 first). Any file is read with ``torch.load(weights_only=True)``: tensors
+    and containers only, a pickle asking for other code is refused and nothing runs.
     """
+    import pickle
+
     import torch
     model = make_mnist_net(name)
     path = Path(weights) if weights else default_weights_path(name)
     if not path.exists():
         raise MissingDataError(f"MNIST model '{name}': weights file {path} does not exist")
+    if not weights:
+        _check_sha256(path, MODEL_SHA256[name])
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, pickled code
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file asks to run code
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"MNIST model '{name}': cannot read weights file {path}: refused by "
+                        f"torch.load(weights_only=True), nothing was run ({first})") from None
+    except Exception as e:  # not a torch file, truncated
         raise UserError(f"MNIST model '{name}': cannot read weights file {path}: {e}") from None
     load_state_dict_checked(model, state, f"MNIST model '{name}' ({path})")
     model.eval()

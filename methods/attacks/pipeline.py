@@ -11,7 +11,7 @@ import numpy as np
 
 from visrep.api import Method
 from visrep.errors import UserError
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 
 from .mnist_models import MODEL_NAMES
 
@@ -58,7 +58,9 @@ class AttackMethod(Method):
         if getattr(data, "x", None) is None or np.asarray(data.x).ndim != 3:
             raise UserError(f"method '{self.name}' needs (n, 28, 28) images; dataset {getattr(data, 'name', '?')} "
                             f"has none")
-        n = len(data.labels) if not self.cfg["n_images"] else min(self.cfg["n_images"], len(data.labels))
+        check_at_most(self.cfg["n_images"], len(data.labels), "n_images", f"method '{self.name}'",
+                      f"{getattr(data, 'name', 'the dataset')} has {len(data.labels)} images", "or n_images=0 for all")
+        n = self.cfg["n_images"] or len(data.labels)
         idx = np.arange(n)
         model = load_model(self.cfg["model"], self.cfg["weights"])
         x = mnist_to_tensor(data.x[idx])

@@ -11,7 +11,7 @@ import numpy as np
 
 from visrep.api import Method
 from visrep.features import DESCRIPTOR_PARAM, retrieval_features
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from .lopq import LOPQIndex
@@ -61,6 +61,8 @@ class IVFADC(Method):
 
     def run(self, data, ctx) -> dict:
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
+        check_at_most(self.cfg["coarse_k"], len(db), "coarse_k", f"method '{self.name}'",
+                      f"{data.name} has {len(db)} database vectors to train the coarse quantizer on")
         with ctx.phase("offline"):
             ivf = IVFADCIndex(db.shape[1], self.cfg["coarse_k"], self.cfg["m"], self.cfg["nbits"]).train(
                 db, self.cfg["niter"], ctx.seed)
@@ -94,6 +96,8 @@ class LOPQ(Method):
 
     def run(self, data, ctx) -> dict:
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
+        check_at_most(self.cfg["coarse_k"], len(db), "coarse_k", f"method '{self.name}'",
+                      f"{data.name} has {len(db)} database vectors to train the coarse quantizers on")
         with ctx.phase("offline"):
             idx = LOPQIndex(db.shape[1], self.cfg["coarse_k"], self.cfg["m"], self.cfg["nbits"]).train(
                 db, self.cfg["niter"], ctx.seed)
@@ -101,9 +105,12 @@ class LOPQ(Method):
         t0 = time.perf_counter()
         with ctx.phase("online"):
             ranks = idx.search(q, self.cfg["nprobe"], self.cfg["candidates"])
+        # `candidates` is "collect at least this many": above the database it means all of them (the
+        # kernel's established meaning, kept); the record gets the effective value
         return {"ranks": ranks, "bytes_per_vector": idx.bytes_per_vector, "codes": idx.codes,
                 "reconstruction": self.reconstruct(idx), "db_vectors": db, "query_vectors": q,
-                "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)}}
+                "timings": {"query": (time.perf_counter() - t0) / max(len(q), 1)},
+                "stats": {"candidates": min(self.cfg["candidates"], len(db))}}
 
     @staticmethod
     def reconstruct(idx) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from visrep.api import Method
 from visrep.errors import UserError
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from .few_shot import CITE as FEW_SHOT_CITE
@@ -98,6 +98,8 @@ class DLP(Method):
         yl = train.labels[li]
         x_all = images_to_tensor(train.x)
         n = len(x_all)
+        check_at_most(c["k"], n - 1, "k", f"method '{self.name}'",
+                      f"{data.name} has {n} training items, so at most {n - 1} neighbours each")
         stats = {"n_labelled": int(len(li))}
         if c["sup_epochs"]:
             with ctx.phase("train"):
@@ -181,6 +183,8 @@ class MoM(Method):
         c = self.cfg
         with ctx.phase("features"):
             tr, te = pretrained_features(data, c)
+        check_at_most(c["k"], len(tr), "k", f"method '{self.name}'",
+                      f"{data.name} has {len(tr)} training vectors (the graph's lists include the vector itself)")
         with ctx.phase("mine"):
             graph = build_graph(tr, k=c["k"], gamma=c["gamma"], seed=ctx.seed)
             deg = np.asarray(graph.A.sum(1)).ravel()

@@ -12,7 +12,7 @@ from visrep.methods.search.ranking import ranks_from_scores
 
 from visrep.api import Method
 from visrep.errors import UserError
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 
 from .features import extract_sift
 from .vocabularies import Vocabulary, fit_vocabulary
@@ -89,11 +89,10 @@ class LocalFeatureRetrieval(Method):
                    "max_features": cfg["max_features"], "limit": cfg["vocab_limit"]}
         if len(x) == 0:
             raise UserError(f"{data.name}: no local features to learn a vocabulary from")
-        k = min(cfg["k"], len(x)) if not cfg["vocab_train"] else cfg["k"]
-        if k < cfg["k"]:
-            import warnings
-            warnings.warn(f"{self.name}: k={cfg['k']} exceeds the {len(x)} training descriptors; using k={k}")
-        voc = vocabulary_for(x, cfg["vocabulary"], k, ctx, key, niter=cfg["vocab_niter"],
+        source = str(cfg["vocab_train"]) if cfg["vocab_train"] else f"the database images of {data.name}"
+        check_at_most(cfg["k"], len(x), "k", f"method '{self.name}'", f"there are {len(x)} training "
+                      f"descriptors (from {source}, vocab_limit={cfg['vocab_limit']})")
+        voc = vocabulary_for(x, cfg["vocabulary"], cfg["k"], ctx, key, niter=cfg["vocab_niter"],
                              data=None if cfg["vocab_train"] else data)
         if db_x.shape[1] != voc.dim:
             raise UserError(f"{self.name}: vocabulary has dimension {voc.dim} but descriptors have {db_x.shape[1]}")

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from visrep.api import Method
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from .bow import bow_vectors
@@ -130,6 +130,10 @@ class VocabularyMethod(Method):
             key = {"manifest": data.manifest, "features": self.cfg["local_features"]}
             if self.cfg["max_features"] != 2000:
                 key["max_features"] = self.cfg["max_features"]
+        source = str(self.cfg["train"]) if self.cfg["train"] else f"the database images of {data.name}"
+        limit = f", train_limit={self.cfg['train_limit']}" if self.cfg["train_limit"] else ""
+        check_at_most(self.cfg["k"], len(x), "k", f"method '{self.name}'",
+                      f"there are {len(x)} training descriptors (from {source}{limit})")
         with ctx.phase("offline"):
             voc = vocabulary_for(x, self.algo, self.cfg["k"], ctx, key, niter=self.cfg["niter"], **self.extra_opts())
         out = {"centroids": voc.centroids, "k": voc.k, "distortion": voc.distortion,

@@ -9,11 +9,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from visrep.methods.search.pipeline import check_topk
 from visrep.methods.search.ranking import ranks_from_scores
 
 from visrep.api import Method
 from visrep.features import DESCRIPTOR_PARAM, retrieval_features
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 
 from .diffusion import check_alpha, pool_regions, query_vectors
 from .knn_graph import Graph, build_graph, check_unit_rows, knn, normalize
@@ -95,9 +96,24 @@ class GraphMethod(Method):
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
         return db, q, None, None, None
 
+    def check_limits(self, n: int, what: str) -> None:
+        """Count parameters against the `n` vectors the graph is built on (`what` says so), before the
+        graph: :func:`visrep.params.check_at_most`, the one rule (a value above the limit is an error)."""
+        owner = f"method '{self.name}'"
+        check_at_most(self.cfg["k"], n, "k", owner, what)
+        check_at_most(self.cfg["kq"], n, "kq", owner, what)
+        if "truncate" in self.cfg:
+            check_at_most(self.cfg["truncate"], n, "truncate", owner, what, "or truncate=None for the whole graph")
+
     def run(self, data, ctx) -> dict:
         check_alpha(self.cfg["alpha"])
+        check_topk(self, data)
+        if not self.cfg["regional"]:  # one vector per database image: checked before extracting anything
+            self.check_limits(data.n_db, f"{data.name} has {data.n_db} database vectors")
         db, q, image_of, query_of, coeff = self._vectors(data, ctx)
+        if self.cfg["regional"]:
+            self.check_limits(db.shape[0], f"{data.name} has {db.shape[0]} regional database vectors "
+                                           f"('{self.cfg['regional']}')")
         db = check_unit_rows(db, "database descriptors")
         q = check_unit_rows(q, "query descriptors")
         key = {"manifest": data.manifest, "loader": ctx.loader_version, "descriptor": self.cfg["descriptor"],
@@ -111,7 +127,7 @@ class GraphMethod(Method):
         n_img = data.n_db
         nq = data.n_queries
         topk = self.cfg["topk"]
-        ranks = np.empty((n_img if topk is None else min(topk, n_img), nq), np.int64)
+        ranks = np.empty((n_img if topk is None else topk, nq), np.int64)
         iters_all = []
         solve_s = 0.0
         t_online = time.perf_counter()

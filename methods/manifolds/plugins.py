@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 
-from visrep.errors import UserError
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from . import knn_graph
@@ -68,10 +67,11 @@ class FSR(GraphMethod):
               "clustered graphs whose top eigenvalues crowd near 1", choices=EIGEN_SOLVERS),
     )
 
+    def check_limits(self, n, what):
+        super().check_limits(n, what)
+        check_at_most(self.cfg["rank"], n, "rank", f"method '{self.name}'", what)
+
     def index(self, graph, ctx, key):
-        if self.cfg["rank"] > graph.n:
-            raise UserError(f"parameter 'rank' ({self.cfg['rank']}) is larger than the database "
-                            f"({graph.n} vectors)")
         t0 = time.perf_counter()
         what = {**key, "k": self.cfg["k"], "gamma": self.cfg["gamma"], "mutual": self.cfg["mutual"],
                 "graph_index": self.cfg["graph_index"], "rank": self.cfg["rank"]}

@@ -9,6 +9,7 @@ import time
 
 from visrep.api import Method
 from visrep.features import retrieval_features
+from visrep.params import check_at_most
 
 from .knn import search
 
@@ -47,3 +48,10 @@ def timed_search(db, q, ctx, **kw):
     with ctx.phase("online"):
         sims, ranks = search(db, q, **kw)
     return sims, ranks, (time.perf_counter() - t0) / max(q.shape[0], 1)
+
+
+def check_topk(method, data) -> None:
+    """A `topk` above the number of database images is an error (:func:`visrep.params.check_at_most`;
+    topk=None ranks the whole database)."""
+    check_at_most(method.cfg["topk"], data.n_db, "topk", f"method '{method.name}'",
+                  f"{data.name} has {data.n_db} database images", "or topk=None for the whole database")

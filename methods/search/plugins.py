@@ -9,12 +9,12 @@ import time
 
 from visrep.api import Method
 from visrep.features import DESCRIPTOR_PARAM, retrieval_features
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from .histogram import histogram_descriptor
 from .knn import search
-from .pipeline import Descriptor, timed_search
+from .pipeline import Descriptor, check_topk, timed_search
 from .query_expansion import expand_queries
 
 
@@ -31,6 +31,7 @@ class KNN(Method):
     )
 
     def run(self, data, ctx) -> dict:
+        check_topk(self, data)
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
         _, ranks, per_query = timed_search(db, q, ctx, k=self.cfg["topk"], metric=self.cfg["metric"])
         return {"ranks": ranks, "timings": {"query": per_query}}
@@ -41,8 +42,11 @@ class _QueryExpansion(Method):
     alpha_fixed: float | None = None
 
     def run(self, data, ctx) -> dict:
+        check_at_most(self.cfg["n"], data.n_db, "n", f"method '{self.name}'",
+                      f"{data.name} has {data.n_db} database images")
+        check_topk(self, data)
         db, q = retrieval_features(data, ctx, self.cfg["descriptor"])
-        n = min(self.cfg["n"], db.shape[0])
+        n = self.cfg["n"]
         alpha = self.alpha_fixed if self.alpha_fixed is not None else self.cfg["alpha"]
         t0 = time.perf_counter()
         with ctx.phase("online"):

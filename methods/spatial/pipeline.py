@@ -90,7 +90,7 @@ class SpatialReranking(BoW):
                 df = np.bincount(np.unique(ids * voc.k + assign(x, voc, 1)[0][:, 0]) % voc.k, minlength=voc.k) \
                     if len(x) else np.zeros(voc.k)
                 self._words_state(x, ids, data.n_db, voc, idf_weights(df, data.n_db), assign)
-        N = min(cfg["shortlist"], data.n_db)
+        N = min(cfg["shortlist"], data.n_db)  # "the top N": above the database, all of it (recorded in stats)
         spatial = np.zeros((N, data.n_queries))
         n_corr, t_verify = 0, 0.0
         with ctx.phase("verify"):

@@ -140,7 +140,7 @@ class DSM(Method):
         db, q = retrieval_features(data, ctx, desc)
         _, initial, per_q_initial = timed_search(db, q, ctx)
         feats = self.local(data, ctx, desc)
-        N = min(self.cfg["shortlist"], data.n_db)
+        N = min(self.cfg["shortlist"], data.n_db)  # "the top N": above the database, all of it (recorded in stats)
         spatial = np.zeros((N, data.n_queries))
         t_verify, n_corr = 0.0, 0
         with ctx.phase("verify"):
@@ -164,5 +164,5 @@ class DSM(Method):
         return {"ranks": ranks,
                 "timings": {"query": (time.perf_counter() - t0) / max(data.n_queries, 1), "initial": per_q_initial,
                             "verify_per_pair": t_verify / n_pairs},
-                "stats": {"correspondences_per_pair": n_corr / n_pairs,
+                "stats": {"correspondences_per_pair": n_corr / n_pairs, "shortlist": N,
                           "features_per_image": float(np.mean([len(c) for c, _, _ in feats["db"]])) if feats["db"] else 0.0}}

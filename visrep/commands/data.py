@@ -3,8 +3,10 @@
 ``fetch`` downloads what is missing or wrong (progress bar, resume, sha256, atomic move; see
 :mod:`visrep.datasets.download`) under ``--root`` (default ``$VISREP_DATA`` or
 ``~/.cache/visrep``); ``--mirror URL`` (or ``$VISREP_MIRROR``) replaces the official URLs by
-``URL/<path>``. ``verify`` re-hashes what is on disk; it exits with 1 when a required file is
-missing or does not match its sha256.
+``URL/<path>``. ``verify`` re-hashes what is on disk (the downloads and the files extracted
+from archives, against the sha256 or the publisher's md5); it exits with 1 when a required file
+is missing or any file does not match its digest. A file with no known digest is 'unchecked':
+visrep then reads it only through its restricted unpickler (:mod:`visrep.safe_pickle`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def _add(p):
     f.add_argument("name")
     f.add_argument("--root", help="data root (default: $VISREP_DATA)")
     f.add_argument("--mirror", help="base URL replacing the official ones (default: $VISREP_MIRROR)")
-    v = sub.add_parser("verify", help="check a dataset's files against their sha256")
+    v = sub.add_parser("verify", help="check a dataset's files against their sha256 (or md5)")
     v.add_argument("name")
     v.add_argument("--root", help="data root (default: $VISREP_DATA)")
 
@@ -35,7 +37,12 @@ def _root(args) -> Path:
 
 
 def _handler(args) -> int:
-    from ..datasets.download import fetch_dataset, verify_dataset
+    from ..datasets.download import (
+        declared_digest,
+        fetch_dataset,
+        file_status,
+        known_files,
+    )
     root = _root(args)
     quiet = getattr(args, "quiet", False)
     if args.data_command == "fetch":
@@ -43,18 +50,28 @@ def _handler(args) -> int:
                       log=(lambda *a: None) if quiet else (lambda m: print(m, file=sys.stderr)))
         print(f"{args.name}: files in place under {root}")
         return 0
-    if args.data_command == "verify":
-        bad = 0
-        for path, status, required in verify_dataset(args.name, root):
-            print(f"{status:<9} {path}{'' if required else ' (optional)'}")
-            bad += required and status in ("missing", "mismatch")
-        return 1 if bad else 0
     from ..registry import datasets
+    if args.data_command == "verify":
+        bad = unchecked = 0
+        for df in known_files(datasets.get(args.name)):
+            status = file_status(root, df)
+            inside = getattr(df, "inside", None)
+            note = f" (extracted from {inside})" if inside else ("" if df.required else " (optional)")
+            print(f"{status:<9} {df.path}{note}")
+            bad += status == "mismatch" or (df.required and not inside and status == "missing")
+            unchecked += status == "unchecked"
+        if unchecked:
+            print(f"unchecked: no checksum is known for {unchecked} file(s); visrep reads them only through "
+                  f"its restricted unpickler (no code can run), but cannot tell whether they are the publisher's")
+        if bad:
+            print(f"mismatch/missing: delete the wrong files and run `visrep data fetch {args.name}`")
+        return 1 if bad else 0
     rows = []
     for cls in datasets:
         rows.append({"name": cls.name, "task": cls.task,
-                     "files": [{"path": df.path, "url": df.url, "sha256": df.sha256, "size": df.size,
-                                "present": (root / df.path).exists()} for df in cls.files]})
+                     "files": [{"path": df.path, "url": df.url, "sha256": df.sha256,
+                                "md5": getattr(df, "md5", None), "checksum": (declared_digest(df) or (None,))[0],
+                                "size": df.size, "present": (root / df.path).exists()} for df in cls.files]})
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
