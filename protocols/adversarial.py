@@ -51,7 +51,7 @@ class Adversarial(Protocol):
               choices=("none", "sqrt_dim")),
     )
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         labels = np.asarray(data.labels)
         idx = None
         if outputs.get("indices") is not None:
@@ -102,7 +102,9 @@ class Adversarial(Protocol):
         t = outputs.get("time", (outputs.get("timings") or {}).get("attack"))
         if t is not None:
             m["time_per_image"] = float(t) / n
-        return {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}
+        per_item = {"success_rate": np.where(attacked, ok, np.nan).astype(np.float64),
+                    "l2_mean": np.where(ok, l2, np.nan).astype(np.float64)}
+        return {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}, per_item
 
     def format(self, metrics: dict, data) -> str:
         s = f">> {data.name}: success {100 * metrics['success_rate']:.2f} %"

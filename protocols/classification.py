@@ -45,7 +45,7 @@ class Classification(Protocol):
     summary = "top-1 / top-5 error rate (fractions); semi-supervised runs aggregate as mean +- std over splits"
     cite = "Krizhevsky, Sutskever & Hinton, NeurIPS 2012 (top-1/top-5); Tarvainen & Valpola, NeurIPS 2017 (SSL protocol)"
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         labels = np.asarray(data.labels)
         n = len(labels)
         m = {}
@@ -57,19 +57,22 @@ class Classification(Protocol):
                 raise UserError(f"scores for {data.name}: must be finite numbers")
             if labels.size and labels.max() >= s.shape[1]:
                 raise UserError(f"scores for {data.name}: {s.shape[1]} columns but labels reach {labels.max()}")
-            m["top1_error"] = float(1 - topk_correct(s, labels, 1).mean())
+            wrong = ~topk_correct(s, labels, 1).astype(bool)
+            m["top1_error"] = float(wrong.mean())
             if s.shape[1] >= 5:
                 m["top5_error"] = float(1 - topk_correct(s, labels, 5).mean())
         elif "predictions" in outputs:
             p = np.asarray(outputs["predictions"]).ravel()
             if p.shape != (n,) or p.dtype.kind not in "iu":
                 raise UserError(f"predictions for {data.name}: expected ({n},) integers, got {p.shape} {p.dtype}")
-            m["top1_error"] = float(np.mean(p != labels))
+            wrong = p != labels
+            m["top1_error"] = float(np.mean(wrong))
         else:
             raise UserError(f"protocol 'classification' needs outputs['scores'] (n, C) or ['predictions'] (n,); "
                             f"got keys {sorted(outputs)}")
         m["accuracy"] = 1.0 - m["top1_error"]
-        return m
+        wrong = wrong.astype(np.float64)
+        return m, {"top1_error": wrong, "accuracy": 1.0 - wrong}
 
     def format(self, metrics: dict, data) -> str:
         s = f">> {data.name}: top-1 error {100 * metrics['top1_error']:.2f} %"

@@ -37,7 +37,7 @@ class FewShot(Protocol):
     summary = "N-way K-shot accuracy over seeded episodes: mean and 95% confidence interval"
     cite = "Vinyals et al., Matching networks for one shot learning, NeurIPS 2016"
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         truth = np.asarray(data.query_labels)
         if "predictions" in outputs:
             pred = np.asarray(outputs["predictions"])
@@ -54,8 +54,9 @@ class FewShot(Protocol):
                             f"got {pred.shape}")
         if pred.dtype.kind not in "iu" or (pred.size and (pred.min() < 0 or pred.max() >= data.n_way)):
             raise UserError(f"predictions for {data.name}: expected episode-local labels in [0, {data.n_way})")
-        acc, ci = mean_ci95(episode_accuracies(pred, truth))
-        return {"accuracy": acc, "ci95": ci, "n_episodes": int(truth.shape[0])}
+        per_episode = episode_accuracies(pred, truth)
+        acc, ci = mean_ci95(per_episode)
+        return {"accuracy": acc, "ci95": ci, "n_episodes": int(truth.shape[0])}, {"accuracy": per_episode}
 
     def format(self, metrics: dict, data) -> str:
         return (f">> {data.name} {data.n_way}-way {data.k_shot}-shot: {100 * metrics['accuracy']:.2f} "

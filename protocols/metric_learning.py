@@ -59,13 +59,18 @@ def knn_excluding_self(x: np.ndarray, k: int, metric: str = "cosine", chunk: int
     return out
 
 
-def recall_at_k(x: np.ndarray, labels: np.ndarray, ks=(1, 2, 4, 8), metric: str = "cosine") -> dict[int, float]:
-    """Recall@k (fraction) for each k: a same-class item among the k nearest (self excluded)."""
+def recall_hits(x: np.ndarray, labels: np.ndarray, ks=(1, 2, 4, 8), metric: str = "cosine") -> dict[int, np.ndarray]:
+    """Per query (n,) bool for each k: a same-class item among its k nearest (self excluded)."""
     labels = np.asarray(labels)
     nn = knn_excluding_self(x, max(ks), metric)
     hit = labels[nn] == labels[:, None]
     first = np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)
-    return {k: float(np.mean(first < k)) for k in ks}
+    return {k: first < k for k in ks}
+
+
+def recall_at_k(x: np.ndarray, labels: np.ndarray, ks=(1, 2, 4, 8), metric: str = "cosine") -> dict[int, float]:
+    """Recall@k (fraction) for each k: a same-class item among the k nearest (self excluded)."""
+    return {k: float(h.mean()) for k, h in recall_hits(x, labels, ks, metric).items()}
 
 
 def nmi(labels_true, labels_pred) -> float:
@@ -108,7 +113,7 @@ class MetricLearning(Protocol):
         Param("seed", int, 0, "k-means seed"),
     )
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         if "embeddings" not in outputs:
             raise UserError(f"protocol 'metric-learning' needs outputs['embeddings'] (n, d); got keys {sorted(outputs)}")
         labels = np.asarray(data.labels)
@@ -116,11 +121,12 @@ class MetricLearning(Protocol):
         ks = sorted(set(self.cfg["ks"]))
         if len(labels) < 2 or ks[0] < 1:
             raise UserError("metric-learning needs at least 2 items and k >= 1")
-        m = {f"recall@{k}": v for k, v in recall_at_k(x, labels, ks, self.cfg["metric"]).items()}
+        hits = recall_hits(x, labels, ks, self.cfg["metric"])
+        m = {f"recall@{k}": float(h.mean()) for k, h in hits.items()}
         if self.cfg["nmi"]:
             n_cls = len(np.unique(labels))
             m["nmi"] = nmi(labels, kmeans_labels(x, n_cls, self.cfg["seed"]))
-        return m
+        return m, {f"recall@{k}": h.astype(np.float64) for k, h in hits.items()}
 
     def format(self, metrics: dict, data) -> str:
         parts = [f"R@{k.split('@')[1]}: {100 * v:.2f}" for k, v in metrics.items() if k.startswith("recall@")]

@@ -68,17 +68,17 @@ class _OkJunkMAP(Protocol):
             pos = [p[p != q] for p, q in zip(pos, qidx)]
         return pos, junk
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         if "ranks" not in outputs:
             raise UserError(f"protocol '{self.name}' needs outputs['ranks'] (database x queries), "
                             f"got keys {sorted(outputs)}")
         where = f"ranking for {data.name}"
         ranks = check_ranks(outputs["ranks"], data.n_db, data.n_queries, where=where, check_duplicates=False)
         pos, junk = self.ground_truth(data)
-        m, _, n = map_from_lists(ranks, pos, junk, data.n_db, f"{data.name} ground truth", ranking=where)
+        m, aps, n = map_from_lists(ranks, pos, junk, data.n_db, f"{data.name} ground truth", ranking=where)
         if n == 0:
             raise UserError(f"{data.name}: no query has a positive; mAP is undefined")
-        return {"map": m, "n_queries": n}
+        return {"map": m, "n_queries": n}, {"map": np.asarray(aps, np.float64)}
 
     def format(self, metrics: dict, data) -> str:
         return f">> {data.name}: mAP {100 * metrics['map']:.2f}"

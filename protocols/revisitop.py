@@ -132,7 +132,7 @@ class RevisitOP(Protocol):
     cite = ("Radenović, Iscen, Tolias, Avrithis & Chum, Revisiting Oxford and Paris: "
             "Large-Scale Image Retrieval Benchmarking, CVPR 2018")
 
-    def evaluate(self, outputs: dict, data) -> dict:
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
         if "ranks" not in outputs:
             raise UserError(f"protocol 'revisitop' needs outputs['ranks'] (database x queries), got keys "
                             f"{sorted(outputs)}")
@@ -142,7 +142,9 @@ class RevisitOP(Protocol):
                                   ranking=where)
         if scores["medium"]["n_queries"] == 0:
             raise UserError(f"{data.name}: no query has a positive; mAP is undefined")
-        return flat_metrics(scores, KS)
+        per_item = {f"{setup}.map": scores[setup]["aps"] for setup in SETUPS}
+        per_item["map"] = scores["medium"]["aps"]
+        return flat_metrics(scores, KS), per_item
 
     def format(self, metrics: dict, data) -> str:
         return format_lines(getattr(data, "name", "?"), metrics, KS)

@@ -27,7 +27,7 @@ from .tables import Claim, Column, Row, Table
 REPRODUCED, DIFFERS, PROXY, SHOWN = "reproduced", "differs", "proxy scale", "shown"
 NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED = "not run", "metric missing", "config error", "run failed"
 DATA_MISSING, METHOD_MISSING = "data missing", "method missing"
-HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
+HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 #: statuses that mean "a record exists and gave a number"
 HAS_VALUE = (REPRODUCED, DIFFERS, PROXY, SHOWN)
 
@@ -290,10 +290,25 @@ def evaluate_cell(table: Table, row: Row, col: Column, resolver: Resolver, run_m
 
 @dataclass
 class CheckResult:
+    """One check of a claim: its text with the numbers, and its outcome.
+
+    ``holds`` is True / False / None (inconclusive or numbers missing: see ``outcome``). With
+    per-item values in both records (per-query AP, per-episode accuracy, ...), ``diff`` is the
+    mean paired difference a - b (or the mean of a) and [``lo``, ``hi``] its 95% bootstrap
+    interval over ``n`` items (:mod:`visrep.protocols.statistics`); without them (timings) the
+    check compares the two numbers and ``how`` says so.
+    """
+
     text: str
     holds: bool | None
     a: float | None = None
     b: float | None = None
+    outcome: str = ""
+    diff: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    n: int = 0
+    how: str = ""
 
 
 @dataclass
@@ -307,15 +322,19 @@ class ClaimResult:
 
 
 def describe_check(c, a: float | None, b: float | None) -> tuple[str, bool | None]:
-    """Human text of a check with its numbers, and whether it holds (None when numbers are missing)."""
+    """Text of a check with its two numbers and whether the numbers satisfy it (None when missing).
+
+    This is the comparison of means; :func:`decide_check` uses it only where no per-item values
+    exist (timings, statistics of a run), and otherwise decides with a paired interval.
+    """
     fa = "?" if a is None else f"{a:.4g}"
     fb = "?" if b is None else f"{b:.4g}"
     m = c.metric
-    if c.relation in ("greater", "less"):
-        op = ">" if c.relation == "greater" else "<"
-        margin = f" {'+' if c.margin >= 0 else '-'} {abs(c.margin):g}" if c.margin else ""
-        text = f"{m}: {c.a} {fa} {op} {c.b} {fb}{margin}"
-        ok = None if a is None or b is None else (a > b + c.margin if c.relation == "greater" else a < b - c.margin)
+    if c.relation in ("greater", "less", "at_least_as"):
+        op = {"greater": ">", "less": "<", "at_least_as": ">="}[c.relation]
+        text = f"{m}: {c.a} {fa} {op} {c.b} {fb}"
+        ok = None if a is None or b is None else (a > b if c.relation == "greater" else a < b if c.relation == "less"
+                                                  else a >= b)
     elif c.relation == "within":
         text = f"{m}: |{c.a} {fa} - {c.b} {fb}| <= {c.tol:g}"
         ok = None if a is None or b is None else abs(a - b) <= c.tol + 1e-12
@@ -335,15 +354,74 @@ def describe_check(c, a: float | None, b: float | None) -> tuple[str, bool | Non
     return text, ok
 
 
+def per_item_values(record: dict | None, metric: str):
+    """The per-item values (n,) float64 (NaN = not counted) behind `metric` in a record, or None."""
+    if not record:
+        return None
+    key = metric[len("metrics."):] if metric.startswith("metrics.") else metric
+    if metric.startswith(("timings.", "stats.")):
+        return None
+    values = (record.get("per_item") or {}).get(key)
+    if not values:
+        return None
+    import numpy as np
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
+    """Decide one check of a claim: a paired bootstrap over items where both records have them."""
+    from visrep.protocols import statistics as st
+    a = metric_value(rec_a, c.metric) if rec_a else None
+    b = metric_value(rec_b, c.metric) if rec_b else None
+    text, point = describe_check(c, a, b)
+    if a is None or (c.b and b is None):
+        return CheckResult(text, None, a, b, outcome="missing", how="numbers missing")
+    va, vb = per_item_values(rec_a, c.metric), per_item_values(rec_b, c.metric) if c.b else None
+    two = c.relation in ("greater", "less", "at_least_as", "within")
+    one = c.relation in ("close", "at_least", "at_most")
+    iv = None
+    if two and va is not None and vb is not None and va.shape == vb.shape:
+        iv = st.paired_bootstrap(va, vb)
+        if c.relation == "greater":
+            holds = st.decide_greater(iv)
+        elif c.relation == "less":
+            holds = st.decide_greater(st.Interval(-iv.mean, -iv.hi, -iv.lo, iv.n))
+        elif c.relation == "at_least_as":
+            holds = st.decide_at_least(iv)
+        else:
+            holds = st.decide_within(iv, c.tol)
+        how = f"paired bootstrap over {iv.n} items"
+        shown = f"; {c.a} - {c.b} = {iv.mean:+.4g} [{iv.lo:+.4g}, {iv.hi:+.4g}] (95%, {how})"
+    elif one and va is not None:
+        iv = st.bootstrap_mean(va)
+        if c.relation == "at_least":
+            holds = st.decide_at_least(iv, c.value)
+        elif c.relation == "at_most":
+            holds = st.decide_at_least(st.Interval(-iv.mean, -iv.hi, -iv.lo, iv.n), -c.value)
+        else:
+            holds = st.decide_within(st.Interval(iv.mean - c.value, iv.lo - c.value, iv.hi - c.value, iv.n), c.tol)
+        how = f"bootstrap over {iv.n} items"
+        shown = f"; mean {iv.mean:.4g} [{iv.lo:.4g}, {iv.hi:.4g}] (95%, {how})"
+    else:
+        holds = point
+        how = "comparison of the two numbers (no per-item values: a timing or a statistic of the run)"
+        shown = ""
+    outcome = HOLDS if holds else DOES_NOT_HOLD if holds is False else INCONCLUSIVE
+    out = CheckResult(text + shown, holds, a, b, outcome=outcome, how=how)
+    if iv is not None:
+        out.diff, out.lo, out.hi, out.n = iv.mean, iv.lo, iv.hi, iv.n
+    return out
+
+
 _WORST = [METHOD_MISSING, DATA_MISSING, RUN_FAILED, CONFIG_ERROR, METRIC_MISSING, NOT_RUN]
 
 
 def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: bool = False) -> ClaimResult:
+    """A claim holds when every check holds, does not hold when one does not, else is inconclusive."""
     out = ClaimResult(table.id, claim.id, NOT_RUN)
     for name in claim.runs:
         run = table.runs[name]
-        spec = run
-        res = resolver.run(spec) if run_missing else resolver.resolve(spec)
+        res = resolver.run(run) if run_missing else resolver.resolve(run)
         commit, dirty, created = provenance_of(res.record)
         out.runs[name] = {"status": res.status, "reason": res.reason, "label": run.label or name,
                           "method": run.method, "dataset": run.dataset, "record_path": res.record_path,
@@ -354,16 +432,15 @@ def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: 
         name, worst = min(blocking, key=lambda nr: rank.get(nr[1]["status"], len(_WORST)))
         out.status, out.reason = worst["status"], f"{name}: {worst['reason']}"
     for c in claim.checks:
-        a = metric_value(out.runs[c.a]["record"], c.metric) if out.runs[c.a]["record"] else None
-        b = metric_value(out.runs[c.b]["record"], c.metric) if c.b and out.runs[c.b]["record"] else None
-        text, ok = describe_check(c, a, b)
-        out.checks.append(CheckResult(text, ok, a, b))
+        out.checks.append(decide_check(c, out.runs[c.a]["record"], out.runs[c.b]["record"] if c.b else None))
     if not blocking:
-        if any(ch.holds is None for ch in out.checks):
+        outcomes = [ch.outcome for ch in out.checks]
+        if "missing" in outcomes:
             out.status = METRIC_MISSING
-            out.reason = "; ".join(ch.text for ch in out.checks if ch.holds is None)
+            out.reason = "; ".join(ch.text for ch in out.checks if ch.outcome == "missing")
         else:
-            out.status = HOLDS if all(ch.holds for ch in out.checks) else DOES_NOT_HOLD
+            out.status = (DOES_NOT_HOLD if DOES_NOT_HOLD in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes
+                          else HOLDS)
             out.reason = "; ".join(ch.text for ch in out.checks)
     for r in out.runs.values():
         r.pop("record", None)

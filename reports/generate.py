@@ -348,8 +348,11 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
            f"{__version__} at commit {_prov(state.get('commit'), state.get('dirty'))} from `{results_dir}` "
            f"({len(resolver.index.records)} records).", "",
            "Statuses: reproduced (within tolerance) · differs · proxy scale · shown (timing) · not run · "
-           "metric missing · config error · run failed · data missing · method missing. Claims marked PROXY are "
-           "evaluated at the scale of the data available here, not the talk's.", "", "## Overview", "",
+           "metric missing · config error · run failed · data missing · method missing · figure (a figure of the "
+           "talk: no numbers to compare, its claims decide it). Claims: holds · does not hold · inconclusive, "
+           "decided by a 95% paired bootstrap interval over queries / episodes / images where the records have "
+           "per-item values. Claims marked PROXY are evaluated at the scale of the data available here, not the "
+           "talk's.", "", "## Overview", "",
            "| Table | Slide | Status | Cells | Claims |", "|---|---|---|---|---|"]
     overview = []
     summary = {"tables": {}, "claims": {}}
@@ -370,7 +373,10 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
         nav.append(f'<a href="#table-{_e(t.id)}">{_e(t.id)}</a>')
     body.append('<section id="overview"><h2>Overview</h2><p class="meta">Statuses: reproduced (within tolerance) · '
                 "differs · proxy scale · shown (timing, not judged) · not run (run with <code>visrep report "
-                "--run-missing</code>) · metric missing · config error · run failed · data missing · method missing. "
+                "--run-missing</code>) · metric missing · config error · run failed · data missing · method missing · "
+                "figure (a figure of the talk: no numbers to compare, its claims decide it). Claims: holds · does not "
+                "hold · inconclusive, decided by a 95% paired bootstrap interval over queries / episodes / images "
+                "(the difference and its interval are shown with each check). "
                 "Claims tagged PROXY are evaluated at the scale of the data available here, not the talk's.</p>"
                 '<table class="overview sortable"><thead><tr><th>Table</th><th>Slide</th><th>Status</th><th>Cells</th>'
                 f'<th>Claims</th></tr></thead><tbody>{"".join(overview)}</tbody></table></section>')

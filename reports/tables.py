@@ -29,8 +29,12 @@ A table file holds what the talk published and how visrep reproduces it::
     id = "..."; text = "..."; quote = "exact words of the talk"; scale = "proxy"
     checks = [{relation = "greater", a = "diffusion", b = "knn", metric = "metrics.map"}]
 
-Relations: ``greater`` (a > b + margin), ``less`` (a < b - margin), ``within`` (|a - b| <= tol),
+Relations: ``greater`` (a > b), ``less`` (a < b), ``at_least_as`` (a >= b), ``within`` (|a - b| <= tol),
 ``ratio_at_least`` (a / b >= value), ``close`` (|a - value| <= tol), ``at_least`` / ``at_most`` (a vs value).
+Where the records hold per-item values (per-query AP, per-episode accuracy, ...) a relation is
+decided by a 95% paired bootstrap interval: holds, does not hold, or inconclusive
+(``visrep.reports.evaluate.decide_check``). A claim has no other parameter than the talk's words:
+no hand-set margins (``tol`` and ``value`` are the numbers the talk states: "within 0.5 mAP", "10x").
 ``${shared}`` in any string stands for the workplace's real-data folder (``../shared/data``).
 
 This module only reads TOML (no numpy, no registries), so ``visrep list tables`` stays cheap.
@@ -47,7 +51,8 @@ from visrep.spec import Experiment
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 KINDS = ("table", "figure", "reference")
 SCALES = ("full", "proxy")
-RELATIONS = {"greater": ("a", "b"), "less": ("a", "b"), "within": ("a", "b"), "ratio_at_least": ("a", "b"),
+RELATIONS = {"greater": ("a", "b"), "less": ("a", "b"), "at_least_as": ("a", "b"), "within": ("a", "b"),
+             "ratio_at_least": ("a", "b"),
              "close": ("a",), "at_least": ("a",), "at_most": ("a",)}
 _RUN_KEYS = {"method", "dataset", "protocol", "params", "dataset_params", "protocol_params", "seed",
              "data_root", "requires", "scale", "label"}   # a claim run: the fields of a visrep.spec.Experiment
@@ -96,7 +101,6 @@ class Check:
     b: str | None = None
     value: float | None = None
     tol: float | None = None
-    margin: float = 0.0
 
 
 @dataclass
@@ -249,13 +253,16 @@ def load_table(path: str | Path) -> Table:
         checks = []
         for j, ch in enumerate(c.get("checks", [])):
             chw = f"{cw} check {j + 1}"
-            _only(ch, {"relation", "a", "b", "metric", "value", "tol", "margin"}, chw)
+            if "margin" in ch:
+                raise UserError(f"{chw}: a claim takes no hand-set margin; state the talk's relation "
+                                f"('greater', 'at_least_as', 'within' with the tolerance the talk states)")
+            _only(ch, {"relation", "a", "b", "metric", "value", "tol"}, chw)
             rel = _need(ch, "relation", chw)
             if rel not in RELATIONS:
                 raise UserError(f"{chw}: relation must be one of {', '.join(RELATIONS)}, got {rel!r}")
             check = Check(relation=rel, a=_need(ch, "a", chw), b=ch.get("b"), metric=_need(ch, "metric", chw),
                           value=float(ch["value"]) if "value" in ch else None,
-                          tol=float(ch["tol"]) if "tol" in ch else None, margin=float(ch.get("margin", 0.0)))
+                          tol=float(ch["tol"]) if "tol" in ch else None)
             if "b" in RELATIONS[rel] and not check.b:
                 raise UserError(f"{chw}: relation '{rel}' compares two runs: give 'b'")
             if rel in ("ratio_at_least", "close", "at_least", "at_most") and check.value is None:

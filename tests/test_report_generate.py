@@ -185,7 +185,7 @@ def test_describe_check_relations():
     r = Check("ratio_at_least", "cg", "timings.query", b="fsr", value=10)
     assert describe_check(r, 1.0, 0.1)[1] is True and describe_check(r, 1.0, 0.11)[1] is False
     assert describe_check(Check("less", "a", "m", b="b"), 1.0, 2.0)[1] is True
-    assert describe_check(Check("greater", "a", "m", b="b", margin=-0.01), 0.495, 0.5)[1] is True
+    assert describe_check(Check("at_least_as", "a", "m", b="b"), 0.5, 0.5)[1] is True
     assert describe_check(Check("close", "a", "m", value=0.403, tol=0.0005), 0.4029, None)[1] is True
     assert describe_check(Check("at_most", "a", "m", value=1.0), 1.5, None)[1] is False
     assert metric_value({"metrics": {"medium.map": 0.5}}, "metrics.medium.map") == 0.5

@@ -19,6 +19,7 @@ from visrep.reports.evaluate import (
     DIFFERS,
     DOES_NOT_HOLD,
     HOLDS,
+    INCONCLUSIVE,
     METHOD_MISSING,
     PROXY,
     REPRODUCED,
@@ -73,12 +74,12 @@ def check_claim(resolver, table_id, claim_id):
     t = _TABLES[table_id]
     claim = next(c for c in t.claims if c.id == claim_id)
     result = evaluate_claim(t, claim, resolver, run_missing=True)
-    evidence = "; ".join(f"{'holds' if ch.holds else 'fails'}: {ch.text}" for ch in result.checks)
+    evidence = "; ".join(f"{ch.outcome}: {ch.text}" for ch in result.checks)
     if result.status in (METHOD_MISSING, DATA_MISSING):
         pytest.skip(f"{result.status}: {result.reason}")
     if claim.xfail:
-        if result.status == DOES_NOT_HOLD:
-            pytest.xfail(f"{claim.xfail} [{evidence}]")
+        if result.status in (DOES_NOT_HOLD, INCONCLUSIVE):
+            pytest.xfail(f"{result.status}: {claim.xfail} [{evidence}]")
         if result.status == HOLDS:
             pytest.fail(f"XPASS(strict): '{claim.text}' now holds ({evidence}); "
                         f"update the table file {t.path.name} (remove its xfail)")

@@ -57,7 +57,14 @@ class Protocol(Plugin):
 
     def evaluate(self, outputs: dict, data) -> dict:
         """Return metrics as a flat dict of floats (fractions in [0, 1] where they are rates)."""
-        raise NotImplementedError
+        return self.score(outputs, data)[0]
+
+    def score(self, outputs: dict, data) -> tuple[dict, dict]:
+        """(metrics, per_item): the metrics of :meth:`evaluate`, and for the metrics that are means
+        over queries / episodes / images, the per-item values (``{"map": (n_q,) APs}``, NaN for an
+        item that does not count) whose mean is the metric. Claims compare two methods item by item
+        with these (a paired test). A protocol implements ``evaluate`` or ``score``."""
+        return self.evaluate(outputs, data), {}
 
     def format(self, metrics: dict, data) -> str:
         """The human line printed after a run (defaults to ``name: value`` pairs)."""

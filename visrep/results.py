@@ -5,7 +5,9 @@ Record layout (schema version 1)::
     {"schema": 1, "job": "<16 hex>", "method": "knn", "dataset": "oxford5k",
      "protocol": "oxford", "params": {...}, "dataset_params": {...}, "protocol_params": {...},
      "seed": 0, "inputs": {"dataset_params.features": "sha256:..."},  # content of the files parameters name
-     "metrics": {"map": 0.403, ...}, "timings": {"load": s, "method": s, ...},
+     "metrics": {"map": 0.403, ...},
+     "per_item": {"map": [0.61, null, ...]},  # per query/episode/image values whose mean is the metric
+     "timings": {"load": s, "method": s, ...},
      "stats": {...},  # what the method reports that is neither a metric nor a time (memory, iterations)
      "manifest": "<dataset manifest hash>", "created": "ISO time", "provenance": {...}}
 

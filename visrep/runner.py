@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .cache import Cache, check_writable_dir, code_version
 from .context import RunContext
 from .errors import UserError
@@ -54,6 +56,15 @@ def _check_metrics(metrics: dict, job: Job) -> dict:
     return clean
 
 
+def _per_item_lists(per_item: dict) -> dict:
+    """{metric: [value or None (NaN: the item does not count)]} for the record (JSON has no NaN)."""
+    out = {}
+    for k, v in (per_item or {}).items():
+        arr = np.asarray(v, dtype=np.float64).ravel()
+        out[k] = [None if not math.isfinite(x) else float(x) for x in arr.tolist()]
+    return out
+
+
 def execute(job: Job, settings: RunSettings) -> dict:
     """Run one job now and return its record (without writing it)."""
     ctx = RunContext(data_root=job.data_root, quiet=settings.quiet, seed=job.seed,
@@ -69,7 +80,8 @@ def execute(job: Job, settings: RunSettings) -> dict:
     with ctx.phase("method"):
         outputs = method.run(data, ctx)
     with ctx.phase("evaluate"):
-        metrics = _check_metrics(protocol.evaluate(outputs, data), job)
+        metrics, per_item = protocol.score(outputs, data)
+        metrics = _check_metrics(metrics, job)
     ctx.timings["total"] = time.perf_counter() - t0
     timings = {**ctx.timings, **{k: float(v) for k, v in (outputs.get("timings") or {}).items()}}
     return {
@@ -84,6 +96,7 @@ def execute(job: Job, settings: RunSettings) -> dict:
         "seed": job.seed,
         "inputs": job.inputs,
         "metrics": metrics,
+        "per_item": _per_item_lists(per_item),
         "summary": protocol.format(metrics, data),
         "timings": {k: round(v, 6) for k, v in timings.items()},
         "stats": _check_metrics(outputs.get("stats") or {}, job),
