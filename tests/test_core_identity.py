@@ -147,3 +147,19 @@ def test_one_experiment_type_for_specs_cli_and_tables(tmp_path):
     assert a.job_id == b.job_id and a.seed == 3
     with pytest.raises(Exception, match="unknown key 'parms' .did you mean: params"):
         Experiment.from_dict({"method": "knn", "dataset": "sample-views", "parms": {}})
+
+
+def test_large_file_digests_are_remembered_across_runs(tmp_path, monkeypatch):
+    import visrep.manifest as vm
+    monkeypatch.setenv("VISREP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(vm, "MEMO_MIN_BYTES", 4)
+    f = tmp_path / "big.fvecs"
+    f.write_bytes(b"0123456789")
+    first = vm.file_sha256(f)
+    vm._sha_cache.clear()                                   # a new process
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    assert vm.file_sha256(f) == first and str(f) not in opened    # read from the memo, not rehashed
+    f.write_bytes(b"0123456789!")                           # new size and mtime: hashed again
+    assert vm.file_sha256(f) != first

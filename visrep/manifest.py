@@ -7,18 +7,46 @@ from pathlib import Path
 
 _sha_cache: dict[tuple, str] = {}
 
+#: files smaller than this are hashed again each run (cheaper than the memo's own file access)
+MEMO_MIN_BYTES = 1 << 24
+
+
+def _memo_path(key: tuple) -> Path | None:
+    from .cache import default_cache_dir
+    try:
+        return default_cache_dir() / "sha256" / hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    except Exception:  # noqa: BLE001 - no usable home folder: no memo
+        return None
+
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, memoized on (path, size, mtime) within the process."""
+    """sha256 of a file, memoized on (resolved path, size, mtime) within the process and, for files
+    of 16 MiB or more, across runs in ``<cache>/sha256/`` (a memo a failed write simply skips)."""
     path = Path(path)
     st = os.stat(path)
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-        _sha_cache[key] = h.hexdigest()
+    if key in _sha_cache:
+        return _sha_cache[key]
+    memo = _memo_path(key) if st.st_size >= MEMO_MIN_BYTES else None
+    if memo is not None:
+        try:
+            digest = memo.read_text().strip()
+            if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+                _sha_cache[key] = digest
+                return digest
+        except OSError:
+            pass
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    _sha_cache[key] = h.hexdigest()
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(_sha_cache[key])
+        except OSError:
+            pass
     return _sha_cache[key]
 
 
