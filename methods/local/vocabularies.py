@@ -23,10 +23,12 @@ Estimator-style functions (all take ``x`` (n, d) float32 and return a :class:`Vo
   now), and overlapping components are purged, so that k is inferred in one run from a large
   initial k. Our reading of the purging rule (components "expanded" by a factor lambda): a
   component j is purged when its mean lies inside the expanded scope of a heavier neighbouring
-  component i (one of its m approximate nearest means): pi_i > pi_j and ||mu_j - mu_i||^2 <
-  lambda^2 d sigma_i^2 (d sigma_i^2 is the expected squared distance of i's points from mu_i),
-  i.e. j overlaps i; components with no support (sum of responsibilities < 1) are purged
-  too. Larger lambda purges more (smaller k).
+  component i that is itself kept (one of its m approximate nearest means): pi_i > pi_j and
+  ||mu_j - mu_i||^2 < lambda^2 d sigma_i^2 (d sigma_i^2 is the expected squared distance of i's
+  points from mu_i), i.e. j overlaps i; components are decided heaviest first
+  (:func:`agm_purge`). Components with no support (sum of responsibilities < 1) are purged too.
+  Larger lambda purges more (smaller k). The exact form of the paper's purge test and of its
+  expansion is not reproduced from the paper text here (see :func:`agm_fit`).
 
 Every fit records ``k``, ``distortion`` (mean squared Euclidean distance of the training points
 to their *exact* nearest centroid, so methods compare on equal terms), ``seconds`` and a per-
@@ -318,13 +320,66 @@ def rakm_fit(x, k: int, niter: int = 20, seed: int = 0, n_trees: int = 8, leaf_s
 # ----------------------------------------------------------------------------------------------
 # approximate Gaussian mixtures
 
+def agm_purge(mu: np.ndarray, sigma2: np.ndarray, pi: np.ndarray, alive: np.ndarray, expand: float,
+              m: int = 4, n_trees: int = 8, leaf_size: int = 16,
+              rng: np.random.Generator | None = None) -> np.ndarray:
+    """AGM purge mask (k,) bool over components (mu (k, d), sigma2 (k,), pi (k,), alive (k,) bool).
+
+    A component with no support (``~alive``) is purged. A live component j is purged when its
+    mean lies inside the expanded scope of a heavier *surviving* live component i among its m
+    approximate nearest means: pi_i > pi_j (ties: lower index) and
+    ||mu_j - mu_i||^2 < lambda^2 d sigma_i^2. Components are decided in order of decreasing
+    weight (as in non-maximum suppression), so a component is only removed in favour of one that
+    stays and every purged mean is covered by a kept component.
+    """
+    k, d = mu.shape
+    purge = ~np.asarray(alive, bool)
+    live = np.flatnonzero(~purge)
+    if len(live) < 2:
+        return purge
+    dd, nb = KDForest(mu[live], n_trees, leaf_size, rng=rng).search(mu[live], min(m + 1, len(live)))
+    ok = nb >= 0
+    nbr = live[np.maximum(nb, 0)]                                  # (L, m+1) global ids
+    me = live[:, None]
+    heavier = (pi[nbr] > pi[me]) | ((pi[nbr] == pi[me]) & (nbr < me))
+    inside = dd < expand ** 2 * d * sigma2[nbr]
+    beat = ok & (nbr != me) & heavier & inside                    # neighbour i could absorb j
+    cand = np.flatnonzero(beat.any(1))
+    # decide candidates heaviest first; their heavier neighbours are decided before them
+    order = cand[np.lexsort((live[cand], -pi[live[cand]]))]
+    for r in order:
+        if (~purge[nbr[r, beat[r]]]).any():
+            purge[live[r]] = True
+    return purge
+
+
 def agm_fit(x, k_init: int, niter: int = 20, seed: int = 0, m: int = 4, expand: float = 0.6,
-            n_trees: int = 8, leaf_size: int = 16, tol: float = 1e-4) -> Vocabulary:
+            n_trees: int = 8, leaf_size: int = 16, tol: float = 1e-4,
+            init: np.ndarray | None = None) -> Vocabulary:
     """Approximate Gaussian mixtures (Avrithis & Kalantidis ECCV 2012) with k inferred by purging.
 
-    x (n, d) float32; ``k_init`` initial components at random points; ``m`` nearest components
-    per point in the E-step; ``expand`` the expansion factor lambda of the purging test (see the
-    module docstring). Returns a Vocabulary with ``sigma2`` and ``weights`` and ``history`` of k.
+    x (n, d) float32; ``k_init`` initial components at random points (or ``init`` (k_init, d));
+    ``m`` nearest components per point in the E-step; ``expand`` the expansion factor lambda of
+    the purging test (see the module docstring). Returns a Vocabulary with ``sigma2`` and
+    ``weights`` and ``history`` of k. Each iteration, with N(x; mu, s2) = (2 pi s2)^(-d/2)
+    exp(-||x - mu||^2 / (2 s2)) (isotropic EM, e.g. Bishop PRML eqs. 9.23-9.27 with
+    Sigma_k = sigma_k^2 I; AGM's EM is this one restricted to nearest components):
+
+    1. E-step on approximate neighbours: C_n = the m components of highest pi_k N(x_n; mu_k,
+       sigma_k^2) among C_n(previous iteration) U forest-search(x_n, m) over the current means;
+       gamma_nk = pi_k N(x_n; mu_k, sigma_k^2) / sum_{j in C_n} pi_j N(x_n; mu_j, sigma_j^2) for
+       k in C_n, 0 otherwise.
+    2. M-step: N_k = sum_n gamma_nk, pi_k = N_k / n, mu_k = sum_n gamma_nk x_n / N_k,
+       sigma_k^2 = sum_n gamma_nk ||x_n - mu_k||^2 / (d N_k) (floored at 1e-3 of the initial
+       sigma^2).
+    3. Purge (:func:`agm_purge`): N_k < 1 (no support), or mu_k inside the lambda-expanded scope of
+       a heavier kept neighbour; pi renormalized over the survivors.
+    4. Stop after ``niter`` iterations, or when nothing was purged and the (approximate)
+       log-likelihood changed by at most ``tol`` relatively.
+
+    What we are not sure the paper does the same way: where lambda enters (here only the purge
+    test; the paper's "expanding" may also inflate sigma_k^2 in the M-step) and the exact purge
+    inequality; the plugin's default lambda = 0.6 is ours, not the paper's.
     """
     x = check_training(x, k_init, "agm")
     if m < 1:
@@ -332,7 +387,8 @@ def agm_fit(x, k_init: int, niter: int = 20, seed: int = 0, m: int = 4, expand: 
     rng = np.random.default_rng(seed)
     n, d = x.shape
     t0 = time.perf_counter()
-    mu = _init_centroids(x, k_init, rng)
+    mu = _init_centroids(x, k_init, rng) if init is None else np.array(init, np.float32)
+    k_init = len(mu)
     dist0, _ = nearest_centroids(x[rng.choice(n, min(n, 2000), replace=False)], mu, 1)
     sigma2 = np.full(k_init, max(float(dist0.mean()) / d, 1e-12), np.float64)
     floor = 1e-3 * sigma2[0]
@@ -381,18 +437,8 @@ def agm_fit(x, k_init: int, niter: int = 20, seed: int = 0, m: int = 4, expand: 
         sigma2 = np.where(alive, np.maximum(sq / np.maximum(nk, 1e-12) / d, floor), sigma2)
         pi = nk / n
         mu = mu_new
-        # purge: no support, or mean inside the expanded scope of a heavier neighbouring component
-        purge = ~alive
-        live = np.flatnonzero(alive)
-        if len(live) > 1:
-            dd, nb = KDForest(mu[live], n_trees, leaf_size, rng=rng).search(mu[live], min(m + 1, len(live)))
-            for j in range(1, nb.shape[1]):
-                ok = nb[:, j] >= 0
-                i_ = live[np.maximum(nb[:, j], 0)]
-                heavier = (pi[i_] > pi[live]) | ((pi[i_] == pi[live]) & (i_ < live))
-                inside = dd[:, j] < expand ** 2 * d * sigma2[i_]
-                beats = ok & heavier & inside & ~purge[i_]
-                purge[live[beats]] = True
+        # purge: no support, or mean inside the expanded scope of a heavier surviving neighbour
+        purge = agm_purge(mu, sigma2, pi, alive, expand, m, n_trees, leaf_size, rng)
         keep_map = np.full(k, -1, np.int64)
         keep_map[~purge] = np.arange((~purge).sum())
         mu, sigma2, pi = mu[~purge], sigma2[~purge], pi[~purge]
