@@ -3,37 +3,141 @@
 ``generate(out_dir, results_dir)`` evaluates every table of ``reports/tables`` against the
 result store (see :mod:`visrep.reports.evaluate`) and writes::
 
-    <out>/index.html       one page: overview, one section per table (paper | reproduced | delta | status),
-                           proxy claims with their evidence, leaderboards per dataset/protocol, plots
+    <out>/index.html       one page: a legend of every status, an overview (per table: counts of cell statuses
+                           and of claim outcomes), one section per table (paper | reproduced | delta | status),
+                           its claims with their evidence and a forest plot of their intervals,
+                           leaderboards per dataset/protocol, plots
     <out>/report.md        the same content in Markdown
     <out>/records/...      copies of the records the page links to (the site is self-contained)
     <out>/plots/*.png      matplotlib figures
 
 No CDN, no web fonts: CSS and the small sorting script are inlined from ``reports/templates``.
+Text from the table files may use a little inline HTML (<sub>, <sup>, <i>, <b>, <em>): it is kept
+as markup on the page, turned into plain Markdown (QE₁, *x*) in report.md, and anything else is escaped.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import html
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 from string import Template
 
-from .evaluate import (DATA_MISSING, DIFFERS, METHOD_MISSING, NOT_RUN, PROXY, REPRODUCED,
-                       SHOWN, Resolver, evaluate_table, metric_value)
+from .evaluate import (CONFIG_ERROR, DATA_MISSING, DIFFERS, DOES_NOT_HOLD, HAS_VALUE, HOLDS, INCONCLUSIVE,
+                       METHOD_MISSING, METRIC_MISSING, NOT_RUN, PROXY, REPRODUCED, RUN_FAILED, SHOWN, Resolver,
+                       evaluate_table, metric_value)
 from .tables import load_tables
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-STATUS_ORDER = [REPRODUCED, DIFFERS, PROXY, SHOWN, NOT_RUN, "metric missing", "config error", "run failed",
+STATUS_ORDER = [REPRODUCED, DIFFERS, PROXY, SHOWN, NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED,
                 DATA_MISSING, METHOD_MISSING]
+FIGURE = "figure"
+CLAIM_ORDER = [HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_RUN, METRIC_MISSING, CONFIG_ERROR, RUN_FAILED, DATA_MISSING,
+               METHOD_MISSING]
+#: every status the page can show (cells, tables, claims), in the legend's order, with what it means
+STATUS_HELP = {
+    REPRODUCED: "the number is within the table's tolerance of the talk's",
+    DIFFERS: "the number is outside the tolerance",
+    PROXY: "a proxy-scale configuration (smaller data): shown, not judged against the talk",
+    SHOWN: "a timing or a number the talk does not print: shown, not judged",
+    NOT_RUN: "method and data are here; `visrep report --run-missing` runs it",
+    METRIC_MISSING: "a record exists but lacks the metric",
+    CONFIG_ERROR: "the configuration does not validate",
+    RUN_FAILED: "the run raised an error",
+    DATA_MISSING: "the data set (or its features) is not available here",
+    METHOD_MISSING: "no visrep method for it (or a cited comparison only)",
+    FIGURE: "a figure of the talk: no numbers to compare, its claims decide it",
+    HOLDS: "claim: every check holds (a 95% paired bootstrap interval over queries / episodes / images clears "
+           "the reference, or the two numbers compare as stated where no per-item values exist)",
+    DOES_NOT_HOLD: "claim: a check does not hold (the interval lies on the wrong side)",
+    INCONCLUSIVE: "claim: the interval straddles the reference; more items are needed to decide",
+}
+_CHECK_MARK = {HOLDS: "✓", DOES_NOT_HOLD: "✗", INCONCLUSIVE: "?", "missing": "–"}
+_CLAIM_PLURAL = {HOLDS: "hold", DOES_NOT_HOLD: "do not hold"}
 _PRIMARY_METRICS = ("map", "medium.map", "hard.map", "easy.map", "recall@1", "accuracy", "error", "nmi",
                     "success_rate", "l2_mean")
 
 
 def _e(s) -> str:
     return html.escape("" if s is None else str(s), quote=True)
+
+
+_INLINE = ("sub", "sup", "i", "b", "em")
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)\s*>")
+_SUP = str.maketrans("0123456789+-=()in", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁱⁿ")
+_SUB = str.maketrans("0123456789+-=()aeoxhklmnpst", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₒₓₕₖₗₘₙₚₛₜ")
+
+
+def _inline_parts(s) -> list:
+    """Split text into str pieces and (closing, tag) pairs of the allowed inline tags, balanced:
+    an unmatched closing tag is dropped and a tag left open is closed at the end."""
+    s = "" if s is None else str(s)
+    parts: list = []
+    stack: list[str] = []
+    pos = 0
+    for m in _TAG.finditer(s):
+        closing, tag = m.group(1) == "/", m.group(2).lower()
+        if tag not in _INLINE:
+            continue
+        parts.append(s[pos:m.start()])
+        pos = m.end()
+        if not closing:
+            stack.append(tag)
+            parts.append((False, tag))
+        elif tag in stack:
+            while stack:
+                t = stack.pop()
+                parts.append((True, t))
+                if t == tag:
+                    break
+    parts.append(s[pos:])
+    parts += [(True, t) for t in reversed(stack)]
+    return parts
+
+
+def _rich(s) -> str:
+    """HTML of a table's text: <sub>, <sup>, <i>, <b>, <em> (without attributes) kept as markup,
+    everything else escaped (a <script> in a label is shown as text)."""
+    return "".join(html.escape(p, quote=True) if isinstance(p, str) else f"<{'/' if p[0] else ''}{p[1]}>"
+                   for p in _inline_parts(s))
+
+
+def _plain(s) -> str:
+    """The text of a table's string without its inline tags (for title attributes, alt text, plots)."""
+    return "".join(p for p in _inline_parts(s) if isinstance(p, str))
+
+
+def _md_text(s) -> str:
+    """Markdown of a table's text: sub/superscripts as Unicode where they exist (QE<sub>1</sub> -> QE₁,
+    else _{x} / ^{x}), <i>/<em> as *x*, <b> as **x**; any other '<' is escaped."""
+    out: list[str] = []
+    stack: list[tuple[str, int]] = []
+    for p in _inline_parts(s):
+        if isinstance(p, str):
+            out.append(p.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|"))
+        elif not p[0]:
+            stack.append((p[1], len(out)))
+        else:
+            tag, start = stack.pop()
+            inner = "".join(out[start:])
+            del out[start:]
+            if tag in ("sub", "sup"):
+                table = _SUB if tag == "sub" else _SUP
+                mapped = inner.translate(table)
+                ok = all(ch != orig or ch.isspace() for ch, orig in zip(mapped, inner)) and inner
+                out.append(mapped if ok else ("_" if tag == "sub" else "^") + "{" + inner + "}")
+            else:
+                mark = "**" if tag == "b" else "*"
+                out.append(f"{mark}{inner}{mark}" if inner.strip() else inner)
+    return "".join(out)
+
+
+def _code(text) -> str:
+    """Escaped text with `backquoted` spans as <code> (reasons name commands this way)."""
+    return re.sub(r"`([^`<>]+)`", r"<code>\1</code>", _e(text))
 
 
 def _cls(status: str) -> str:
@@ -94,24 +198,24 @@ def _html_table(tr, link) -> str:
     groups = [c.group for c in t.columns]
     head = []
     if any(groups):
-        cells = ['<th rowspan="2">Method</th>'] + [f'<th rowspan="2">{_e(t.attr_labels[a])}</th>' for a in attrs]
+        cells = ['<th rowspan="2">Method</th>'] + [f'<th rowspan="2">{_rich(t.attr_labels[a])}</th>' for a in attrs]
         i = 0
         while i < len(t.columns):
             g, n = groups[i], 1
             while i + n < len(t.columns) and groups[i + n] == g:
                 n += 1
-            cells.append(f'<th colspan="{n}">{_e(g)}</th>')
+            cells.append(f'<th colspan="{n}">{_rich(g)}</th>')
             i += n
         head.append("<tr>" + "".join(cells) + "</tr>")
-        head.append("<tr>" + "".join(f"<th>{_e(c.label)}</th>" for c in t.columns) + "</tr>")
+        head.append("<tr>" + "".join(f"<th>{_rich(c.label)}</th>" for c in t.columns) + "</tr>")
     else:
-        head.append("<tr><th>Method</th>" + "".join(f"<th>{_e(t.attr_labels[a])}</th>" for a in attrs)
-                    + "".join(f"<th>{_e(c.label)}</th>" for c in t.columns) + "</tr>")
+        head.append("<tr><th>Method</th>" + "".join(f"<th>{_rich(t.attr_labels[a])}</th>" for a in attrs)
+                    + "".join(f"<th>{_rich(c.label)}</th>" for c in t.columns) + "</tr>")
     body = []
     for row in t.rows:
-        tds = [f'<td class="label" title="{_e(row.note or row.method or "published comparison")}">{_e(row.label)}'
+        tds = [f'<td class="label" title="{_e(_plain(row.note or row.method or "published comparison"))}">{_rich(row.label)}'
                f'{" <span class=proxy-tag>PROXY</span>" if row.scale == "proxy" else ""}</td>']
-        tds += [f"<td>{_e(row.attrs.get(a, ''))}</td>" for a in attrs]
+        tds += [f"<td>{_rich(row.attrs.get(a, ''))}</td>" for a in attrs]
         for col in t.columns:
             cell = tr.cells.get((row.id, col.id))
             if cell is None:
@@ -146,11 +250,11 @@ def _html_cell_list(tr, link) -> str:
         col = t.column(cid)
         href = link(c.record_path)
         rec = f'<a href="{_e(href)}">record</a> · {_e(_prov(c.commit, c.dirty))}' if href else ""
-        rows.append(f"<tr><td>{_e(row.label)}</td><td>{_e((col.group + ' ') if col.group else '')}{_e(col.label)}</td>"
+        rows.append(f"<tr><td>{_rich(row.label)}</td><td>{_rich((col.group + ' ') if col.group else '')}{_rich(col.label)}</td>"
                     f'<td class="num">{"" if c.published is None else _e(_fmt_pub(c.published, t))}</td>'
                     f'<td class="num">{_e(_fmt(c.reproduced))}</td>'
                     f'<td class="num">{"" if c.delta is None else f"{c.delta:+.3g}"}</td>'
-                    f'<td><span class="badge {_cls(c.status)}">{_e(c.status)}</span> {_e(c.reason)}</td><td>{rec}</td></tr>')
+                    f'<td><span class="badge {_cls(c.status)}">{_e(c.status)}</span> {_code(c.reason)}</td><td>{rec}</td></tr>')
     if not rows:
         return ""
     return ('<table class="cells sortable"><thead><tr><th>Row</th><th>Column</th><th>Paper</th><th>Reproduced</th>'
@@ -163,20 +267,20 @@ def _html_claims(tr, link) -> str:
     for cr in tr.claims:
         claim = next(c for c in t.claims if c.id == cr.claim)
         tag = '<span class="proxy-tag">PROXY</span>' if claim.scale == "proxy" else '<span class="full-tag">FULL</span>'
-        quote = f'<div class="quote">talk: “{_e(claim.quote)}”</div>' if claim.quote else ""
-        checks = "".join(f"<li>{'✓' if ch.holds else ('✗' if ch.holds is False else '·')} {_e(ch.text)}</li>"
-                         for ch in cr.checks)
+        quote = f'<div class="quote">talk: “{_rich(claim.quote)}”</div>' if claim.quote else ""
+        checks = "".join(f'<li class="o-{_e(ch.outcome.replace(" ", "-"))}" title="{_e(ch.outcome)}: {_e(ch.how)}">'
+                         f"{_CHECK_MARK.get(ch.outcome, '·')} {_e(ch.text)}</li>" for ch in cr.checks)
         runs = []
         for name, r in cr.runs.items():
             href = link(r["record_path"])
             where = (f'<a href="{_e(href)}">record</a> · {_e(_prov(r["commit"], r["dirty"]))}' if href
-                     else f'{_e(r["status"])}: {_e(r["reason"])}')
+                     else f'{_e(r["status"])}: {_code(r["reason"])}')
             runs.append(f"<li><b>{_e(name)}</b> = {_e(r['label'])} — {where}</li>")
-        known = (f'<div class="meta">known not to hold here: {_e(claim.xfail)}</div>' if claim.xfail else "")
-        note = f'<div class="meta">{_e(claim.note)}</div>' if claim.note else ""
+        known = (f'<div class="meta">known not to hold here: {_rich(claim.xfail)}</div>' if claim.xfail else "")
+        note = f'<div class="meta">{_rich(claim.note)}</div>' if claim.note else ""
         status_cls = cr.status.replace(" ", "-")
         items.append(f'<li class="claim c-{status_cls}" data-status="{_e(cr.status)}">{tag}'
-                     f'<span class="badge {_cls(cr.status)}">{_e(cr.status)}</span> {_e(claim.text)}{quote}'
+                     f'<span class="badge {_cls(cr.status)}">{_e(cr.status)}</span> {_rich(claim.text)}{quote}'
                      f'<ul class="checks">{checks}</ul><ul class="runs">{"".join(runs)}</ul>{known}{note}</li>')
     return '<ul class="claims">' + "".join(items) + "</ul>" if items else ""
 
@@ -287,10 +391,11 @@ def _md_table(tr, link) -> list[str]:
             pub = "" if c.published is None else _fmt_pub(c.published, t) + (f" ±{c.ci:g}" if c.ci is not None else "")
             href = link(c.record_path)
             rec = f"[record]({href}) {_prov(c.commit, c.dirty)}" if href else ""
-            colname = f"{col.group} {col.label}".strip()
+            colname = _md_text(f"{col.group} {col.label}".strip())
             reason = c.reason.replace("|", "\\|").replace("\n", " ")
-            attrs = ", ".join(f"{t.attr_labels[a]} {row.attrs[a]}" for a in t.attr_labels if row.attrs.get(a) not in (None, ""))
-            label = f"{row.label} ({attrs})" if attrs else row.label
+            attrs = ", ".join(f"{_md_text(t.attr_labels[a])} {_md_text(row.attrs[a])}" for a in t.attr_labels
+                              if row.attrs.get(a) not in (None, ""))
+            label = f"{_md_text(row.label)} ({attrs})" if attrs else _md_text(row.label)
             lines.append(f"| {label} | {colname} | {pub} | {_fmt(c.reproduced)} | "
                          f"{'' if c.delta is None else f'{c.delta:+.3g}'} | {c.status}: {reason} | {rec} |")
     return lines
@@ -300,17 +405,84 @@ def _md_claims(tr, link) -> list[str]:
     lines = []
     for cr in tr.claims:
         claim = next(c for c in tr.table.claims if c.id == cr.claim)
-        lines.append(f"- **[{claim.scale.upper()}] {cr.status}** — {claim.text}"
-                     + (f" (talk: “{claim.quote}”)" if claim.quote else ""))
+        lines.append(f"- **[{claim.scale.upper()}] {cr.status}** — {_md_text(claim.text)}"
+                     + (f" (talk: “{_md_text(claim.quote)}”)" if claim.quote else ""))
         for ch in cr.checks:
-            lines.append(f"    - {'✓' if ch.holds else ('✗' if ch.holds is False else '·')} `{ch.text}`")
+            lines.append(f"    - {_CHECK_MARK.get(ch.outcome, '·')} `{ch.text}`")
         for name, r in cr.runs.items():
             href = link(r["record_path"])
             where = f"[record]({href}) {_prov(r['commit'], r['dirty'])}" if href else f"{r['status']}: {r['reason']}"
-            lines.append(f"    - run `{name}` = {r['label']} — {where}")
+            lines.append(f"    - run `{name}` = {_md_text(r['label'])} — {where}")
         if claim.xfail:
-            lines.append(f"    - known not to hold here: {claim.xfail}")
+            lines.append(f"    - known not to hold here: {_md_text(claim.xfail)}")
+        if claim.note:
+            lines.append(f"    - {_md_text(claim.note)}")
     return lines
+
+
+def _forest_rows(tr) -> list[dict]:
+    """One row per check of the table's claims that has an interval (see :func:`plots.forest`)."""
+    rows = []
+    for cr in tr.claims:
+        claim = next(c for c in tr.table.claims if c.id == cr.claim)
+        for c, ch in zip(claim.checks, cr.checks):
+            if ch.lo is None or ch.hi is None or ch.diff is None:
+                continue
+            metric = c.metric[len("metrics."):] if c.metric.startswith("metrics.") else c.metric
+            row = {"diff": ch.diff, "lo": ch.lo, "hi": ch.hi, "outcome": ch.outcome, "band": None}
+            if c.b:
+                row["label"] = f"{claim.id}: {c.a} vs {c.b} ({metric}, n={ch.n})"
+                row["group"] = f"mean paired difference a − b of {metric} over items, 95% interval"
+                row["refs"] = [0.0]
+                if c.relation == "within" and c.tol is not None:
+                    row["band"] = (-c.tol, c.tol)
+            else:
+                row["label"] = f"{claim.id}: {c.a} ({metric}, n={ch.n})"
+                row["group"] = f"mean of {metric} over items (one run), 95% interval"
+                row["refs"] = [] if c.value is None else [float(c.value)]
+                if c.relation == "close" and c.value is not None and c.tol is not None:
+                    row["band"] = (c.value - c.tol, c.value + c.tol)
+            rows.append(row)
+    return rows
+
+
+def _forest(tr, pdir: Path) -> str | None:
+    """plots/forest_<table>.png of the table's claims, or None when no check has an interval."""
+    from . import plots
+    p = plots.forest(_forest_rows(tr), f"Claims of {_plain(tr.table.id)}: each check's interval",
+                     pdir / f"forest_{tr.table.id}.png")
+    return f"plots/{p.name}" if p else None
+
+
+def _count_phrase(n: int, status: str) -> str:
+    if status in _CLAIM_PLURAL:
+        return f"{n} {status if n == 1 else _CLAIM_PLURAL[status]}"
+    return f"{n} {status}"
+
+
+def _badges(parts) -> str:
+    """(status, text) pairs as badges joined by ' · '."""
+    return " · ".join(f'<span class="badge {_cls(s)}">{_e(txt)}</span>' for s, txt in parts)
+
+
+def _legend_html() -> str:
+    items = "".join(f'<li><span class="badge {_cls(s)}">{_e(s)}</span><span>{_code(why)}</span></li>'
+                    for s, why in STATUS_HELP.items())
+    marks = " · ".join(f"{m} {_e(o)}" for o, m in _CHECK_MARK.items())
+    return (f'<div class="legend" id="legend"><h3>Legend</h3><ul class="legend-list">{items}</ul>'
+            f'<p class="meta">Checks of a claim: {marks}. The forest plot under a table\'s claims shows each '
+            "check's 95% interval (bar) around its point estimate (dot), colored by outcome, against the reference "
+            "line (0 for a comparison of two runs, the threshold for a check of one run; the shaded band is a "
+            "tolerance). Claims tagged PROXY are evaluated at the scale of the data available here, not the "
+            "talk's; FULL at the talk's.</p></div>")
+
+
+def _legend_md() -> list[str]:
+    return (["**Legend**", ""] + [f"- **{s}**: {why}" for s, why in STATUS_HELP.items()]
+            + ["", "Checks of a claim: " + " · ".join(f"{m} {o}" for o, m in _CHECK_MARK.items())
+               + ". The forest plot under a table's claims shows each check's 95% interval around its point "
+                 "estimate, colored by outcome, against the reference (0, or the check's threshold; a shaded band "
+                 "is a tolerance). PROXY claims are evaluated at the scale of the data available here.", ""])
 
 
 # ------------------------------------------------------------------------------ main entry
@@ -342,68 +514,85 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
 
     state = git_state()
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    pdir = out / "plots"
+    pdir.mkdir(parents=True, exist_ok=True)
+    for stale in pdir.glob("forest_*.png"):
+        stale.unlink()
     nav, body, md = [], [], []
     md += ["# visrep report: the talk's tables, reproduced", "",
            f"Avrithis, *Exploring and Learning from Visual Data* (HDR, Inria 2020). Generated {generated} by visrep "
            f"{__version__} at commit {_prov(state.get('commit'), state.get('dirty'))} from `{results_dir}` "
-           f"({len(resolver.index.records)} records).", "",
-           "Statuses: reproduced (within tolerance) · differs · proxy scale · shown (timing) · not run · "
-           "metric missing · config error · run failed · data missing · method missing · figure (a figure of the "
-           "talk: no numbers to compare, its claims decide it). Claims: holds · does not hold · inconclusive, "
-           "decided by a 95% paired bootstrap interval over queries / episodes / images where the records have "
-           "per-item values. Claims marked PROXY are evaluated at the scale of the data available here, not the "
-           "talk's.", "", "## Overview", "",
-           "| Table | Slide | Status | Cells | Claims |", "|---|---|---|---|---|"]
+           f"({len(resolver.index.records)} records).", "", *_legend_md(), "## Overview", "",
+           "| Table | Slide | Cells | Claims |", "|---|---|---|---|"]
     overview = []
     summary = {"tables": {}, "claims": {}}
     for tr in results:
         t = tr.table
         counts = tr.status_counts()
-        cstr = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
-        claims = ", ".join(f"{c.claim}: {c.status}" for c in tr.claims)
+        ccounts: dict[str, int] = {}
+        for c in tr.claims:
+            ccounts[c.status] = ccounts.get(c.status, 0) + 1
+        cell_order = STATUS_ORDER + sorted(s for s in counts if s not in STATUS_ORDER)
+        claim_order = CLAIM_ORDER + sorted(s for s in ccounts if s not in CLAIM_ORDER)
+        cell_parts = [(s, f"{counts[s]} {s}") for s in cell_order if counts.get(s)]
+        if not cell_parts and t.kind == FIGURE:
+            cell_parts = [(FIGURE, FIGURE)]
+        claim_parts = [(s, _count_phrase(ccounts[s], s)) for s in claim_order if ccounts.get(s)]
         summary["tables"][t.id] = {"status": tr.summary(), "cells": counts,
                                    "claims": {c.claim: c.status for c in tr.claims}}
         for c in tr.claims:
             summary["claims"][f"{t.id}/{c.claim}"] = c.status
         slide = str(t.slide) if t.source == "talk" else "—"
-        overview.append(f'<tr><td><a href="#table-{_e(t.id)}">{_e(t.title)}</a></td><td>{slide}</td>'
-                        f'<td><span class="badge {_cls(tr.summary())}">{_e(tr.summary())}</span></td>'
-                        f"<td>{_e(cstr)}</td><td>{_e(claims)}</td></tr>")
-        md.append(f"| [{t.title}](#table-{t.id}) | {slide} | {tr.summary()} | {cstr} | {claims} |")
+        with_value = sum(counts.get(s, 0) for s in HAS_VALUE)
+        claim_title = "; ".join(f"{c.claim}: {c.status}" for c in tr.claims)
+        overview.append(f'<tr><td><a href="#table-{_e(t.id)}">{_rich(t.title)}</a></td><td>{slide}</td>'
+                        f'<td class="counts" data-sort="{with_value}">{_badges(cell_parts) or "—"}</td>'
+                        f'<td class="counts" data-sort="{ccounts.get(HOLDS, 0)}" title="{_e(claim_title)}">'
+                        f'{_badges(claim_parts) or "—"}</td></tr>')
+        md.append(f"| [{_md_text(t.title)}](#table-{t.id}) | {slide} | {' · '.join(x for _, x in cell_parts) or '—'} | "
+                  f"{' · '.join(x for _, x in claim_parts) or '—'} |")
         nav.append(f'<a href="#table-{_e(t.id)}">{_e(t.id)}</a>')
-    body.append('<section id="overview"><h2>Overview</h2><p class="meta">Statuses: reproduced (within tolerance) · '
-                "differs · proxy scale · shown (timing, not judged) · not run (run with <code>visrep report "
-                "--run-missing</code>) · metric missing · config error · run failed · data missing · method missing · "
-                "figure (a figure of the talk: no numbers to compare, its claims decide it). Claims: holds · does not "
-                "hold · inconclusive, decided by a 95% paired bootstrap interval over queries / episodes / images "
-                "(the difference and its interval are shown with each check). "
-                "Claims tagged PROXY are evaluated at the scale of the data available here, not the talk's.</p>"
-                '<table class="overview sortable"><thead><tr><th>Table</th><th>Slide</th><th>Status</th><th>Cells</th>'
+    body.append('<section id="overview"><h2>Overview</h2>' + _legend_html()
+                + '<p class="meta">Per table: how many of its published cells reached each status, and how many of '
+                "its claims hold. Click a header to sort (Cells by the number of cells with a number, Claims by the "
+                "number that hold).</p>"
+                '<table class="overview sortable"><thead><tr><th>Table</th><th>Slide</th><th>Cells</th>'
                 f'<th>Claims</th></tr></thead><tbody>{"".join(overview)}</tbody></table></section>')
     md.append("")
     for tr in results:
         t = tr.table
         src = f"slide {t.slide} of the talk" if t.source == "talk" else f"source: {t.source} (not the talk)"
-        notes = "".join(f"<li>{_e(n)}</li>" for n in t.notes)
+        notes = "".join(f"<li>{_rich(n)}</li>" for n in t.notes)
+        kind = f' <span class="badge {_cls(FIGURE)}">{FIGURE}</span>' if t.kind == FIGURE else ""
         parts = [f'<section id="table-{_e(t.id)}" class="table-section" data-kind="{_e(t.kind)}">',
-                 f"<h2>{_e(t.title)}</h2>",
-                 f'<p class="meta">{_e(src)} · {_e(t.citation)}</p>',
-                 f'<p class="caption">{_e(t.caption)}</p>' if t.caption else ""]
-        md += [f'<a id="table-{t.id}"></a>', f"## {t.title}", "", f"*{src}* · {t.citation}", ""]
+                 f"<h2>{_rich(t.title)}{kind}</h2>",
+                 f'<p class="meta">{_e(src)} · {_rich(t.citation)}</p>',
+                 f'<p class="caption">{_rich(t.caption)}</p>' if t.caption else ""]
+        md += [f'<a id="table-{t.id}"></a>', f"## {_md_text(t.title)}", "", f"*{src}* · {_md_text(t.citation)}", ""]
         if t.caption:
-            md += [f"_{t.caption}_", ""]
+            md += [f"_{_md_text(t.caption)}_", ""]
         if t.rows:
-            parts.append(f'<p class="meta">{_e(t.metric_label)}; tolerance {t.tolerance:g} '
+            parts.append(f'<p class="meta">{_rich(t.metric_label)}; tolerance {t.tolerance:g} '
                          f"(published units); hover a cell for its reason.</p>")
             parts.append(_html_table(tr, link))
             parts.append(_html_cell_list(tr, link))
-            md += [f"{t.metric_label}; tolerance {t.tolerance:g} (published units).", "", *_md_table(tr, link), ""]
+            md += [f"{_md_text(t.metric_label)}; tolerance {t.tolerance:g} (published units).", "",
+                   *_md_table(tr, link), ""]
         if tr.claims:
             parts.append("<h3>Claims</h3>" + _html_claims(tr, link))
             md += ["**Claims**", "", *_md_claims(tr, link), ""]
+            forest = _forest(tr, pdir)
+            if forest:
+                cap = f"Checks of the claims of {_plain(t.title)}: point estimate and 95% bootstrap interval"
+                parts.append(f'<figure class="forest"><a href="{_e(forest)}"><img src="{_e(forest)}" alt="{_e(cap)}">'
+                             '</a><figcaption class="meta">Each check with an interval: the point estimate (dot) and '
+                             "its 95% bootstrap interval (bar), colored by outcome; dashed line: the reference (0, or "
+                             "the check's threshold); shaded: a tolerance.</figcaption></figure>")
+                md += [f"![{cap}]({forest})", ""]
+                summary.setdefault("forest", {})[t.id] = forest
         if notes:
             parts.append(f'<ul class="notes">{notes}</ul>')
-            md += [f"- {n}" for n in t.notes] + [""]
+            md += [f"- {_md_text(n)}" for n in t.notes] + [""]
         parts.append("</section>")
         body.append("".join(parts))
     lb_html, lb_md, _ = _leaderboards(resolver.index.records, link)

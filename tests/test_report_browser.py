@@ -113,3 +113,35 @@ def test_leaderboard_sorts_in_chromium(site, tmp_path):
     asc, desc = json.loads(m.group(1).replace("&quot;", '"'))
     asc, desc = [float(v) for v in asc], [float(v) for v in desc]
     assert len(asc) >= 2 and asc == sorted(asc) and desc == sorted(desc, reverse=True)
+
+
+_IMG_PROBE = """<script>
+window.addEventListener("load", function () {
+  var imgs = [].slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                   .map(function (i) { return i.getAttribute("src"); });
+  var legend = document.getElementById("legend");
+  var badges = legend ? [].map.call(legend.querySelectorAll(".badge"), function (b) { return b.textContent; }) : [];
+  var wide = [].slice.call(document.querySelectorAll(".overview td.counts"))
+                 .filter(function (td) { return td.scrollWidth > td.clientWidth + 1; }).length;
+  document.body.setAttribute("data-img-test", JSON.stringify({n: imgs.length, broken: broken, legend: badges,
+                                                              overflow: wide}));
+});
+</script>
+</body>"""
+
+
+def test_images_load_and_legend_renders_in_chromium(site, tmp_path):
+    """Every plot (forest plots included) loads from the site folder, offline; the legend names every status."""
+    from visrep.reports.generate import STATUS_HELP
+    chromium = _chromium()
+    probe = site / "probe-img.html"
+    probe.write_text((site / "index.html").read_text().replace("</body>", _IMG_PROBE, 1))
+    dom, err = _browse(chromium, probe.resolve().as_uri(), tmp_path, "--dump-dom")
+    assert not _console(err), f"console messages in the browser: {_console(err)}"
+    m = re.search(r"data-img-test=\"([^\"]*)\"", dom)
+    assert m, "the image probe did not run"
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    assert got["broken"] == [], f"images that do not load: {got['broken']}"
+    assert set(got["legend"]) == set(STATUS_HELP)
+    assert got["overflow"] == 0, "status counts overflow their overview cell"

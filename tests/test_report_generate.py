@@ -239,3 +239,118 @@ def test_listing_tables_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+
+
+# ------------------------------------------------------------------------------ report polish
+def _with_per_item(path, values):
+    rec = json.loads(path.read_text())
+    rec["per_item"] = {"map": values}
+    path.write_text(json.dumps(rec))
+
+
+def _section(page: str, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}"[^>]*>(.*?)</section>', page, re.S)
+    assert m, f"no section {sid}"
+    return m.group(1)
+
+
+def test_inline_html_in_table_text_is_rendered_and_the_rest_escaped(store):
+    tmp_path, tables, results = store
+    text = (tables / "mini.toml").read_text()
+    text = text.replace('label = "NN"', 'label = "QE<sub>1</sub>"', 1)
+    text = text.replace('label = "AQE"', 'label = "<script>alert(1)</script>"', 1)
+    text = text.replace('label = "Oxf5k"', 'label = "Oxf<sup>5k</sup>"', 1)
+    text = text.replace('text = "NN beats AQE"', 'text = "NN beats <i>AQE</i> <img src=x onerror=alert(1)>"', 1)
+    (tables / "mini.toml").write_text(text)
+    out = tmp_path / "site"
+    generate(out, results, data_root=tmp_path, tables_dir=tables, asv_results=tmp_path / "no-asv")
+    page = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    body = page.split("<main>", 1)[1].split("</main>", 1)[0]
+    assert "QE<sub>1</sub>" in body and "QE&lt;sub&gt;" not in body
+    assert "Oxf<sup>5k</sup>" in body and "NN beats <i>AQE</i>" in body
+    assert "<script" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<img src=x" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+    assert page.count("<script>") == 1          # the page's own sorting script, nothing else
+    # Markdown: readable text, no raw tags
+    assert "QE₁" in md and "<sub>" not in md and "<script>" not in md and "&lt;script&gt;" in md
+    assert "NN beats *AQE*" in md
+
+
+def test_real_tables_have_no_internal_references_and_a_complete_legend(tmp_path):
+    from visrep.reports import evaluate
+    from visrep.reports.generate import STATUS_HELP
+    out = tmp_path / "site"
+    generate(out, tmp_path / "none", asv_results=tmp_path / "no-asv")
+    page = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    for text in (page, md):
+        assert "issue " not in text.lower(), re.findall(r".{60}issue .{30}", text, re.I)
+        assert not re.search(r"\bissue\s*#?\d", text, re.I)
+    legend = re.search(r'<div class="legend" id="legend">(.*?)</div>', page, re.S)
+    assert legend, "no legend on the page"
+    constants = {v for k, v in vars(evaluate).items() if k.isupper() and isinstance(v, str)}
+    assert {"reproduced", "figure", "inconclusive", "holds", "does not hold", "data missing"} <= constants | {"figure"}
+    for status in constants | {"figure"}:
+        assert f">{status}</span>" in legend.group(1), f"status '{status}' is not in the legend"
+        assert f"**{status}**" in md
+    # every status class used on the page has a badge in the legend
+    used = set(re.findall(r'class="badge (s-[a-z-]+)"', page))
+    in_legend = set(re.findall(r'class="badge (s-[a-z-]+)"', legend.group(1)))
+    assert used <= in_legend, used - in_legend
+    assert set(STATUS_HELP) == constants | {"figure"}
+
+
+def test_forest_plot_and_overview_counts(store):
+    tmp_path, tables, results = store
+    text = (tables / "mini.toml").read_text() + '''
+[[claim]]
+id = "nn-at-least"
+text = "NN reaches mAP 0.3"
+checks = [{ relation = "at_least", a = "knn", metric = "metrics.map", value = 0.3 }]
+'''
+    (tables / "mini.toml").write_text(text)
+    knn = [0.30 + 0.02 * (i % 7) for i in range(40)]
+    aqe = [v - 0.01 - 0.005 * (i % 3) for i, v in enumerate(knn)]
+    for path in results.rglob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec.get("method") in ("knn", "aqe"):
+            _with_per_item(path, knn if rec["method"] == "knn" else aqe)
+    out = tmp_path / "site"
+    summary = generate(out, results, data_root=tmp_path, tables_dir=tables, asv_results=tmp_path / "no-asv")
+    table = load_table(tables / "mini.toml")
+    tr = evaluate_table(table, Resolver(results, data_root=tmp_path, shared=None))
+    claims = {c.claim: c for c in tr.claims}
+    assert claims["nn-beats-aqe"].checks[0].lo is not None and claims["nn-beats-aqe"].checks[0].lo > 0
+    assert claims["nn-at-least"].checks[0].n == 40
+    forest = out / "plots" / "forest_mini.png"
+    assert forest.exists() and forest.stat().st_size > 5_000
+    assert summary["forest"]["mini"] == "plots/forest_mini.png"
+    page = (out / "index.html").read_text()
+    md = (out / "report.md").read_text()
+    section = _section(page, "table-mini")
+    assert '<img src="plots/forest_mini.png"' in section
+    assert "](plots/forest_mini.png)" in md
+    # the overview: counts per status instead of one best cell
+    overview = _section(page, "overview")
+    row = re.search(r'<tr><td><a href="#table-mini">.*?</tr>', overview, re.S).group(0)
+    for phrase in ("1 reproduced", "1 differs", "1 metric missing", "1 config error", "2 method missing",
+                   "1 data missing", "2 hold", "1 does not hold", "1 method missing"):
+        assert f">{phrase}</span>" in row, (phrase, row)
+    assert "<th>Status</th>" not in overview
+    md_row = next(line for line in md.splitlines() if line.startswith("| [Mini table]"))
+    assert "1 reproduced · 1 differs" in md_row and "2 hold · 1 does not hold · 1 method missing" in md_row
+
+
+def test_plots_read_well(tmp_path):
+    """The figures lay out without overlapping text: a log axis gets plain ticks, one marker per method."""
+    from visrep.reports import plots
+    pts = [{"label": "diffusion", "map": 0.44 + 0.001 * i, "time": 0.005 + 0.0002 * i} for i in range(9)]
+    pts += [{"label": "knn", "map": 0.40, "time": 0.0015}]
+    assert plots.map_vs_time(pts, "t", tmp_path / "a.png").exists()
+    history = {"S.time_a": [(1, "abc", 0.002)], "S.time_b": [(1, "abc", 3.0)], "S.peakmem_c": [(1, "abc", 1e8)]}
+    assert plots.speed_history(history, tmp_path / "b.png").exists()
+    assert plots.forest([], "t", tmp_path / "c.png") is None
+    rows = [{"label": "c: a vs b (map, n=5)", "diff": 0.01, "lo": -0.01, "hi": 0.03, "outcome": "inconclusive",
+             "group": "g", "refs": [0.0], "band": None}]
+    assert plots.forest(rows, "t", tmp_path / "c.png").exists()
