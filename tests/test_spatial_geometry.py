@@ -169,9 +169,16 @@ def test_hpm_conflicts_keep_one_correspondence_per_label():
     fa[:, 3] = fb[:, 3] = 0.0
     pairs = np.column_stack([np.arange(5)] * 2)
     labels = np.array([0, 0, 1, 2, 3])                       # two correspondences of the same word
-    r = hough_pyramid_matching(fa, fb, pairs, labels=labels, image_size=500)
+    r = hough_pyramid_matching(fa, fb, pairs, labels=labels, image_size=500, conflicts="label")
     assert r["erased"].sum() == 1
     assert np.isclose(r["score"], 4 * 3)                     # 4 survivors, each grouped with 3 at level 0
+    # one-to-one on features (the default): distinct features never conflict, whatever their word
+    r = hough_pyramid_matching(fa, fb, pairs, labels=labels, image_size=500)
+    assert r["erased"].sum() == 0 and np.isclose(r["score"], 5 * 4)
+    # a feature of A matched twice in the same bin: only one of the two correspondences survives
+    fb2 = np.vstack([fb, fb[:1]])
+    r = hough_pyramid_matching(fa, fb2, np.vstack([pairs, [[0, 5]]]), image_size=500)
+    assert r["erased"].sum() == 1 and np.isclose(r["score"], 5 * 4)
 
 
 def test_hpm_is_invariant_to_similarity_and_prefers_consistent_matches():

@@ -90,11 +90,14 @@ def hough_bins(params: np.ndarray, levels: int, max_translation: float, max_scal
 
 def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None, levels: int = 5,
                            max_translation: float | None = None, max_scale: float = 10.0,
-                           image_size: float | None = None) -> dict:
+                           image_size: float | None = None, conflicts: str = "feature") -> dict:
     """HPM similarity of two images from their tentative correspondences.
 
     frames_a (n, 4), frames_b (n', 4) float (x, y, scale, orientation); pairs (m, 2) int;
-    labels (m,) int conflict labels (visual words; None = connected components);
+    ``conflicts``: 'feature' (default: two correspondences conflict when they share a feature of
+    A or of B, the one-to-one constraint itself) or 'label' (they conflict when they have the
+    same ``labels`` value, as in the authors' release with labels = visual words);
+    labels (m,) int conflict labels for 'label' (visual words; None = connected components);
     weights (m,) float per-correspondence weights (idf of the word; None = 1); ``levels`` L;
     ``max_translation`` (pixels; None = 3.5 x ``image_size``, itself None = the largest
     feature coordinate of the two images).
@@ -109,15 +112,18 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
     pairs = check_pairs(pairs, len(fa), len(fb), "hpm correspondences")
     if levels < 1:
         raise UserError(f"hpm: levels must be >= 1, got {levels}")
+    if conflicts not in ("feature", "label"):
+        raise UserError(f"hpm: conflicts must be 'feature' or 'label', got {conflicts!r}")
     m = len(pairs)
     out = {"score": 0.0, "strengths": np.zeros(m), "erased": np.zeros(m, bool), "out_of_bounds": np.ones(m, bool)}
     if m == 0:
         return out
-    if labels is None:
+    if labels is None and conflicts == "label":
         labels = component_labels(pairs)
-    labels = np.asarray(labels, np.int64).ravel()
-    if len(labels) != m:
-        raise UserError(f"hpm: {len(labels)} labels for {m} correspondences")
+    if labels is not None:
+        labels = np.asarray(labels, np.int64).ravel()
+        if len(labels) != m:
+            raise UserError(f"hpm: {len(labels)} labels for {m} correspondences")
     if max_translation is None:
         if image_size is None:
             image_size = max(float(fa[:, :2].max(initial=1.0)), float(fb[:, :2].max(initial=1.0)))
@@ -127,8 +133,11 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
     C = len(kept)
     if C < 2:
         return out
-    lab = np.unique(labels[kept], return_inverse=True)[1].astype(np.int64)
-    n_lab = int(lab.max()) + 1
+    if conflicts == "label":
+        sides = [np.unique(labels[kept], return_inverse=True)[1].astype(np.int64)]
+    else:                                        # the features of A and of B (one-to-one constraint)
+        sides = [np.unique(pairs[kept, 0], return_inverse=True)[1].astype(np.int64),
+                 np.unique(pairs[kept, 1], return_inverse=True)[1].astype(np.int64)]
     w = level_weights(levels)
     B = 2 ** (levels - 1)
     s = np.zeros(C)
@@ -140,22 +149,28 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
         code = ((qk[:, 0] * nb + qk[:, 1]) * nb + qk[:, 2]) * nb + qk[:, 3]
         _, code = np.unique(code, return_inverse=True)
         code = code.astype(np.int64)
-        key = code * n_lab + lab
-        ukey = np.unique(key)
-        n_unique = np.bincount(ukey // n_lab, minlength=int(code.max()) + 1)   # distinct labels per bin
+        n_bins = int(code.max()) + 1
+        keys = [code * (int(lab.max()) + 1) + lab for lab in sides]
+        # group size of a bin: its distinct labels ('label'), or min(distinct features of A, of B)
+        n_unique = np.min([np.bincount(np.unique(key) // (int(lab.max()) + 1), minlength=n_bins)
+                           for key, lab in zip(keys, sides)], axis=0)
         proc = n_unique[code] >= 2
         codes.append(code)
         processed.append(proc)
         live = proc & ~erased
         s[live] += w[k] * (n_unique[code[live]] - 1)
         # conflicts: in each processed bin keep the strongest live correspondence of each label
+        # (of each feature of A, then of each feature of B: at most one per feature survives)
         idx = np.flatnonzero(live)
-        if len(idx):
+        for key in keys:
+            if not len(idx):
+                break
             order = np.lexsort((idx, -s[idx], key[idx]))
             kk = key[idx][order]
             first = np.ones(len(kk), bool)
             first[1:] = kk[1:] != kk[:-1]
             erased[idx[order][~first]] = True
+            idx = idx[order][first]
     # final strengths: group counts among the correspondences never erased (the authors' "undo")
     alive = ~erased
     strength = np.zeros(C)
