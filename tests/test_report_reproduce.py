@@ -3,9 +3,11 @@
 - Each full-scale cell with a published number is run (when its method is registered and its data
   is on disk under $VISREP_DATA) and compared with the table's tolerance; otherwise it skips with
   the reason (method missing / data missing), exactly the status the report shows.
-- Each claim is evaluated from fresh records and asserted as the relation it states. A claim known
-  not to hold here carries an ``xfail`` reason in its table file: it is a strict xfail (it fails the
-  day the claim starts to hold, so the table file gets updated).
+- Each claim is evaluated from fresh records and decided by the paired bootstrap of
+  ``visrep.reports.evaluate.decide_check``; it must hold. A claim the statistics decide 'does not
+  hold' or 'inconclusive' at proxy scale carries an ``xfail`` with the measured interval in its
+  table file: a strict xfail (it fails the day the claim starts to hold, so the table file gets
+  updated). Speed claims (timings only) are shown, not asserted: they depend on the machine.
 - The cells and claims marked ``quick = true`` also run in the default `pytest` run
   (marker ``quick_reproduce``), so CI notices a regression of the Oxford5k baseline or of diffusion.
 
@@ -77,6 +79,9 @@ def check_claim(resolver, table_id, claim_id):
     evidence = "; ".join(f"{ch.outcome}: {ch.text}" for ch in result.checks)
     if result.status in (METHOD_MISSING, DATA_MISSING):
         pytest.skip(f"{result.status}: {result.reason}")
+    if all(c.metric.startswith("timings.") for c in claim.checks):
+        # speed is measured (report, asv), never asserted by a timed test: it depends on the machine and its load
+        pytest.skip(f"speed claim, shown not asserted: {result.status} [{evidence}]")
     if claim.xfail:
         if result.status in (DOES_NOT_HOLD, INCONCLUSIVE):
             pytest.xfail(f"{result.status}: {claim.xfail} [{evidence}]")
