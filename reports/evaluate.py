@@ -159,6 +159,9 @@ class Resolver:
         for v in job.dataset_params.values():
             if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
                 return f"{job.dataset}: {v} not found"
+        for k, v in job.params.items():   # a method's input files (trained weights, training descriptors)
+            if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
+                return f"{job.method}: {k} = {v} not found"
         try:
             cls(**job.dataset_params).load(RunContext(data_root=root, quiet=True))
         except MissingDataError as e:
