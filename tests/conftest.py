@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,15 @@ def isolated_store(tmp_path, monkeypatch):
     monkeypatch.setenv("VISREP_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("VISREP_CACHE", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture
+def toy_plugin_env(tmp_path):
+    """Environment for a `python -m visrep` child that sees tests/plugins/visrep_testplugin.py as an
+    installed distribution's entry point (group ``visrep.plugins``): the toy dataset and slow method."""
+    plugin_dir = Path(__file__).parent / "plugins"
+    dist = tmp_path / "ep" / "visrep_testplugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: visrep-testplugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
+    return {**os.environ, "PYTHONPATH": f"{tmp_path / 'ep'}:{plugin_dir}"}

@@ -1,6 +1,5 @@
 import importlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -71,12 +70,8 @@ def test_dask_and_local_executors_give_identical_records(tmp_path):
     assert len(list((tmp_path / "dask").rglob("*.json"))) == 4
 
 
-def test_killed_run_resumes_with_only_missing_jobs(tmp_path):
-    dist = tmp_path / "ep" / "visrep_testplugin-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: visrep-testplugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'ep'}:{PLUGIN_DIR}"}
+def test_killed_run_resumes_with_only_missing_jobs(tmp_path, toy_plugin_env):
+    env = toy_plugin_env
     res = tmp_path / "res"
     cmd = [sys.executable, "-m", "visrep", "run", "--method", "slow-knn", "--dataset", "toy-retrieval",
            "--set", "tag=1,2,3,4,5,6", "--set", "sleep=0.7", "--results", str(res), "--quiet"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -174,12 +173,8 @@ def test_changed_features_file_gives_a_fresh_record(tmp_path, oxford5k_features,
 
 
 # ---------------------------------------------------------------- concurrent runs (item 8)
-def test_two_runs_into_one_folder_compute_each_job_once(tmp_path):
-    dist = tmp_path / "ep" / "visrep_testplugin-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: visrep-testplugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'ep'}:{PLUGIN_DIR}"}
+def test_two_runs_into_one_folder_compute_each_job_once(tmp_path, toy_plugin_env):
+    env = toy_plugin_env
     cmd = [sys.executable, "-m", "visrep", "run", "--method", "slow-knn", "--dataset", "toy-retrieval",
            "--set", "tag=1,2,3,4", "--set", "sleep=0.4", "--results", str(tmp_path / "res")]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -257,6 +257,7 @@ def test_reranking_moves_the_true_match_to_the_top(photos, tmp_path, method):
 
 def test_dsm_reranking_moves_the_true_match_to_the_top(photos, activations, tmp_path, monkeypatch):
     import visrep.methods.spatial.plugins as plugins
+
     from visrep.cache import Cache
     from visrep.context import RunContext
     from visrep.registry import methods

@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part IV).
+"""The method plugins of methods/attacks/: `fgsm`, `pgd`, `bp`, `cw`, `ddn`, `mnist-model` (talk Part IV).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

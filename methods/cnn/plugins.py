@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part II: CNN representations).
+"""The method plugins of methods/cnn/: `mac`, `spoc`, `gem`, `rmac`, `crow`, `whiten` (talk Part II: CNN representations).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part I: beyond vocabularies (product quantization)).
+"""The method plugins of methods/compact/: `pq`, `ivfadc`, `lopq` (talk Part I: beyond vocabularies (product quantization)).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

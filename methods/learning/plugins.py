@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part III).
+"""The method plugins of methods/learning/: `supervised`, `dlp`, `pretrained`, `mom`, `cosine-classifier`, `dense-classification` (talk Part III).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

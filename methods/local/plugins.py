@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part I: visual vocabularies, beyond vocabularies).
+"""The method plugins of methods/local/: `sift`, `rootsift`, `kmeans`, `akm`, `rakm`, `agm`, `bow`, `he`, `he-wgc`, `vlad`, `asmk`, `asmk-star`, `smk` (talk Part I: visual vocabularies, beyond vocabularies).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

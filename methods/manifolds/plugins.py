@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part II: searching on manifolds).
+"""The method plugins of methods/manifolds/: `diffusion`, `rwr`, `fsr` (talk Part II: searching on manifolds).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk: the baselines every chapter compares with).
+"""The method plugins of methods/search/: `knn`, `aqe`, `alpha-qe`, `histogram` (talk: the baselines every chapter compares with).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.

@@ -1,4 +1,4 @@
-"""The registered method plugins of this chapter (talk Part I: spatial matching).
+"""The method plugins of methods/spatial/: `ransac`, `fsm`, `hpm`, `dsm` (talk Part I: spatial matching).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
