@@ -5,7 +5,6 @@ raised before any expensive work (no graph, no features in the cache, no record 
 from __future__ import annotations
 
 import math
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -94,16 +93,13 @@ SAMPLE_CASES = [
 @pytest.mark.parametrize("method, name, value, limit", SAMPLE_CASES)
 def test_count_above_the_database_exits_2_before_any_work(method, name, value, limit, capsys, isolated_store):
     extra = [] if (method, name) == ("fsr", "rank") else ["--set", "alpha=0.9"] if method in ("diffusion", "rwr") else []
-    t0 = time.perf_counter()
     rc = main(["run", "--method", method, "--dataset", "sample-views", "--set", "descriptor=histogram",
                "--set", f"{name}={value}", *extra, "--quiet"])
-    elapsed = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert rc == 2, err
     assert f"parameter '{name}' of method '{method}' is {value}, but sample-views has {limit}" in err
     assert f"use {name} <= {limit}" in err
-    _assert_nothing_computed(isolated_store)
-    assert elapsed < 30
+    _assert_nothing_computed(isolated_store)   # the check comes before any features, graph or cache entry
 
 
 def test_counts_at_the_limit_still_run(capsys, isolated_store):
