@@ -148,3 +148,23 @@ def test_real_sift_vocabularies_full(oxford_sift):
     v = agm_fit(oxford_sift, 6000, niter=10)
     print("agm", v.k, v.distortion, v.seconds)
     assert v.k < 6000
+
+
+def test_vocabulary_learning_shows_progress_per_iteration(tmp_path):
+    """A long phase advances a bar: one step per Lloyd iteration, labelled with the method and k."""
+    from visrep.cache import Cache
+    from visrep.context import RunContext
+    from visrep.methods.local.pipeline import vocabulary_for
+
+    seen = []
+
+    class Ctx(RunContext):
+        def progress(self, iterable, desc="", total=None, unit="it"):
+            for item in iterable:
+                seen.append((desc, total, unit))
+                yield item
+
+    x = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    ctx = Ctx(cache=Cache(tmp_path), quiet=False)
+    vocabulary_for(x, "kmeans", 5, ctx, {"train": "toy"}, niter=4)
+    assert seen == [("kmeans vocabulary k=5", 4, "iter")] * 4

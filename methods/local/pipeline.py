@@ -47,8 +47,12 @@ def vocabulary_for(x, method: str, k: int, ctx, key: dict, niter: int = 20, data
     """Learn (or load from ``ctx.cache``) a vocabulary on x; `key` says what x is (a training file,
     keyed by its content, or the local features of `data`)."""
     what = {"vocabulary": method, "k": k, "niter": niter, "opts": opts, "seed": ctx.seed, **key}
+    def bar(it):
+        return ctx.progress(it, desc=f"{method} vocabulary k={k}", total=niter, unit="iter")
+
     return ctx.cached("vocabulary", what, [fit_vocabulary],
-                      lambda: fit_vocabulary(method, x, k, seed=ctx.seed, niter=niter, **opts), data=data)
+                      lambda: fit_vocabulary(method, x, k, seed=ctx.seed, niter=niter, progress=bar, **opts),
+                      data=data)
 
 
 VOCAB_PARAMS = (

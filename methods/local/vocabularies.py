@@ -284,11 +284,12 @@ def _exact_assign(x, c):
     return d[:, 0], i[:, 0]
 
 
-def kmeans_fit(x, k: int, niter: int = 20, seed: int = 0, init: np.ndarray | None = None) -> Vocabulary:
+def kmeans_fit(x, k: int, niter: int = 20, seed: int = 0, init: np.ndarray | None = None,
+               progress=None) -> Vocabulary:
     """Flat k-means (Lloyd) with exact assignment; x (n, d) -> Vocabulary of k centroids."""
     x = check_training(x, k, "kmeans")
     c = _init_centroids(x, k, np.random.default_rng(seed)) if init is None else np.array(init, np.float32)
-    return lloyd(x, c, niter, _exact_assign, method="kmeans")
+    return lloyd(x, c, niter, _exact_assign, method="kmeans", progress=progress)
 
 
 def _forest_assign(n_trees, leaf_size, rng):
@@ -299,22 +300,23 @@ def _forest_assign(n_trees, leaf_size, rng):
 
 
 def akm_fit(x, k: int, niter: int = 20, seed: int = 0, n_trees: int = 8, leaf_size: int = 16,
-            init: np.ndarray | None = None) -> Vocabulary:
+            init: np.ndarray | None = None, progress=None) -> Vocabulary:
     """Approximate k-means (Philbin et al. CVPR 2007): Lloyd with k-d forest assignment."""
     x = check_training(x, k, "akm")
     rng = np.random.default_rng(seed)
     c = _init_centroids(x, k, rng) if init is None else np.array(init, np.float32)
-    return lloyd(x, c, niter, _forest_assign(n_trees, leaf_size, rng), method="akm")
+    return lloyd(x, c, niter, _forest_assign(n_trees, leaf_size, rng), method="akm", progress=progress)
 
 
 def rakm_fit(x, k: int, niter: int = 20, seed: int = 0, n_trees: int = 8, leaf_size: int = 16,
-             init: np.ndarray | None = None) -> Vocabulary:
+             init: np.ndarray | None = None, progress=None) -> Vocabulary:
     """Robust approximate k-means (Li et al. ACM-MM 2010): AKM keeping the previous assignment
     unless the approximate search finds a closer centroid (monotone objective)."""
     x = check_training(x, k, "rakm")
     rng = np.random.default_rng(seed)
     c = _init_centroids(x, k, rng) if init is None else np.array(init, np.float32)
-    return lloyd(x, c, niter, _forest_assign(n_trees, leaf_size, rng), robust=True, method="rakm")
+    return lloyd(x, c, niter, _forest_assign(n_trees, leaf_size, rng), robust=True, method="rakm",
+                 progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,14 +456,17 @@ def agm_fit(x, k_init: int, niter: int = 20, seed: int = 0, m: int = 4, expand: 
                       weights=pi.astype(np.float32))
 
 
-def fit_vocabulary(method: str, x, k: int, seed: int = 0, niter: int = 20, **opts) -> Vocabulary:
-    """Dispatch to the fit of `method` ('kmeans', 'akm', 'rakm', 'agm'; for AGM k is k_init)."""
+def fit_vocabulary(method: str, x, k: int, seed: int = 0, niter: int = 20, progress=None, **opts) -> Vocabulary:
+    """Dispatch to the fit of `method` ('kmeans', 'akm', 'rakm', 'agm'; for AGM k is k_init).
+
+    ``progress`` wraps the iterations of the Lloyd methods (e.g. a tqdm bar; None = no bar).
+    """
     if method == "kmeans":
-        return kmeans_fit(x, k, niter=niter, seed=seed)
+        return kmeans_fit(x, k, niter=niter, seed=seed, progress=progress)
     if method == "akm":
-        return akm_fit(x, k, niter=niter, seed=seed, **opts)
+        return akm_fit(x, k, niter=niter, seed=seed, progress=progress, **opts)
     if method == "rakm":
-        return rakm_fit(x, k, niter=niter, seed=seed, **opts)
+        return rakm_fit(x, k, niter=niter, seed=seed, progress=progress, **opts)
     if method == "agm":
         return agm_fit(x, k, niter=niter, seed=seed, **opts)
     raise UserError(f"unknown vocabulary method {method!r}; choose one of {', '.join(VOCABULARIES)}")
