@@ -141,6 +141,9 @@ class Resolver:
         """None when the dataset loads under the job's data root, else why not (cached)."""
         if not self.check_data:
             return None
+        for k, v in job.params.items():   # a method's input files (trained weights, training descriptors)
+            if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
+                return f"{job.method}: {k} = {v} not found"
         key = json.dumps([job.dataset, job.dataset_params, job.data_root], sort_keys=True, default=str)
         if key not in self._data_cache:
             self._data_cache[key] = self._load_problem(job)
@@ -159,9 +162,6 @@ class Resolver:
         for v in job.dataset_params.values():
             if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
                 return f"{job.dataset}: {v} not found"
-        for k, v in job.params.items():   # a method's input files (trained weights, training descriptors)
-            if isinstance(v, str) and "/" in v and Path(v).suffix and not Path(v).exists():
-                return f"{job.method}: {k} = {v} not found"
         try:
             cls(**job.dataset_params).load(RunContext(data_root=root, quiet=True))
         except MissingDataError as e:

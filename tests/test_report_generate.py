@@ -354,3 +354,14 @@ def test_plots_read_well(tmp_path):
     rows = [{"label": "c: a vs b (map, n=5)", "diff": 0.01, "lo": -0.01, "hi": 0.03, "outcome": "inconclusive",
              "group": "g", "refs": [0.0], "band": None}]
     assert plots.forest(rows, "t", tmp_path / "c.png").exists()
+
+
+def test_missing_method_input_file_is_data_missing_whatever_was_resolved_before(tmp_path):
+    """A run whose weights file is absent reads 'data missing', even when the same dataset was
+    resolved before for another run (the dataset check is cached; the method's files are not)."""
+    r = Resolver(tmp_path / "res")
+    ok = r.resolve(Experiment(method="knn", dataset="sample-views", params={"descriptor": "histogram"}))
+    assert ok.status == NOT_RUN
+    missing = r.resolve(Experiment(method="rmac", dataset="sample-views",
+                                   params={"weights": str(tmp_path / "absent" / "w.pth")}))
+    assert missing.status == DATA_MISSING and "w.pth not found" in missing.reason
