@@ -9,6 +9,7 @@ ratios once (best of 3).
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -35,55 +36,57 @@ def sift_or_clustered(n=75000):
 
 class ASMKSuite:
     """ASMK aggregation (database) and search (per query image) vs the asmk package.
-    200 database images x 500 descriptors, 20 queries, k = 1024 words (exact assignment shared)."""
+    200 database images x 500 descriptors, 20 queries of 500 descriptors; k words (1024, 4096,
+    65536; exact assignment shared), query multiple assignment ma (1 or 5)."""
 
     timeout = 300
-    params = ([False, True],)
-    param_names = ["binary"]
+    params = ([False, True], [1024, 4096, 65536], [1, 5])
+    param_names = ["binary", "k", "ma"]
 
-    def setup(self, binary):
+    def setup(self, binary, k=1024, ma=1):
         from asmk import inverted_file as ivf_pkg
         from asmk import kernel as kern_pkg
         from visrep.methods.local.match_kernels import ASMKIndex
         from visrep.methods.local.vocabularies import assign
-        np.random.default_rng(0)
-        self.c = clustered(1024, seed=1)
+        self.c = clustered(k, seed=1)
         self.x = clustered(200 * 500, seed=2)
         self.ids = np.repeat(np.arange(200), 500)
         self.w, _ = assign(self.x, self.c)
         self.q = [clustered(500, seed=10 + j) for j in range(20)]
-        self.qw = [assign(q, self.c, 1)[0] for q in self.q]
+        self.qw = [assign(q, self.c, ma)[0] for q in self.q]
+        kk = k
 
         class Codebook:
             centroids = self.c
-            size = 1024
+            size = kk
+        self.k = k
         self.kern = kern_pkg.ASMKKernel(Codebook(), binary=binary)
         self.ivf_pkg = ivf_pkg
         self.ours = ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
         agg = self.kern.aggregate(self.x, self.w, self.ids.copy())
-        self.theirs = ivf_pkg.IVF.initialize_empty(codebook_size=1024, use_idf=True)
+        self.theirs = ivf_pkg.IVF.initialize_empty(codebook_size=k, use_idf=True)
         self.theirs.add(*agg[:2], agg[2].copy())
         self.binary = binary
 
-    def time_aggregate_ours(self, binary):
+    def time_aggregate_ours(self, binary, k=1024, ma=1):
         from visrep.methods.local.match_kernels import ASMKIndex
         ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
 
-    def time_aggregate_asmk(self, binary):
+    def time_aggregate_asmk(self, binary, k=1024, ma=1):
         agg = self.kern.aggregate(self.x, self.w, self.ids.copy())
-        ivf = self.ivf_pkg.IVF.initialize_empty(codebook_size=1024, use_idf=True)
+        ivf = self.ivf_pkg.IVF.initialize_empty(codebook_size=self.k, use_idf=True)
         ivf.add(*agg[:2], agg[2].copy())
 
-    def time_search_ours(self, binary):
+    def time_search_ours(self, binary, k=1024, ma=1):
         for q, qw in zip(self.q, self.qw):
             self.ours.search_image(q, qw, 3.0, 0.0)
 
-    def time_search_asmk(self, binary):
+    def time_search_asmk(self, binary, k=1024, ma=1):
         sim = lambda *a: self.kern.similarity(*a, alpha=3.0, similarity_threshold=0.0)
         for q, qw in zip(self.q, self.qw):
             self.theirs.search(*self.kern.aggregate_image(q, qw), similarity_func=sim, topk=200)
 
-    def peakmem_index_ours(self, binary):
+    def peakmem_index_ours(self, binary, k=1024, ma=1):
         from visrep.methods.local.match_kernels import ASMKIndex
         ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
 
@@ -173,12 +176,12 @@ def _best(fn, reps=3):
 if __name__ == "__main__":
     import sys
     only = sys.argv[1:]
-    for binary in ((False, True) if not only or "asmk" in only else ()):
+    for binary, k, ma in (itertools.product((False, True), (4096, 65536), (1, 5)) if not only or "asmk" in only else ()):
         s = ASMKSuite()
-        s.setup(binary)
+        s.setup(binary, k, ma)
         a, b = _best(lambda: s.time_aggregate_ours(binary)), _best(lambda: s.time_aggregate_asmk(binary))
         c, d = _best(lambda: s.time_search_ours(binary)), _best(lambda: s.time_search_asmk(binary))
-        print(f"ASMK{'*' if binary else ''}: aggregate+index ours {a:.3f}s asmk {b:.3f}s (x{b / a:.1f}); "
+        print(f"ASMK{'*' if binary else ''} k={k} ma={ma}: aggregate+index ours {a:.3f}s asmk {b:.3f}s (x{b / a:.1f}); "
               f"20 queries ours {c:.3f}s asmk {d:.3f}s (x{d / c:.1f}); index bytes/image {s.ours.nbytes() / 200:.0f}")
     s = AKMAssignSuite()
     s.setup()

@@ -69,10 +69,13 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     bits = np.asarray(bits, bool)
     n, d = bits.shape
     nw = (d + 63) // 64
-    padded = np.zeros((n, nw * 64), bool)
-    padded[:, :d] = bits
-    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
-    return (padded.reshape(n, nw, 64).astype(np.uint64) * weights).sum(2, dtype=np.uint64)
+    if d != nw * 64:
+        padded = np.zeros((n, nw * 64), bool)
+        padded[:, :d] = bits
+        bits = padded
+    # byte b, bit i = column 8 b + i; 8 little-endian bytes = one uint64 (bit j % 64 of word j // 64)
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").astype(np.uint64).reshape(n, nw)
 
 
 def signatures(x: np.ndarray, words: np.ndarray, P: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -38,6 +38,50 @@ def selectivity(u: np.ndarray, alpha: float = 3.0, tau: float = 0.0) -> np.ndarr
     return np.where(u > tau, np.sign(u) * np.abs(u) ** alpha, 0.0)
 
 
+# np.add.reduceat adds a group as first row + (sum of the others), the others summed in order
+# when they are fewer than 8 (groups of at most this many rows), pairwise (numpy's unrolled blocks) above
+_REDUCEAT_SEQUENTIAL = 8
+
+
+def _group_sums(res: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Sums of consecutive row groups of res (n, d) float64 starting at start (G,) -> (G, d).
+
+    Bit for bit ``np.add.reduceat(res, start, axis=0)``, much faster for many small groups: a
+    group of one row is that row; a group of 2 to 8 rows is its first row plus the product of
+    a (G', n) 0/1 CSR indicator matrix with res (scipy adds the rows of a group in order, as
+    reduceat does); the rare larger groups, which reduceat sums pairwise, go through reduceat.
+    """
+    import scipy.sparse as sp
+    n = len(res)
+    size = np.diff(np.r_[start, n])
+    out = res[start]
+    small = np.flatnonzero((size > 1) & (size <= _REDUCEAT_SEQUENTIAL))
+    if len(small):
+        cnt = size[small] - 1
+        _, cols = expand_ranges(start[small] + 1, cnt)
+        ind = sp.csr_matrix((np.ones(len(cols), res.dtype), cols, np.r_[0, np.cumsum(cnt)]),
+                            shape=(len(small), n))
+        out[small] += ind @ res
+    big = np.flatnonzero(size > _REDUCEAT_SEQUENTIAL)
+    if len(big):
+        _, rows = expand_ranges(start[big], size[big])
+        out[big] = np.add.reduceat(res[rows], np.r_[0, np.cumsum(size[big])[:-1]], axis=0)
+    return out
+
+
+def _l2_normalize_f32(V: np.ndarray, block: int = 8192) -> np.ndarray:
+    """(V / max(||V||_2, 1e-12)).astype(float32) row-wise, in cache-sized row blocks.
+
+    Bit for bit ``np.linalg.norm(V, axis=1)`` (which is sqrt(add.reduce(V * V, axis=1))) without
+    its full-size temporaries."""
+    out = np.empty(V.shape, np.float32)
+    for a in range(0, len(V), block):
+        v = V[a:a + block]
+        n = np.sqrt(np.add.reduce(v * v, axis=1))[:, None]
+        out[a:a + block] = v / np.maximum(n, 1e-12)
+    return out
+
+
 def aggregate(x: np.ndarray, words: np.ndarray, image: np.ndarray, centroids: np.ndarray,
               binary: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aggregated residuals per (image, word) (ICCV 2013 Eq. 10).
@@ -63,13 +107,13 @@ def aggregate(x: np.ndarray, words: np.ndarray, image: np.ndarray, centroids: np
         return (np.zeros((0, (d + 63) // 64), np.uint64) if binary else np.zeros((0, d), np.float32),
                 np.zeros(0, np.int64), np.zeros(0, np.int64))
     start = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
-    res = x[rows[order]] - centroids[w[order]]
-    V = np.add.reduceat(res.astype(np.float64), start, axis=0)
+    res = (x[rows[order]] - centroids[w[order]]).astype(np.float64)
+    V = _group_sums(res, start)
     uk = key_s[start]
     if binary:
         vec = pack_bits(V > 0)
     else:
-        vec = (V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        vec = _l2_normalize_f32(V)
     return vec, uk % k, uk // k
 
 
@@ -98,24 +142,69 @@ class ASMKIndex:
         self.vecs = vec[self.ivf.order]
         self.idf = asmk_idf(self.ivf.df(), n_images)
         self.norm = np.bincount(im, self.idf[w], minlength=n_images)
+        self._sqrt_norm = np.sqrt(self.norm)
         self.n_images = n_images
 
     def similarity(self, qvec: np.ndarray, owner: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Reference pairwise similarity (T,) float64 of query vectors qvec[owner] and database
+        entries vecs[pos] (gathers both; :meth:`search_image` uses posting-list slices instead)."""
         if self.binary:
             h = hamming(qvec[owner], self.vecs[pos]).sum(1)
             return 1.0 - 2.0 * h / self.dim
         return np.einsum("td,td->t", qvec[owner], self.vecs[pos]).astype(np.float64)
 
+    # posting lists at least this long are scored in place (one einsum on the contiguous slice);
+    # shorter ones are gathered and scored together (per-call overhead beats copying there)
+    SLICE_MIN = 32
+
+    def _pair_values(self, qvec: np.ndarray, qw: np.ndarray):
+        """For every (query word i, database entry of word qw[i]) pair, in posting-list order:
+        (similarity (T,) float32, or Hamming distance (T,) int64 when binary; query word index (T,);
+        database image (T,)). Long posting lists are multiplied in place as contiguous slices into a
+        preallocated buffer, without copying qvec[owner] and vecs[pos] (two (T, d) arrays)."""
+        ptr, vecs = self.ivf.ptr, self.vecs
+        owner, pos = self.ivf.postings(qw)
+        img = self.ivf.image[pos]
+        if self.binary:
+            return np.bitwise_count(np.bitwise_xor(vecs[pos], qvec[owner])).sum(1, dtype=np.int64), owner, img
+        lo, hi = ptr[qw], ptr[qw + 1]
+        lens = hi - lo
+        off = np.zeros(len(qw) + 1, np.int64)
+        np.cumsum(lens, out=off[1:])
+        val = np.empty(len(pos), np.float32)
+        long = lens >= self.SLICE_MIN
+        short = np.flatnonzero(~long[owner])
+        if len(short):
+            # same float32 sums of products as the per-slice einsum below (and as :meth:`similarity`)
+            val[short] = np.einsum("td,td->t", qvec[owner[short]], vecs[pos[short]])
+        for i in np.flatnonzero(long).tolist():
+            np.einsum("td,d->t", vecs[int(lo[i]):int(hi[i])], qvec[i], out=val[int(off[i]):int(off[i + 1])])
+        return val, owner, img
+
     def search_image(self, q, qwords, alpha: float = 3.0, tau: float = 0.0) -> np.ndarray:
-        """Scores (n_db,) float64 of one query image: q (n, d), qwords (n, ma)."""
+        """Scores (n_db,) float64 of one query image: q (n, d), qwords (n, ma).
+
+        score_j = sum_c w_c sigma_alpha(V_hat(Q_c)^T V_hat(X_jc)) / sqrt(sum_{c in Q} w_c * norm_j)
+        (Eq. 10-11), accumulated over the posting lists of the query's words. ASMK* maps the
+        Hamming distance h in [0, d] through a (d + 1)-entry table sigma_alpha(1 - 2 h / d).
+        """
         if len(q) == 0:
             return np.zeros(self.n_images)
         qvec, qw, _ = aggregate(q, qwords, np.zeros(len(q), np.int64), self.centroids, self.binary)
-        owner, pos = self.ivf.postings(qw)
-        s = selectivity(self.similarity(qvec, owner, pos), alpha, tau) * self.idf[qw[owner]]
-        img = self.ivf.image[pos]
-        nz = self.norm[img] > 0
-        sc = np.bincount(img[nz], s[nz] / np.sqrt(self.norm[img[nz]]), minlength=self.n_images)
+        val, owner, img = self._pair_values(qvec, qw)
+        if self.binary:
+            table = selectivity(1.0 - 2.0 * np.arange(self.dim + 1, dtype=np.int64) / self.dim, alpha, tau)
+            s = table[val]
+        else:
+            s = val.astype(np.float64)
+        keep = s > tau if not self.binary else s != 0
+        sq = self._sqrt_norm[img]
+        keep &= sq > 0
+        s = s[keep]
+        if not self.binary:
+            s = selectivity(s, alpha, tau)
+        s = s * self.idf[qw][owner[keep]]
+        sc = np.bincount(img[keep], s / sq[keep], minlength=self.n_images)
         qn = self.idf[qw].sum()
         return sc / np.sqrt(qn) if qn > 0 else sc
 

@@ -90,9 +90,25 @@ def _dense(y) -> np.ndarray:
     return np.asarray(y.toarray() if hasattr(y, "toarray") else y, dtype=np.float64)
 
 
+def _float64_operator(W):
+    """W as float64 once (W @ F with float32 W and float64 F would upcast a copy of W on every
+    product); the products are the same, bit for bit."""
+    if hasattr(W, "dtype") and W.dtype != np.float64 and hasattr(W, "astype"):
+        return W.astype(np.float64)
+    return W
+
+
 def laplacian_apply(W, alpha: float):
-    """The map F -> L_alpha F = (F - alpha W F) / (1 - alpha), F (n, m)."""
-    return lambda f: (f - alpha * (W @ f)) / (1.0 - alpha)
+    """The map F -> L_alpha F = (F - alpha W F) / (1 - alpha), F (n, m) float64."""
+    W = _float64_operator(W)
+
+    def apply(f):
+        out = np.asarray(W @ f)                 # a fresh array: the steps below reuse it in place
+        np.multiply(out, alpha, out=out)
+        np.subtract(f, out, out=out)
+        np.divide(out, 1.0 - alpha, out=out)
+        return out
+    return apply
 
 
 def cg(W, Y, alpha: float, tol: float = 1e-6, maxiter: int = 20, x0=None) -> tuple[np.ndarray, np.ndarray, list]:
@@ -147,6 +163,7 @@ def rwr(W, Y, alpha: float, tol: float = 1e-6, maxiter: int = 1000) -> tuple[np.
         Y = Y[:, None]
     ynorm = np.linalg.norm(Y, axis=0)
     ynorm[ynorm == 0] = 1.0
+    W = _float64_operator(W)
     F = (1 - alpha) * Y
     iters = np.zeros(Y.shape[1], np.int64)
     active = np.ones(Y.shape[1], bool)
