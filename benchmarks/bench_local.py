@@ -36,11 +36,12 @@ def sift_or_clustered(n=75000):
 
 class ASMKSuite:
     """ASMK aggregation (database) and search (per query image) vs the asmk package.
-    200 database images x 500 descriptors, 20 queries of 500 descriptors; k words (1024, 4096,
-    65536; exact assignment shared), query multiple assignment ma (1 or 5)."""
+    200 database images x 500 descriptors, 20 queries of 500 descriptors; k = 4096 words (exact
+    assignment shared), query multiple assignment ma (1 or 5). k = 65536 is measured by hand (it
+    takes about a minute of set-up per combination: too long for every asv run)."""
 
     timeout = 300
-    params = ([False, True], [1024, 4096, 65536], [1, 5])
+    params = ([False, True], [4096], [1, 5])
     param_names = ["binary", "k", "ma"]
 
     def setup(self, binary, k=1024, ma=1):
