@@ -66,6 +66,35 @@ def paired_bootstrap(a, b, n_boot: int = N_BOOT, seed: int = SEED, level: float 
     return bootstrap_mean(a[both] - b[both], n_boot, seed, level)
 
 
+def bootstrap_ratio(a, b, paired: bool = True, n_boot: int = N_BOOT, seed: int = SEED,
+                    level: float = 0.95) -> Interval:
+    """Ratio of means mean(a) / mean(b) of two sets of timings with its percentile-bootstrap interval.
+
+    `a` (n,), `b` (m,): repeated timings (per query, per pair, per repeat; seconds, finite > 0 kept).
+    ``paired`` (n == m, the same queries timed under both methods) resamples the same items of both,
+    so the per-query difficulty cancels; otherwise the two sets are resampled independently.
+    ``Interval.n`` is the number of items (paired) or the smaller set's size.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired timings of different lengths: {a.shape} vs {b.shape}")
+        keep = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+        a, b = a[keep], b[keep]
+    else:
+        a, b = a[np.isfinite(a) & (a > 0)], b[np.isfinite(b) & (b > 0)]
+    if a.size == 0 or b.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level)
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, a.size, size=(n_boot, a.size))
+    ib = ia if paired else rng.integers(0, b.size, size=(n_boot, b.size))
+    boots = a[ia].mean(axis=1) / b[ib].mean(axis=1)
+    q = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [q, 1.0 - q])
+    return Interval(float(a.mean() / b.mean()), float(lo), float(hi), int(min(a.size, b.size)), level)
+
+
 def decide_greater(iv: Interval) -> bool | None:
     """'A > B': True when the interval of A - B lies above 0, False below, None when it covers 0."""
     if iv.n == 0:

@@ -362,7 +362,7 @@ def per_item_values(record: dict | None, metric: str):
     if not record:
         return None
     key = metric[len("metrics."):] if metric.startswith("metrics.") else metric
-    if metric.startswith(("timings.", "stats.")):
+    if metric.startswith("stats."):
         return None
     values = (record.get("per_item") or {}).get(key)
     if not values:
@@ -405,6 +405,12 @@ def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
             holds = st.decide_within(st.Interval(iv.mean - c.value, iv.lo - c.value, iv.hi - c.value, iv.n), c.tol)
         how = f"bootstrap over {iv.n} items"
         shown = f"; mean {iv.mean:.4g} [{iv.lo:.4g}, {iv.hi:.4g}] (95%, {how})"
+    elif c.relation == "ratio_at_least" and va is not None and vb is not None:
+        paired = va.shape == vb.shape
+        iv = st.bootstrap_ratio(va, vb, paired=paired)
+        holds = st.decide_at_least(iv, c.value)
+        how = f"{'paired ' if paired else ''}bootstrap over {iv.n} timed {'items' if paired else 'repeats'}"
+        shown = f"; {c.a} / {c.b} = {iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}] (95%, {how})"
     else:
         holds = point
         how = "comparison of the two numbers (no per-item values: a timing or a statistic of the run)"

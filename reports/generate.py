@@ -430,7 +430,11 @@ def _forest_rows(tr) -> list[dict]:
                 continue
             metric = c.metric[len("metrics."):] if c.metric.startswith("metrics.") else c.metric
             row = {"diff": ch.diff, "lo": ch.lo, "hi": ch.hi, "outcome": ch.outcome, "band": None}
-            if c.b:
+            if c.b and c.relation == "ratio_at_least":
+                row["label"] = f"{claim.id}: {c.a} / {c.b} ({metric}, n={ch.n})"
+                row["group"] = f"ratio of mean {metric} a / b over timed items, 95% interval"
+                row["refs"] = [float(c.value)]
+            elif c.b:
                 row["label"] = f"{claim.id}: {c.a} vs {c.b} ({metric}, n={ch.n})"
                 row["group"] = f"mean paired difference a − b of {metric} over items, 95% interval"
                 row["refs"] = [0.0]

@@ -48,6 +48,8 @@ def test_local_run_writes_records_and_resumes(tmp_path, toy_plugin):
     assert [r["_skipped"] for r in again] == [True] * 4
     forced = LocalExecutor().map(jobs[:1], RunSettings(results_dir=settings.results_dir, quiet=True, force=True))
     assert forced[0]["_skipped"] is False
+    # repeated timings, one per query, land beside the per-item metrics
+    assert len(first[0]["per_item"]["timings.query"]) == len(first[0]["per_item"]["map"])
     df = load(settings.results_dir)
     assert len(df) == 4 and {"metrics.map", "params.tag", "dataset_params.noise", "commit"} <= set(df.columns)
 

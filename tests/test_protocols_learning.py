@@ -7,7 +7,7 @@ import pytest
 from visrep.protocols.adversarial import Adversarial
 from visrep.protocols.classification import Classification, labelled_subset_summary
 from visrep.protocols.few_shot import FewShot, mean_ci95
-from visrep.protocols.metric_learning import MetricLearning, nmi, recall_at_k
+from visrep.protocols.metric_learning import MetricLearning, nmi, nmi_per_item, recall_at_k
 from visrep.protocols.quantization import (
     Quantization,
     exact_nearest_neighbour,
@@ -55,6 +55,23 @@ def test_metric_learning_matches_pml_and_sklearn():
         MetricLearning().evaluate({"embeddings": bad}, _ld(y))
     with pytest.raises(UserError, match=r"expected shape \(200, d\)"):
         MetricLearning().evaluate({"embeddings": x[:10]}, _ld(y))
+
+
+def test_nmi_per_item_values_are_the_influence_values_of_nmi():
+    """Their mean is NMI exactly, and each is the jackknife pseudo-value n NMI - (n-1) NMI(-i) to first order."""
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, 5, 1500)
+    p = np.where(rng.random(1500) < 0.6, t, rng.integers(0, 6, 1500))  # clusters agreeing with 60% of labels
+    v = nmi_per_item(t, p)
+    assert v.shape == (1500,) and v.mean() == pytest.approx(nmi(t, p), abs=1e-12)
+    n, full = len(t), nmi(t, p)
+    idx = rng.choice(n, 40, replace=False)
+    pseudo = np.array([n * full - (n - 1) * nmi(np.delete(t, i), np.delete(p, i)) for i in idx])
+    assert np.abs(pseudo - v[idx]).max() < 0.03 * np.ptp(v[idx])  # second-order terms only
+    assert np.corrcoef(pseudo, v[idx])[0, 1] > 0.999
+    assert np.allclose(nmi_per_item(t, t), 1.0)  # perfect clustering: every item's value is 1
+    m, per_item = MetricLearning().score({"embeddings": np.eye(6)[t % 6].astype(np.float32)}, _ld(t))
+    assert per_item["nmi"].mean() == pytest.approx(m["nmi"], abs=1e-12)
 
 
 def test_few_shot_mean_and_ci():

@@ -6,6 +6,7 @@ import pytest
 from visrep.protocols.statistics import (
     Interval,
     bootstrap_mean,
+    bootstrap_ratio,
     decide_at_least,
     decide_greater,
     decide_within,
@@ -65,6 +66,26 @@ def test_claims_decided_per_query_not_on_the_means():
     t = decide_check(Check("less", "a", "timings.query", b="b"), {"metrics": {}, "timings": {"query": 1.0}},
                      {"metrics": {}, "timings": {"query": 2.0}})
     assert t.outcome == HOLDS and t.n == 0 and "no per-item values" in t.how
+
+
+def test_speed_claims_decided_on_repeated_timings():
+    # known answer: a constant 4x ratio per query has a degenerate interval at 4
+    iv = bootstrap_ratio([4.0, 8.0, 12.0], [1.0, 2.0, 3.0])
+    assert (iv.mean, iv.lo, iv.hi, iv.n) == (4.0, 4.0, 4.0, 3)
+    rng = np.random.default_rng(0)
+    slow = rng.lognormal(np.log(10e-3), 0.3, 80)
+    fast = slow / 12 * rng.lognormal(0, 0.05, 80)
+    c = Check("ratio_at_least", "slow", "timings.query", b="fast", value=10)
+    rec = lambda t: {"metrics": {}, "timings": {"query": float(t.mean())}, "per_item": {"timings.query": t.tolist()}}  # noqa: E731
+    r = decide_check(c, rec(slow), rec(fast))
+    assert r.outcome == HOLDS and 10 < r.lo < 12 < r.hi < 14 and "paired bootstrap over 80 timed items" in r.how
+    # about 10x with noisy timings: the interval straddles 10, so the claim is inconclusive, not a coin flip
+    noisy = slow / 10 * rng.lognormal(0, 0.5, 80)
+    r = decide_check(c, rec(slow), rec(noisy))
+    assert r.outcome == INCONCLUSIVE and r.lo < 10 < r.hi
+    # unpaired repeats (different counts) are resampled independently
+    r = decide_check(c, rec(slow), rec(fast[:30] * 3))
+    assert r.outcome == DOES_NOT_HOLD and r.hi < 10 and "repeats" in r.how
 
 
 def test_per_item_means_are_the_metrics(oxford5k_features):

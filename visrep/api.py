@@ -21,7 +21,9 @@ class Method(Plugin):
     def run(self, data, ctx) -> dict:
         """Return the outputs dict for `data` (see the task table above).
 
-        Optional keys for every task: ``timings`` (seconds, e.g. ``query`` per query) and
+        Optional keys for every task: ``timings`` (seconds, e.g. ``query`` per query),
+        ``per_item_timings`` ({phase: (n,) seconds}: repeated timings, one per query / pair, kept in the
+        record as ``per_item["timings.<phase>"]`` so speed claims get an interval) and
         ``stats`` (other numbers the method measures about itself: memory, iterations).
         """
         raise NotImplementedError

@@ -82,6 +82,8 @@ def execute(job: Job, settings: RunSettings) -> dict:
     with ctx.phase("evaluate"):
         metrics, per_item = protocol.score(outputs, data)
         metrics = _check_metrics(metrics, job)
+    # repeated timings (per query / per pair, seconds) go beside the per-item metrics, under "timings.<phase>"
+    per_item = {**per_item, **{f"timings.{k}": v for k, v in (outputs.get("per_item_timings") or {}).items()}}
     ctx.timings["total"] = time.perf_counter() - t0
     timings = {**ctx.timings, **{k: float(v) for k, v in (outputs.get("timings") or {}).items()}}
     return {
