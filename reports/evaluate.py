@@ -425,6 +425,27 @@ def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
 _WORST = [METHOD_MISSING, DATA_MISSING, RUN_FAILED, CONFIG_ERROR, METRIC_MISSING, NOT_RUN]
 
 
+def claim_jobs(results_dir: str | Path, data_root: str | Path | None = None,
+               tables: list[Table] | None = None) -> tuple[list, list[str]]:
+    """Every job that a claim of the tables needs and that can run here (run or not yet run), once;
+    and for the others why not ("table/claim/run: method missing: ..."). ``visrep run default`` adds
+    these to its own experiments, so that the report decides every claim after the main job."""
+    from .tables import load_tables
+    resolver = Resolver(results_dir, data_root)
+    jobs, seen, skipped = [], set(), []
+    for table in tables if tables is not None else load_tables():
+        for claim in table.claims:
+            for name in claim.runs:
+                res = resolver.resolve(table.runs[name])
+                if res.status in (NOT_RUN, "record") and res.job is not None:
+                    if res.job.job_id not in seen:
+                        seen.add(res.job.job_id)
+                        jobs.append(res.job)
+                else:
+                    skipped.append(f"{table.id}/{claim.id}/{name}: {res.status}: {res.reason}")
+    return jobs, sorted(set(skipped))
+
+
 def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: bool = False) -> ClaimResult:
     """A claim holds when every check holds, does not hold when one does not, else is inconclusive."""
     out = ClaimResult(table.id, claim.id, NOT_RUN)

@@ -41,3 +41,56 @@ def test_main_job_metrics_unchanged(tmp_path):
         # 1e-6: the order of floating-point sums differs with the BLAS thread count (OMP_NUM_THREADS),
         # which moves a diffusion mAP by ~1e-8; any change of method moves it by far more
         assert got[key] == pytest.approx(metrics, rel=1e-6, abs=1e-9), key
+
+
+def test_default_spec_adds_every_claim_run(tmp_path):
+    """``claims = "all"``: the main job includes every run a claim needs that can run here, once."""
+    from visrep.reports.evaluate import NOT_RUN, Resolver, claim_jobs
+    from visrep.reports.tables import load_tables
+    from visrep.spec import read_spec
+    assert read_spec("default")[1] == "all"
+    tables = load_tables()
+    jobs, not_here = claim_jobs(tmp_path / "res", tables=tables)
+    assert len({j.job_id for j in jobs}) == len(jobs) > 0
+    resolver = Resolver(tmp_path / "res")
+    ids = {j.job_id for j in jobs}
+    for table in tables:
+        for claim in table.claims:
+            for name in claim.runs:
+                res = resolver.resolve(table.runs[name])
+                assert res.status != NOT_RUN or res.job.job_id in ids, (table.id, claim.id, name)
+    # what cannot run here is said with its table, claim, run and reason
+    assert all(s.count("/") >= 2 and ": " in s for s in not_here)
+
+
+def test_spec_claims_key_is_checked(tmp_path):
+    from visrep.errors import UserError
+    from visrep.spec import read_spec
+    spec = tmp_path / "s.toml"
+    spec.write_text('claims = "some"\n')
+    with pytest.raises(UserError, match=r'the only value is "all"'):
+        read_spec(spec)
+    spec.write_text('claims = "all"\n')
+    assert read_spec(spec) == ([], "all")
+
+
+@pytest.mark.slow
+def test_readme_main_job_leaves_no_claim_not_run(tmp_path):
+    """The README's two commands in fresh results/cache folders: no claim of the report reads 'not run'."""
+    import os
+    import subprocess
+    import sys
+    import time
+    env = {**os.environ, "VISREP_RESULTS": str(tmp_path / "results"), "VISREP_CACHE": str(tmp_path / "cache")}
+    t0 = time.perf_counter()
+    for cmd in (["run", "default", "--quiet"], ["report", "--out", str(tmp_path / "report"), "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "visrep", *cmd], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    wall = time.perf_counter() - t0
+    print(f"README main job, cold: {wall:.0f} s")
+    claims = json.loads(proc.stdout)["claims"]
+    assert (tmp_path / "report" / "report.md").exists() and claims
+    not_run = sorted(c for c, status in claims.items() if status == "not run")
+    assert not not_run, f"claims still 'not run' after the main job: {not_run}"
+    assert wall <= 600, f"the main job took {wall:.0f} s cold (budget 10 minutes on 2 cores)"

@@ -284,6 +284,12 @@ def builtin_spec(name: str) -> Path | None:
 
 def load_spec_file(path: str | Path) -> list[Experiment]:
     """Read a TOML or YAML spec file into its experiments (top-level keys are defaults for each)."""
+    return read_spec(path)[0]
+
+
+def read_spec(path: str | Path) -> tuple[list[Experiment], str | None]:
+    """A spec file's experiments and its ``claims`` key ("all": also every run a claim of the report's
+    tables needs; the command line adds those, the core does not read the tables)."""
     path = Path(path)
     if not path.exists():
         builtin = builtin_spec(str(path))
@@ -306,18 +312,24 @@ def load_spec_file(path: str | Path) -> list[Experiment]:
         raise UserError(f"cannot parse spec file {path}: {e}") from None
     if not isinstance(doc, dict):
         raise UserError(f"spec file {path} must hold a table/mapping at top level")
+    doc = dict(doc)
+    claims = doc.pop("claims", None)
+    if claims not in (None, "all"):
+        raise UserError(f"{path}: claims = {claims!r}: the only value is \"all\" (every run the report's claims need)")
     if "experiment" in doc:
         exps = doc["experiment"]
         if not isinstance(exps, list):
             raise UserError(f"{path}: 'experiment' must be a list of tables")
         defaults = {k: v for k, v in doc.items() if k != "experiment"}
         return [Experiment.from_dict({**defaults, **e} if isinstance(e, dict) else e, f"{path} experiment {i + 1}")
-                for i, e in enumerate(exps)]
-    return [Experiment.from_dict(doc, str(path))]
+                for i, e in enumerate(exps)], claims
+    if not doc and claims:
+        return [], claims
+    return [Experiment.from_dict(doc, str(path))], claims
 
 
 def jobs_from_spec(path: str | Path, data_root: str | None = None, skipped: list | None = None) -> list[Job]:
-    """All jobs of a spec file; optional experiments whose data is missing go to `skipped`."""
+    """All jobs of a spec file's experiments; optional experiments whose data is missing go to `skipped`."""
     jobs = []
     for i, exp in enumerate(load_spec_file(path)):
         where = f"{path} experiment {i + 1} ({exp.method} on {exp.dataset})"

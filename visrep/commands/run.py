@@ -31,9 +31,22 @@ def _add_run(p):
     p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
 
 
+def _claim_jobs(jobs, args) -> list:
+    """The jobs every claim of the report's tables needs that `jobs` lacks (spec key ``claims = "all"``)."""
+    from ..reports.evaluate import claim_jobs
+    from ..runner import RunSettings
+    results = args.results or RunSettings().results_dir
+    extra, not_here = claim_jobs(results, args.data_root)
+    if not_here and not args.quiet:
+        print(f"{len(not_here)} claim run(s) cannot run here (method or data missing; `visrep report` says which)",
+              file=sys.stderr)
+    have = {j.job_id for j in jobs}
+    return [j for j in extra if j.job_id not in have]
+
+
 def _cmd_run(args) -> int:
     from ..runner import DaskExecutor, LocalExecutor, RunSettings
-    from ..spec import Experiment, jobs_from_spec
+    from ..spec import Experiment, jobs_from_spec, read_spec
 
     if args.spec and args.method:
         raise UserError("give either a spec file or --method/--dataset, not both")
@@ -42,6 +55,8 @@ def _cmd_run(args) -> int:
         jobs = jobs_from_spec(args.spec, data_root=args.data_root, skipped=skipped)
         for reason in skipped:
             print(f"skipped: {reason}", file=sys.stderr)
+        if read_spec(args.spec)[1] == "all":
+            jobs += _claim_jobs(jobs, args)
         if args.set:
             raise UserError("--set applies to --method runs; put parameters of a spec in the spec file")
     else:
