@@ -22,6 +22,8 @@ task                a dataset of this task gives                  a method of th
 ``few-shot``        ``LabelledData`` with base classes and        ``predictions`` (E, N*Q) or ``scores``
                     seeded N-way K-shot episodes                  (E, N*Q, N)
 ``adversarial``     images in [0, 1] with labels, to attack       ``adversarial`` images + ``adv_predictions``
+``clustering``      no dataset of its own: the protocol reads     ``labels`` (n_db,) int: the cluster of each
+                    retrieval datasets (scene = ground truth)     database image
 ==================  ============================================  ==========================================
 
 The rule (:func:`fits`): a **protocol** scores one method output contract (its ``task``) and
@@ -42,6 +44,7 @@ CLASSIFICATION = "classification"
 METRIC_LEARNING = "metric-learning"
 FEW_SHOT = "few-shot"
 ADVERSARIAL = "adversarial"
+CLUSTERING = "clustering"
 
 #: task -> (what a dataset of that task gives, what a method of that task outputs)
 TASKS: dict[str, tuple[str, str]] = {
@@ -57,6 +60,8 @@ TASKS: dict[str, tuple[str, str]] = {
     FEW_SHOT: ("LabelledData with base classes and seeded N-way K-shot episodes",
                "predictions (E, N*Q) or scores (E, N*Q, N)"),
     ADVERSARIAL: ("images in [0, 1] with labels, to attack", "adversarial images + adv_predictions"),
+    CLUSTERING: ("none of its own: retrieval datasets, whose ground truth gives the scene of each database image",
+                 "labels (n_db,) int: the cluster of each database image"),
 }
 
 

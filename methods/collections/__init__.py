@@ -1,0 +1,1 @@
+"""Exploring photo collections (Part I of the talk): total recall (QE1), view clustering, scene maps."""
