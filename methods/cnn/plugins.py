@@ -45,17 +45,30 @@ class SPoC(CNNDescriptor):
 @register
 class GeM(CNNDescriptor):
     name = "gem"
-    summary = "GeM: generalized-mean pooled conv activations (p = 3)"
+    summary = "GeM: generalized-mean pooled conv activations (p = 3, or a checkpoint's learned p)"
     cite = "Radenović, Tolias & Chum, Fine-tuning CNN image retrieval with no human annotation, TPAMI 2019"
-    params = BACKBONE_PARAMS + (Param("p", float, 3.0, "GeM exponent (fixed; pass a learned value here)",
-                                      low=1.0),)
+    params = BACKBONE_PARAMS + (Param("p", float, None, "GeM exponent; None = the learned 'pool.p' of a "
+                                      "cnnimageretrieval checkpoint, else 3", low=1.0),)
+
+    def p_for(self, net=None) -> float:
+        """cfg p, else the network's learned p (TPAMI 2019 Eq. 2, p learned), else 3."""
+        if self.cfg["p"] is not None:
+            return float(self.cfg["p"])
+        learned = getattr(net, "gem_p", None)
+        return float(learned) if learned is not None else 3.0
 
     @property
     def ms_power(self):
-        return self.cfg["p"]
+        return self.p_for(None)
+
+    def ms_power_for(self, net) -> float:
+        return 1.0 if self._layer_whitening(net) is not None else self.p_for(net)
 
     def pool(self, x):
-        return gem(x, self.cfg["p"])
+        return gem(x, self.p_for(None))
+
+    def pool_net(self, x, net):
+        return gem(x, self.p_for(net))
 
 
 @register

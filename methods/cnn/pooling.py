@@ -92,7 +92,7 @@ def rmac_regions(H: int, W: int, L: int = 3, overlap: float = 0.4) -> list[tuple
             continue
         wl2 = math.floor(wl / 2 - 1)
 
-        def starts(size, extra):
+        def starts(size, extra, l=l, wl=wl, wl2=wl2):
             m = l + extra                       # number of positions along this side
             step = 0.0 if m == 1 else (size - wl) / (m - 1)
             return [int(math.floor(wl2 + i * step) - wl2) for i in range(m)]

@@ -61,7 +61,8 @@ VOCAB_PARAMS = (
     Param("vocab_niter", int, 10, "vocabulary learning iterations", low=1),
     Param("vocab_train", str, None, "train the vocabulary on this descriptor file/folder instead of the "
           "database descriptors (e.g. an independent dataset, as in the papers)"),
-    Param("vocab_limit", int, 200000, "subsample at most this many training descriptors", low=1),
+    Param("vocab_limit", int, 200000, "subsample at most this many training descriptors (0 = all); k above it "
+          "is an error, never a silent cap", low=0),
     Param("local_features", str, "rootsift", "local descriptor", choices=("sift", "rootsift")),
     Param("max_features", int, 1000, "strongest keypoints kept per image (0 = all)", low=0),
 )
@@ -77,17 +78,25 @@ class LocalFeatureRetrieval(Method):
     task = "retrieval"
     params = VOCAB_PARAMS
 
+    def __init__(self, **given):
+        super().__init__(**given)
+        k, limit = self.cfg["k"], self.cfg["vocab_limit"]
+        if limit and k > limit:       # a vocabulary of k words needs at least k training descriptors
+            what = "initial components" if self.cfg["vocabulary"] == "agm" else "words"
+            raise UserError(f"method '{self.name}': k = {k} {what} cannot be learned from at most vocab_limit = "
+                            f"{limit} training descriptors: set vocab_limit >= k (or 0 = all descriptors)")
+
     def vocabulary(self, data, ctx, db_x):
         from .pipeline import vocabulary_for
         from .vocabularies import read_training_descriptors
 
         cfg = self.cfg
         if cfg["vocab_train"]:
-            x = read_training_descriptors(cfg["vocab_train"], cfg["vocab_limit"], ctx.seed)
+            x = read_training_descriptors(cfg["vocab_train"], cfg["vocab_limit"] or None, ctx.seed)
             key = {"train": str(cfg["vocab_train"]), "limit": cfg["vocab_limit"]}
         else:
             x = db_x
-            if len(x) > cfg["vocab_limit"]:
+            if cfg["vocab_limit"] and len(x) > cfg["vocab_limit"]:
                 x = x[np.sort(ctx.rng(17).choice(len(x), cfg["vocab_limit"], replace=False))]
             key = {"manifest": data.manifest, "features": cfg["local_features"],
                    "max_features": cfg["max_features"], "limit": cfg["vocab_limit"]}
@@ -95,7 +104,7 @@ class LocalFeatureRetrieval(Method):
             raise UserError(f"{data.name}: no local features to learn a vocabulary from")
         source = str(cfg["vocab_train"]) if cfg["vocab_train"] else f"the database images of {data.name}"
         check_at_most(cfg["k"], len(x), "k", f"method '{self.name}'", f"there are {len(x)} training "
-                      f"descriptors (from {source}, vocab_limit={cfg['vocab_limit']})")
+                      f"descriptors (from {source}, vocab_limit={cfg['vocab_limit'] or 'all'})")
         voc = vocabulary_for(x, cfg["vocabulary"], cfg["k"], ctx, key, niter=cfg["vocab_niter"],
                              data=None if cfg["vocab_train"] else data)
         if db_x.shape[1] != voc.dim:

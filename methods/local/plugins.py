@@ -282,7 +282,7 @@ class _HE(LocalFeatureRetrieval):
         img = s["ivf"].image[pos]
         if cfg["burst"] and len(w):
             key = qrow[owner] * n_db + img
-            uk, inv = np.unique(key, return_inverse=True)
+            _uk, inv = np.unique(key, return_inverse=True)
             tot = np.bincount(inv, w)
             w = w / np.sqrt(tot[inv])   # sum over the group becomes sqrt(total)
         if self.wgc and len(w):

@@ -334,7 +334,7 @@ def agm_purge(mu: np.ndarray, sigma2: np.ndarray, pi: np.ndarray, alive: np.ndar
     weight (as in non-maximum suppression), so a component is only removed in favour of one that
     stays and every purged mean is covered by a kept component.
     """
-    k, d = mu.shape
+    _k, d = mu.shape
     purge = ~np.asarray(alive, bool)
     live = np.flatnonzero(~purge)
     if len(live) < 2:
@@ -446,7 +446,7 @@ def agm_fit(x, k_init: int, niter: int = 20, seed: int = 0, m: int = 4, expand: 
         mu, sigma2, pi = mu[~purge], sigma2[~purge], pi[~purge]
         pi = pi / pi.sum()
         kept = np.where(cand >= 0, keep_map[np.maximum(cand, 0)], -1)
-        history.append({"k": int(len(mu)), "loglik": ll, "purged": int(purge.sum())})
+        history.append({"k": len(mu), "loglik": ll, "purged": int(purge.sum())})
         if not purge.any() and abs(ll - prev_ll) <= tol * abs(ll):
             break
         prev_ll = ll
