@@ -1,10 +1,13 @@
-"""asv benchmarks of spatial matching: HPM vs FSM (and RANSAC) time per image pair on fixed correspondences.
+"""asv benchmarks of spatial matching: HPM vs FSM, Lowe's Hough voting (and RANSAC) time per image pair on fixed
+correspondences.
 
 Input (fixed seed): m tentative correspondences between two 640 x 480 images, half of them
 consistent with one similarity transformation (inliers, with 1 px noise), half random, with
 SIFT-like frames (x, y, scale, orientation). FSM is quadratic in m (one hypothesis per
 correspondence, each scored on all), HPM linear (Tolias & Avrithis ICCV 2011: "more than 10
-times faster"). Run as a script to print the times and ratios once (best of 5).
+times faster"), Lowe's Hough voting + affine verification O(clusters x m). Run as a script to print the
+times and ratios once (best of 5); ``--graffiti`` also compares FSM, Lowe and HPM on the real Graffiti pairs
+(../shared/data/localfeatures/graf, ground-truth homographies): time, corner error, correct inliers.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class SpatialMatchingSuite:
     """Time of one image pair for m correspondences."""
 
     params = ([100, 500, 2000],)
-    param_names = ["m"]
+    param_names = ("m",)
     timeout = 300
 
     def setup(self, m):
@@ -48,6 +51,10 @@ class SpatialMatchingSuite:
     def time_fsm(self, m):
         from visrep.methods.spatial.geometry import fast_spatial_matching
         fast_spatial_matching(self.fa, self.fb, self.pairs, 8.0, "affine")
+
+    def time_lowe_hough(self, m):
+        from visrep.methods.spatial.lowe_hough import lowe_hough_matching
+        lowe_hough_matching(self.fa, self.fb, self.pairs, image_size=640)
 
     def time_ransac(self, m):
         from visrep.methods.spatial.geometry import ransac_homography
@@ -63,10 +70,54 @@ def _best(fn, reps=5):
     return best
 
 
+def graffiti_comparison(reps: int = 5):
+    """FSM (affine and homography refinement), Lowe's Hough voting and HPM on Graffiti img1 -> imgk (k = 2..6):
+    RootSIFT (all features), mutual NN + ratio 0.8; best-of-`reps` time per pair; corner error of the
+    estimated transform against the ground truth; inliers correct under the ground truth (< 3 px)."""
+    import cv2
+    from visrep.methods.local.features import extract_sift
+    from visrep.methods.spatial import geometry as G
+    from visrep.methods.spatial.hough_pyramid import hough_pyramid_matching
+    from visrep.methods.spatial.lowe_hough import lowe_hough_matching
+
+    from visrep.context import shared_data_dir
+    folder = shared_data_dir() / "localfeatures" / "graf"
+    imgs = {k: cv2.cvtColor(cv2.imread(str(folder / f"img{k}.png")), cv2.COLOR_BGR2RGB) for k in range(1, 7)}
+    feats = {k: extract_sift(im, "rootsift", None) for k, im in imgs.items()}
+    h, w = imgs[1].shape[:2]
+    D = max(h, w)
+    (d1, f1) = feats[1]
+    f1 = f1.astype(float)
+    for k in range(2, 7):
+        Ht = np.loadtxt(folder / f"H1to{k}p")
+        dk, fk = feats[k][0], feats[k][1].astype(float)
+        pairs = G.nn_correspondences(d1, dk, 0.8)
+        gt = G.transfer_errors(Ht, f1[pairs[:, 0], :2], fk[pairs[:, 1], :2]) < 3
+        runs = {"fsm-affine": lambda fk=fk, p=pairs: G.fast_spatial_matching(f1, fk, p, 8.0, "affine"),
+                "fsm-homography": lambda fk=fk, p=pairs: G.fast_spatial_matching(f1, fk, p, 8.0, "homography"),
+                "lowe-hough": lambda fk=fk, p=pairs: lowe_hough_matching(f1, fk, p, image_size=D),
+                "hpm": lambda fk=fk, p=pairs: hough_pyramid_matching(f1, fk, p, image_size=D)}
+        line = [f"img1->img{k}: m={len(pairs)} true={int(gt.sum())}"]
+        for name, fn in runs.items():
+            r, t = fn(), _best(fn, reps)
+            if name == "hpm":
+                alive = (r["strengths"] > 0)
+                line.append(f"{name} {t * 1e3:.1f} ms, {int((alive & gt).sum())}/{int(alive.sum())} grouped true")
+            else:
+                ce = G.corner_error(r["T"], Ht, w, h) if r["T"] is not None else float("nan")
+                line.append(f"{name} {t * 1e3:.1f} ms, corner {ce:.2f} px, {int((r['inliers'] & gt).sum())}/"
+                            f"{int(r['inliers'].sum())} inliers true")
+        print(" | ".join(line))
+
+
 if __name__ == "__main__":
+    import sys
     s = SpatialMatchingSuite()
     for m in SpatialMatchingSuite.params[0]:
         s.setup(m)
-        th, tf, tr = _best(lambda: s.time_hpm(m)), _best(lambda: s.time_fsm(m)), _best(lambda: s.time_ransac(m))
-        print(f"m={m:5d}  hpm {th * 1e3:8.2f} ms  fsm {tf * 1e3:8.2f} ms  ransac {tr * 1e3:8.2f} ms  "
-              f"fsm/hpm {tf / th:6.1f}x")
+        th, tf = _best(lambda m=m: s.time_hpm(m)), _best(lambda m=m: s.time_fsm(m))
+        tl, tr = _best(lambda m=m: s.time_lowe_hough(m)), _best(lambda m=m: s.time_ransac(m))
+        print(f"m={m:5d}  hpm {th * 1e3:8.2f} ms  fsm {tf * 1e3:8.2f} ms  lowe-hough {tl * 1e3:8.2f} ms  "
+              f"ransac {tr * 1e3:8.2f} ms  fsm/hpm {tf / th:6.1f}x  lowe/hpm {tl / th:6.1f}x")
+    if "--graffiti" in sys.argv:
+        graffiti_comparison()

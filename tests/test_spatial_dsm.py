@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visrep.methods.spatial.activations import activation_features
+from visrep.methods.spatial.activations import (
+    activation_features,
+    image_stride,
+    network_stride,
+)
 
 from visrep.errors import UserError
 
@@ -30,6 +34,26 @@ def test_activation_features_keep_strongest_per_channel():
     assert len(ch) == 1 and np.allclose(fr[0, :2], [5.5, 5.5])
     ch, fr = activation_features(x, (9, 9), per_channel=5, min_activation=0.1)
     assert len(ch) == 2                                  # 0.05 < 0.1 x peak
+
+
+def test_network_stride_not_image_over_map():
+    """Siméoni et al. CVPR 2019 map a feature of the activation tensor to the image by the
+    network's stride (32 px for EfficientNet / ResNet, 16 for VGG conv5), and a "same"-padded net
+    gives ceil(side / stride) cells: a 300 x 320 input has a 10 x 10 map of 32 px cells, not 30."""
+    assert network_stride((300, 320), (10, 10)) == 32
+    assert network_stride((512, 384), (16, 12)) == 32
+    assert network_stride((500, 375), (32, 24)) == 16            # VGG-16 conv5_3: ceil(500/16), ceil(375/16)
+    assert network_stride((33, 33), (2, 2)) == 16                # below 2 cells the ratio is ambiguous
+    # in image pixels, when the backbone resized the image (longer side 1024 -> imsize 512): 64 px
+    assert image_stride((768, 1024), (12, 16), 512) == 64.0
+    assert image_stride((300, 320), (10, 10), 1024) == 32.0      # no resize below imsize
+    # a peak in cell (row 2, column 9) of a 10 x 10 map of a 300 x 320 image: x = 9.5 cells of 32 px
+    x = np.zeros((1, 10, 10), np.float32)
+    x[0, 2, 9] = 1.0
+    _, fr = activation_features(x, (300, 320), stride=32.0)
+    assert np.allclose(fr[0], [9.5 * 32, 2.5 * 32, 32.0, 0.0])
+    _, fr = activation_features(x, (300, 320))                   # without a stride: image / map (the old default)
+    assert np.allclose(fr[0], [9.5 * 32, 2.5 * 30, np.sqrt(30 * 32), 0.0])
 
 
 def test_activation_features_bad_input():

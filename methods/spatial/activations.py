@@ -33,6 +33,11 @@ Deviations from the paper, stated plainly:
   diffusion);
 - the inlier threshold is in cells of the activation map (``threshold`` x the stride, in
   pixels of the database image).
+
+Stride: a map cell is ``stride`` pixels of the network input, the network's total stride (32 for
+EfficientNet and ResNet, 16 for VGG-16's conv5), not input size / map size: with "same"
+padding a map has ceil(input / stride) cells, so a 300 px side gives 10 cells of 32 px, not of
+30 (:func:`network_stride`); divided by the resize factor of the input it is in image pixels.
 """
 from __future__ import annotations
 
@@ -41,11 +46,35 @@ import numpy as np
 from visrep.errors import UserError
 
 
+def network_stride(input_hw: tuple[int, int], map_hw: tuple[int, int]) -> int:
+    """Total stride of a network (a power of two) from its input (H, W) and its map (h, w): the
+    power of two nearest to the larger of H / h, W / w (a map of ceil(H / S) cells gives
+    H / h in (S - S / h, S], nearest to S for h >= 2)."""
+    r = max(input_hw[0] / map_hw[0], input_hw[1] / map_hw[1])
+    return int(2 ** round(np.log2(max(r, 1.0))))
+
+
+
+def image_stride(image_hw: tuple[int, int], map_hw: tuple[int, int], imsize: int | None, scale: float = 1.0) -> float:
+    """Size in image pixels of one cell of a map (h, w) computed from an image (H, W) resized as
+    :meth:`visrep.methods.cnn.backbones.Backbone.preprocess` does (longer side min(imsize, max(H, W))
+    x scale): the network's stride (:func:`network_stride` on the resized input) over the resize
+    factor."""
+    H, W = image_hw
+    target = max(H, W) * scale if imsize is None else min(imsize, max(H, W)) * scale
+    s = target / max(H, W)
+    hin, win = (max(1, round(H * s)), max(1, round(W * s))) if abs(s - 1) > 1e-6 else (H, W)
+    return network_stride((hin, win), map_hw) * (H / hin)
+
 def activation_features(x: np.ndarray, image_hw: tuple[int, int], per_channel: int = 2,
-                        min_activation: float = 0.1, region_level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+                        min_activation: float = 0.1, region_level: float = 0.5,
+                        stride: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Local features of one activation map.
 
     x: (C, h, w) float, non-negative. image_hw: (H, W) pixels of the image the map describes.
+    stride: size of a map cell in image pixels (the network's stride over the resize factor of
+    the input, see the module notes); None = H / h and W / w (a map that tiles the image exactly).
+    Cell (i, j) covers pixels [j s, (j + 1) s) x [i s, (i + 1) s).
     Returns (channels (n,) int64, frames (n, 4) float64 (x, y, scale, 0) in image pixels).
     """
     from scipy import ndimage
@@ -55,9 +84,9 @@ def activation_features(x: np.ndarray, image_hw: tuple[int, int], per_channel: i
         raise UserError(f"activation_features: expected a (C, h, w) map, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise UserError("activation_features: the activation map has NaN or infinite values")
-    C, h, w = x.shape
+    _, h, w = x.shape
     H, W = image_hw
-    sy, sx = H / h, W / w
+    sy, sx = (H / h, W / w) if stride is None else (float(stride), float(stride))
     peak = x.max(axis=(1, 2))
     mx = ndimage.maximum_filter(x, size=(1, 3, 3), mode="constant", cval=-np.inf)
     cand = (x == mx) & (x > 0) & (x >= min_activation * peak[:, None, None])

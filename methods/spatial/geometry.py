@@ -111,7 +111,7 @@ def word_correspondences(words_a: np.ndarray, words_b: np.ndarray, max_per_word:
     oa, ob = np.argsort(wa, kind="stable"), np.argsort(wb, kind="stable")
     ua, sa, ca = np.unique(wa[oa], return_index=True, return_counts=True)
     ub, sb, cb = np.unique(wb[ob], return_index=True, return_counts=True)
-    common, ia, ib = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
+    _, ia, ib = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
     if max_per_word is not None:
         ok = (ca[ia] <= max_per_word) & (cb[ib] <= max_per_word)
         ia, ib = ia[ok], ib[ok]
@@ -290,23 +290,76 @@ def _batch_homographies(pa4: np.ndarray, pb4: np.ndarray) -> tuple[np.ndarray, n
     return H, valid
 
 
+def one_to_one_inliers(ids_a: np.ndarray, ids_b: np.ndarray, mask: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Inliers with each feature used at most once: among the correspondences of `mask` (m,) bool,
+    keep for every feature of A the one of least transfer error `err` (m,), then among those
+    for every feature of B the one of least error. ids_a, ids_b (m,) int: the feature of A / B
+    of each correspondence. Returns (m,) bool, a subset of `mask`.
+
+    A feature has at most one true match, so the many-to-many word correspondences of a
+    repeated visual word (or two detections a few pixels apart) must not all enter a
+    least-squares fit: on an image matched with itself the identity correspondences (error 0)
+    are exactly the ones kept.
+    """
+    idx = np.flatnonzero(mask)
+    out = np.zeros(len(mask), bool)
+    if len(idx) == 0:
+        return out
+    for ids in (ids_a, ids_b):
+        order = np.lexsort((idx, err[idx], ids[idx]))
+        k = ids[idx][order]
+        first = np.ones(len(k), bool)
+        first[1:] = k[1:] != k[:-1]
+        idx = idx[order][first]
+    out[idx] = True
+    return out
+
+
+def _point_ids(p: np.ndarray) -> np.ndarray:
+    """Feature identity of each point (m, 2) when no feature indices are given: equal coordinates."""
+    return np.unique(p, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
+
+
 def refine(pa: np.ndarray, pb: np.ndarray, mask: np.ndarray, threshold: float, model: str = "homography",
-           iters: int = 5) -> tuple[np.ndarray | None, np.ndarray]:
-    """Iterative least squares on the inliers (the local optimization of LO-RANSAC, Chum et
-    al. DAGM 2003, simplified): fit `model` ('affine' (2, 3) or 'homography' (3, 3)) to the
-    current inliers, recount inliers at `threshold`, repeat while the inlier count grows.
-    Returns (T or None, mask (m,) bool)."""
+           iters: int = 5, pairs: np.ndarray | None = None, errors: np.ndarray | None = None
+           ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Re-estimate a model from the inliers of a hypothesis, iterated until the inlier set is
+    stable (at most `iters` fits): the local optimization of LO-RANSAC (Chum, Matas & Kittler,
+    DAGM 2003, iterative least squares on the inliers), as used by FSM (Philbin et al. CVPR
+    2007, Sec. 4: the best hypothesis is refined by least squares on its inliers) and Hartley &
+    Zisserman's Alg. 4.6 steps (iv)-(v) ("re-estimate H from all correspondences classified as
+    inliers ... iterate until the number of correspondences is stable").
+
+    The re-estimated model *replaces* the hypothesis (it is not compared with it by inlier
+    count: a refinement that drops a false match the hypothesis happened to include is the
+    point of refining). Each fit uses the inliers one-to-one (:func:`one_to_one_inliers`;
+    feature identities from `pairs` (m, 2), else equal coordinates). Simplification, named:
+    the fit minimizes the algebraic error (normalized DLT for 'homography', linear least squares
+    for 'affine'), not H&Z's geometric (ML) cost.
+
+    pa, pb (m, 2) float; mask (m,) bool inliers of the hypothesis; `errors` (m,) its transfer
+    errors (they choose the one-to-one inliers of the first fit; None = the first correspondence
+    of each feature); `model` 'affine' -> (2, 3) or 'homography' -> (3, 3). Returns (T or None when the first fit is degenerate, mask (m,) bool:
+    inliers of T at `threshold`).
+    """
     fit = fit_homography if model == "homography" else fit_affine
-    best_T, best_mask = None, mask
+    ids_a, ids_b = (pairs[:, 0], pairs[:, 1]) if pairs is not None else (_point_ids(pa), _point_ids(pb))
+    T, cur = None, mask
+    err = np.zeros(len(pa)) if errors is None else errors
     for _ in range(iters):
-        T = fit(pa[best_mask], pb[best_mask])
-        if T is None:
+        use = one_to_one_inliers(ids_a, ids_b, cur, err)
+        T_new = fit(pa[use], pb[use])
+        if T_new is None:
             break
-        m = transfer_errors(T, pa, pb) < threshold
-        if best_T is not None and m.sum() <= best_mask.sum():
+        T = T_new
+        err = transfer_errors(T, pa, pb)
+        new = err < threshold
+        if np.array_equal(new, cur):
             break
-        best_T, best_mask = T, m
-    return best_T, best_mask
+        cur = new
+    if T is None:
+        return None, mask
+    return T, err < threshold
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,13 +367,17 @@ def refine(pa: np.ndarray, pb: np.ndarray, mask: np.ndarray, threshold: float, m
 
 def ransac_homography(pa: np.ndarray, pb: np.ndarray, threshold: float = 3.0, max_iter: int = 2000,
                       confidence: float = 0.999, rng: np.random.Generator | None = None,
-                      batch: int = 128, lo: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+                      batch: int = 128, lo: bool = True, pairs: np.ndarray | None = None
+                      ) -> tuple[np.ndarray | None, np.ndarray]:
     """Standard RANSAC for a homography A -> B (Fischler & Bolles 1981) on m correspondences.
 
     pa, pb: (m, 2) float. Minimal samples of 4 correspondences, exact normalized-DLT
     homographies in batches of `batch`, inliers = transfer error in B < `threshold` pixels,
     adaptive stopping (Hartley & Zisserman Eq. 4.18) up to `max_iter` samples; the best model
-    is then refined by least squares on its inliers (:func:`refine`, when ``lo``).
+    is then re-estimated from its inliers until they are stable (:func:`refine`, when ``lo``;
+    H&Z Alg. 4.6 (iv)-(v)), the re-estimate replacing the sample's model. `pairs` (m, 2): the
+    features of each correspondence, for the one-to-one inliers of the fit (None: equal
+    coordinates = same feature).
     Returns (H (3, 3) float64 or None if m < 4 or no valid sample, inlier mask (m,) bool).
     """
     pa = np.asarray(pa, np.float64)
@@ -349,8 +406,9 @@ def ransac_homography(pa: np.ndarray, pb: np.ndarray, threshold: float = 3.0, ma
             denom = np.log(max(1 - w ** 4, 1e-12))
             needed = int(np.ceil(np.log(1 - confidence) / denom)) if w < 1 else 0
     if best_H is not None and lo and best_n >= 4:
-        H, mask = refine(pa, pb, best_mask, threshold, "homography")
-        if H is not None and mask.sum() >= best_n:
+        H, mask = refine(pa, pb, best_mask, threshold, "homography", pairs=pairs,
+                         errors=transfer_errors(best_H, pa, pb))
+        if H is not None:
             best_H, best_mask = H, mask
     return best_H, best_mask
 
@@ -378,8 +436,9 @@ def fast_spatial_matching(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.
     theta) frames, 6-dof affine for affine frames), all m hypotheses are scored by their
     inliers (transfer error in B < `threshold` pixels), and the best is refined by iterative
     least squares on its inliers to `model` ('similarity' = no refinement, 'affine', or
-    'homography' = affine first, then homography). Quadratic in m (the talk: "both are
-    quadratic in the number of correspondences").
+    'homography' = affine first, then homography), the refined model replacing the hypothesis
+    (the LO step, :func:`refine`). Quadratic in m (the talk: "both are quadratic in the number
+    of correspondences").
 
     frames_a (n, 4|6), frames_b (n', 4|6) float, pairs (m, 2) int.
     Returns {"score": inliers counted one-to-one (:func:`one_to_one_count`), "inliers": (m,)
@@ -397,14 +456,16 @@ def fast_spatial_matching(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.
         k = int(counts.argmax())
         if counts[k] > best_n:
             best_n, best_k = int(counts[k]), s + k
-    mask = transfer_errors(T[best_k], pa, pb) < threshold
+    err = transfer_errors(T[best_k], pa, pb)
+    mask = err < threshold
     best_T = np.vstack([T[best_k], [0, 0, 1.0]])
     if model in ("affine", "homography") and mask.sum() >= 3:
-        A, mask2 = refine(pa, pb, mask, threshold, "affine", lo_iters)
-        if A is not None and mask2.sum() >= mask.sum():
+        A, mask2 = refine(pa, pb, mask, threshold, "affine", lo_iters, pairs, err)
+        if A is not None:
             best_T, mask = np.vstack([A, [0, 0, 1.0]]), mask2
+            err = transfer_errors(A, pa, pb)
     if model == "homography" and mask.sum() >= 4:
-        H, mask2 = refine(pa, pb, mask, threshold, "homography", lo_iters)
-        if H is not None and mask2.sum() >= mask.sum():
+        H, mask2 = refine(pa, pb, mask, threshold, "homography", lo_iters, pairs, err)
+        if H is not None:
             best_T, mask = H, mask2
     return {"score": one_to_one_count(pairs, mask), "inliers": mask, "T": best_T, "hypothesis": best_k}

@@ -15,7 +15,8 @@ with ``n_k(c)`` the correspondences sharing c's bin at level k, other than c, an
 ``w_k = 2^-(k+1)`` for k < L-1, ``2^-(L-1)`` at the top, which is the same sum). The image
 similarity is the sum of the strengths (times the idf of each correspondence's visual word
 when given). No hypothesis is enumerated and no inlier is counted: the cost is that of
-bucketing m correspondences L times (a sort here; hashing gives the paper's linear time).
+bucketing m correspondences L times (sorts here, all levels in one array: :func:`_pyramid_strengths`;
+hashing gives the paper's linear time).
 
 Conflicts (one-to-one constraint, IJCV 2013 Sec. 4.2): correspondences with the same *label*
 in the same bin conflict (label = visual word for BoW correspondences, as in the authors'
@@ -134,50 +135,10 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
     if C < 2:
         return out
     if conflicts == "label":
-        sides = [np.unique(labels[kept], return_inverse=True)[1].astype(np.int64)]
+        sides = [np.unique(labels[kept], return_inverse=True)[1].astype(np.int64).ravel()]
     else:                                        # the features of A and of B (one-to-one constraint)
-        sides = [np.unique(pairs[kept, 0], return_inverse=True)[1].astype(np.int64),
-                 np.unique(pairs[kept, 1], return_inverse=True)[1].astype(np.int64)]
-    w = level_weights(levels)
-    B = 2 ** (levels - 1)
-    s = np.zeros(C)
-    erased = np.zeros(C, bool)
-    codes, processed = [], []
-    for k in range(levels):                      # finest (k = 0) to coarsest (one bin)
-        qk = q >> k
-        nb = B >> k
-        code = ((qk[:, 0] * nb + qk[:, 1]) * nb + qk[:, 2]) * nb + qk[:, 3]
-        _, code = np.unique(code, return_inverse=True)
-        code = code.astype(np.int64)
-        n_bins = int(code.max()) + 1
-        keys = [code * (int(lab.max()) + 1) + lab for lab in sides]
-        # group size of a bin: its distinct labels ('label'), or min(distinct features of A, of B)
-        n_unique = np.min([np.bincount(np.unique(key) // (int(lab.max()) + 1), minlength=n_bins)
-                           for key, lab in zip(keys, sides)], axis=0)
-        proc = n_unique[code] >= 2
-        codes.append(code)
-        processed.append(proc)
-        live = proc & ~erased
-        s[live] += w[k] * (n_unique[code[live]] - 1)
-        # conflicts: in each processed bin keep the strongest live correspondence of each label
-        # (of each feature of A, then of each feature of B: at most one per feature survives)
-        idx = np.flatnonzero(live)
-        for key in keys:
-            if not len(idx):
-                break
-            order = np.lexsort((idx, -s[idx], key[idx]))
-            kk = key[idx][order]
-            first = np.ones(len(kk), bool)
-            first[1:] = kk[1:] != kk[:-1]
-            erased[idx[order][~first]] = True
-            idx = idx[order][first]
-    # final strengths: group counts among the correspondences never erased (the authors' "undo")
-    alive = ~erased
-    strength = np.zeros(C)
-    for k in range(levels):
-        cnt = np.bincount(codes[k][alive], minlength=int(codes[k].max()) + 1)
-        g = np.where(processed[k] & alive, cnt[codes[k]] - 1, 0)
-        strength += w[k] * g
+        sides = [pairs[kept, 0], pairs[kept, 1]]
+    strength, erased = _pyramid_strengths(q, sides, levels)
     if weights is not None:
         weights = np.asarray(weights, np.float64).ravel()
         if len(weights) != m:
@@ -189,3 +150,74 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
     return out
 
 
+def _pyramid_strengths(q: np.ndarray, sides: list, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Strengths (C,) float64 and erased flags (C,) bool of C correspondences with finest-level bins
+    q (C, 4) int64 and conflict labels ``sides`` (one or two (C,) int arrays >= 0): the grouping,
+    conflict and "undo" steps of :func:`hough_pyramid_matching`, vectorized over the L levels.
+
+    The bins of all levels are numbered at once (one sort of the (L, C) level-tagged codes); the
+    group size of a bin (its distinct labels, min over the sides) is one sort of (bin, label) keys
+    per side; only the strength accumulation and the conflict resolution (which depend on the
+    strengths of the level below) run level by level. Same floating-point operations, in the same
+    order, as the level-by-level formulation (Tolias & Avrithis ICCV 2011 Sec. 3; IJCV 2013 Sec. 4).
+    """
+    C = len(q)
+    B = 2 ** (levels - 1)
+    ks = np.arange(levels)
+    nb = (B >> ks)[:, None]                                                    # (L, 1) bins per dimension
+    Q = q[None] >> ks[:, None, None]                                           # (L, C, 4)
+    code = ((Q[..., 0] * nb + Q[..., 1]) * nb + Q[..., 2]) * nb + Q[..., 3]    # (L, C) bin within its level
+    tag = np.concatenate([[0], np.cumsum((B >> ks[:-1]) ** 4)])                # level offsets: disjoint ranges
+    _, gid = np.unique(code + tag[:, None], return_inverse=True)               # bin of (level, correspondence)
+    gid = gid.reshape(levels, C).astype(np.int64)
+    n_groups = int(gid.max()) + 1
+    keys, n_unique = [], None
+    for lab in sides:
+        lab = np.asarray(lab, np.int64)
+        n_lab = int(lab.max()) + 1
+        key = gid * n_lab + lab[None]                                          # (L, C) (bin, label)
+        ks_ = np.sort(key, axis=None)
+        first = np.ones(len(ks_), bool)
+        first[1:] = ks_[1:] != ks_[:-1]
+        distinct = np.bincount(ks_[first] // n_lab, minlength=n_groups)        # distinct labels per bin
+        n_unique = distinct[gid] if n_unique is None else np.minimum(n_unique, distinct[gid])
+        keys.append(key)
+    w = level_weights(levels)
+    processed = n_unique >= 2                                                  # (L, C)
+    s = np.zeros(C)
+    erased = np.zeros(C, bool)
+    rank = np.zeros(C, np.int64)
+    key_max = max(int(key.max()) for key in keys) + 1
+    for k in range(levels):                      # finest (k = 0) to coarsest (one bin)
+        live = processed[k] & ~erased
+        s[live] += w[k] * (n_unique[k][live] - 1)
+        # conflicts: in each processed bin keep the strongest live correspondence of each label
+        # (of each feature of A, then of each feature of B: at most one per feature survives);
+        # order = by (bin, label), strength descending, index ascending: one integer sort key made
+        # of the dense rank of -s (the order of np.lexsort((idx, -s, key)), exactly)
+        idx = np.flatnonzero(live)
+        if not len(idx):
+            continue
+        _, r = np.unique(-s[idx], return_inverse=True)
+        rank[idx] = r.ravel()
+        n_rank = int(r.max()) + 1
+        exact = float(key_max) * n_rank * C < 2.0 ** 62
+        for key in keys:
+            if not len(idx):
+                break
+            kk = key[k][idx]
+            order = (np.argsort((kk * n_rank + rank[idx]) * C + idx) if exact
+                     else np.lexsort((idx, -s[idx], kk)))
+            kk = kk[order]
+            first = np.ones(len(kk), bool)
+            first[1:] = kk[1:] != kk[:-1]
+            erased[idx[order][~first]] = True
+            idx = idx[order][first]
+    # final strengths: group counts among the correspondences never erased (the authors' "undo")
+    alive = ~erased
+    cnt = np.bincount(gid[:, alive].ravel(), minlength=n_groups)
+    g = np.where(processed & alive[None], cnt[gid] - 1, 0)                    # (L, C)
+    strength = np.zeros(C)
+    for k in range(levels):
+        strength += w[k] * g[k]
+    return strength, erased

@@ -1,4 +1,4 @@
-"""The method plugins of methods/spatial/: `ransac`, `fsm`, `hpm`, `dsm` (talk Part I: spatial matching).
+"""The method plugins of methods/spatial/: `ransac`, `fsm`, `lowe-hough`, `hpm`, `dsm` (talk Part I: spatial matching).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -15,7 +15,7 @@ from visrep.features import retrieval_features
 from visrep.params import Param
 from visrep.registry import register
 
-from .activations import activation_features
+from .activations import activation_features, image_stride
 from .geometry import (
     fast_spatial_matching,
     one_to_one_count,
@@ -23,6 +23,7 @@ from .geometry import (
     word_correspondences,
 )
 from .hough_pyramid import hough_pyramid_matching
+from .lowe_hough import lowe_hough_matching
 from .pipeline import SpatialReranking
 from .verification import rerank
 
@@ -45,7 +46,7 @@ class RANSAC(SpatialReranking):
             return 0.0
         H, mask = ransac_homography(fa[pairs[:, 0], :2], fb[pairs[:, 1], :2], self.cfg["threshold"],
                                     self.cfg["max_iter"], self.cfg["confidence"],
-                                    getattr(self, "_rng", None))
+                                    getattr(self, "_rng", None), pairs=pairs)
         return float(one_to_one_count(pairs, mask)) if H is not None else 0.0
 
 
@@ -62,6 +63,28 @@ class FSM(SpatialReranking):
 
     def verify(self, fa, fb, pairs, words, idf):
         return float(fast_spatial_matching(fa, fb, pairs, self.cfg["threshold"], self.cfg["model"])["score"])
+
+
+@register
+class LoweHough(SpatialReranking):
+    name = "lowe-hough"
+    summary = ("Lowe's Hough voting: re-rank a BoW (or kNN) shortlist by the inliers of the best Hough cluster "
+               "(4-d similarity bins, 2 closest per dimension) verified by least-squares affine fitting")
+    cite = ("Lowe, Object recognition from local scale-invariant features, ICCV 1999, Sec. 7; Distinctive image "
+            "features from scale-invariant keypoints, IJCV 2004, Sec. 7.3-7.4")
+    params = SpatialReranking.params + (
+        Param("location_fraction", float, 0.25, "location bin width: this fraction of the maximum projected "
+              "training image dimension (0.25 in the paper)", low=0, open_low=True),
+        Param("scale_factor", float, 2.0, "scale bins: a factor of this (2 in the paper)", low=1, open_low=True),
+        Param("orientation_bin", float, 30.0, "orientation bin width in degrees (30 in the paper; must divide 360)",
+              low=0, high=180, open_low=True),
+        Param("min_votes", int, 3, "clusters: bins with at least this many entries (3 in the paper)", low=1),
+    )
+
+    def verify(self, fa, fb, pairs, words, idf):
+        c = self.cfg
+        return float(lowe_hough_matching(fa, fb, pairs, None, c["location_fraction"], c["scale_factor"],
+                                         c["orientation_bin"], c["min_votes"])["score"])
 
 
 @register
@@ -123,11 +146,12 @@ class DSM(Method):
             for i in ctx.progress(range(n), desc=f"dsm {split} activations", total=n, unit="img"):
                 img = get(i)
                 fm = next(iter(desc.feature_maps(img, net)))
-                ch, fr = activation_features(fm, img.shape[:2], cfg["per_channel"], cfg["min_activation"])
-                stride = np.sqrt(img.shape[0] * img.shape[1] / (fm.shape[1] * fm.shape[2]))
+                stride = image_stride(img.shape[:2], fm.shape[1:], desc.cfg["imsize"], desc.scales[0])
+                ch, fr = activation_features(fm, img.shape[:2], cfg["per_channel"], cfg["min_activation"],
+                                             stride=stride)
                 out.append((ch, fr, float(stride)))
             return out
-        what = {"detector": 1, "descriptor": desc.name, "params": desc.cfg, "per_channel": cfg["per_channel"],
+        what = {"detector": 2, "descriptor": desc.name, "params": desc.cfg, "per_channel": cfg["per_channel"],
                 "min_activation": cfg["min_activation"]}
         return ctx.per_split(data, "dsm_features", what, [activation_features, type(desc)], run)
 

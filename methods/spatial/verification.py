@@ -17,7 +17,10 @@ Methods (scores are computed by :mod:`visrep.methods.spatial.geometry`):
   iterations and a least-squares refinement; score = inliers (one-to-one count).
 - ``fsm``: fast spatial matching (Philbin, Chum, Isard, Sivic & Zisserman, CVPR 2007): one
   hypothesis per correspondence from its two local frames, best by inlier count, refined to an
-  affine transformation by least squares; score = inliers.
+  affine transformation by least squares (the refined model replaces the hypothesis); score = inliers.
+- ``lowe-hough`` (in :mod:`visrep.methods.spatial.lowe_hough`): Lowe's sparse Hough voting in the 4-d
+  similarity space (ICCV 1999; IJCV 2004 Sec. 7.3), clusters of >= 3 votes verified by least-squares
+  affine fitting with outlier removal (Sec. 7.4); score = inliers of the best cluster.
 - ``hpm`` (in :mod:`visrep.methods.spatial.hough_pyramid`) and ``dsm`` (in
   :mod:`visrep.methods.spatial.activations`) build on the same base.
 
