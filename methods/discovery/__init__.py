@@ -1,0 +1,1 @@
+"""Object discovery (Part II of the talk): feature and object saliency, EGM, saliency-weighted pooling."""
