@@ -274,8 +274,13 @@ def test_reranking_moves_the_true_match_to_the_top(photos, tmp_path, method):
     ctx = RunContext(cache=Cache(tmp_path), quiet=True)
     assert list(np.argsort(-(data.db_features @ data.query_features[0]))) == [0, 1, 2]   # the shortlist has it 2nd
     m = methods.create(method, k=256, shortlist_method="knn", shortlist=3)
-    r = m.run(data, ctx)["ranks"][:, 0]
+    out = m.run(data, ctx)
+    r = out["ranks"][:, 0]
     assert list(r) == [1, 0, 2] or list(r) == [1, 2, 0], f"{method}: {list(r)}"
+    # one time per (rank, query) pair, whose mean over the timed pairs is the recorded time per pair
+    per_pair = out["per_item_timings"]["verify_per_pair"]
+    assert per_pair.shape == (3 * data.n_queries,) and np.all(per_pair[np.isfinite(per_pair)] > 0)
+    assert np.nansum(per_pair) / per_pair.size == pytest.approx(out["timings"]["verify_per_pair"])
     # a shortlist of 1 leaves the ranking unchanged; of 2, only the top two are re-ordered
     assert list(methods.create(method, k=256, shortlist_method="knn", shortlist=1).run(data, ctx)["ranks"][:, 0]) == [0, 1, 2]
     assert list(methods.create(method, k=256, shortlist_method="knn", shortlist=2).run(data, ctx)["ranks"][:, 0]) == [1, 0, 2]

@@ -92,6 +92,7 @@ class SpatialReranking(BoW):
                 self._words_state(x, ids, data.n_db, voc, idf_weights(df, data.n_db), assign)
         N = min(cfg["shortlist"], data.n_db)  # "the top N": above the database, all of it (recorded in stats)
         spatial = np.zeros((N, data.n_queries))
+        per_pair = np.full((N, data.n_queries), np.nan)   # seconds per verified pair (NaN: a side has no features)
         n_corr, t_verify = 0, 0.0
         with ctx.phase("verify"):
             for j in ctx.progress(range(data.n_queries), desc=f"{self.name} verify", total=data.n_queries):
@@ -109,11 +110,14 @@ class SpatialReranking(BoW):
                     pairs = self.pairs_for(qd, qw, dd, dw)
                     words = qw[pairs[:, 0]] if qw is not None else None
                     spatial[r, j] = self.verify(qf, df, pairs, words, self._idf)
-                    t_verify += time.perf_counter() - ts
+                    per_pair[r, j] = time.perf_counter() - ts
+                    t_verify += per_pair[r, j]
                     n_corr += len(pairs)
         ranks = rerank(np.asarray(initial), spatial)
         n_pairs = max(N * data.n_queries, 1)
         return {"ranks": ranks,
                 "timings": {"query": (time.perf_counter() - t0) / max(data.n_queries, 1),
                             "initial": per_q_initial, "verify_per_pair": t_verify / n_pairs},
+                # one time per (shortlist rank, query) pair: the same pairs for every re-ranker on one shortlist
+                "per_item_timings": {"verify_per_pair": per_pair.T.ravel()},
                 "stats": {"correspondences_per_pair": n_corr / n_pairs, "shortlist": N}}
