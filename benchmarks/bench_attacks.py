@@ -1,5 +1,5 @@
 """asv benchmarks for the adversarial attacks (Part III, slide 94): time per batch of 100 MNIST
-images for BP vs C&W vs PGD vs DDN at fixed budgets of gradient evaluations.
+images for BP vs C&W vs PGD vs DDN vs smooth C&W (smooth-adv) at fixed budgets of gradient evaluations.
 
 Inputs (fixed seeds): the first 100 real MNIST test images and the BP paper's MNIST CNN when
 ``../shared/data`` is present, else 100 uniform-noise images and the same architecture with
@@ -10,6 +10,7 @@ on 1 thread so that numbers are comparable across runs on shared machines. Run a
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 
 def _inputs():
@@ -41,7 +42,7 @@ class AttackSuite:
 
     timeout = 600
     params = ([20, 100],)
-    param_names = ["budget"]
+    param_names: ClassVar[list] = ["budget"]
 
     def setup(self, budget):
         self.model, self.x, self.y = _inputs()
@@ -59,6 +60,11 @@ class AttackSuite:
         steps = 1 if budget <= 20 else 5
         carlini_wagner_l2(self.model, self.x, self.y, binary_steps=steps, iterations=budget // steps)
 
+    def time_smooth_cw(self, budget):
+        from visrep.methods.attacks.smoothing import smooth_carlini_wagner
+        steps = 1 if budget <= 20 else 5
+        smooth_carlini_wagner(self.model, self.x, self.y, binary_steps=steps, iterations=budget // steps)
+
     def time_pgd_l2(self, budget):
         from visrep.methods.attacks.gradient import pgd
         pgd(self.model, self.x, self.y, 2.0, 2.5 * 2.0 / budget, budget, "l2")
@@ -68,7 +74,7 @@ if __name__ == "__main__":
     for budget in AttackSuite.params[0]:
         s = AttackSuite()
         s.setup(budget)
-        for name in ("time_bp", "time_ddn", "time_cw", "time_pgd_l2"):
+        for name in ("time_bp", "time_ddn", "time_cw", "time_smooth_cw", "time_pgd_l2"):
             best = float("inf")
             for _ in range(3):
                 t0 = time.perf_counter()

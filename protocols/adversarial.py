@@ -12,7 +12,14 @@ C&W / DDN papers it compares with:
   successful examples only; ``normalise=sqrt_dim`` divides by sqrt(number of values) instead
   (the root-mean-square per pixel convention of some papers);
 - L-infinity of the perturbation (mean over successful examples), iterations (mean over all
-  attacked images) and seconds per image.
+  attacked images) and seconds per image;
+- graph smoothness of the perturbation r = x_adv - x on the graph of the clean image x (Zhang,
+  Avrithis, Furon & Amsaleg, Smooth adversarial examples, EURASIP JIS 2020, §3): 4-neighbour
+  weights w_ij = exp(-lam (x_i - x_j)^2), W_n = D^{-1/2} W D^{-1/2}, L = I - W_n, and the
+  Rayleigh quotient r^T L r / r^T r = sum_{i~j} w_ij (r_i / sqrt(d_i) - r_j / sqrt(d_j))^2 / ||r||^2
+  in [0, 2] (0: r proportional to D^{1/2} 1, constant on connected flat regions; large: r
+  alternates across flat areas), mean over successful examples; lam = 10 as in the paper's MNIST
+  graphs (pixel values in [0, 1]).
 
 Outputs contract (task ``adversarial``): ``adversarial`` float (n, ...) in [0, 1] with the
 shape of the clean images; ``adv_predictions`` int (n,) (or ``success`` bool (n,));
@@ -21,7 +28,7 @@ optional ``clean`` float (n, ...) in [0, 1] (default: ``data.x`` / 255 for uint8
 ``timings["attack"]``), ``indices`` int (m,): when an attack covers only some items of the
 dataset (e.g. the first 1000 test images), every array above has m rows, one per listed item,
 and the labels and clean images are those items'. Metrics: ``success_rate``, ``l2_mean``, ``l2_median``, ``linf_mean``,
-``iterations_mean``, ``time_per_image``, ``n_attacked``.
+``iterations_mean``, ``time_per_image``, ``n_attacked``, ``graph_smoothness``.
 """
 from __future__ import annotations
 
@@ -39,6 +46,31 @@ def perturbation_norms(clean: np.ndarray, adv: np.ndarray) -> tuple[np.ndarray, 
     return np.sqrt((d * d).sum(1)), np.abs(d).max(1) if d.shape[1] else np.zeros(len(d))
 
 
+def graph_smoothness(clean: np.ndarray, adv: np.ndarray, lam: float = 10.0) -> np.ndarray:
+    """(n,) r^T (I - D^{-1/2} W D^{-1/2}) r / r^T r of r = adv - clean on each clean image's 4-neighbour graph.
+
+    clean, adv (n, H, W) or (n, H, W, C) in [0, 1] (one graph per channel, energies summed); NaN where r = 0.
+    Zhang et al., Smooth adversarial examples, EURASIP JIS 2020, §3 (the graph and Laplacian of the attack).
+    """
+    x = np.asarray(clean, np.float64)
+    r = np.asarray(adv, np.float64) - x
+    if x.ndim == 3:
+        x, r = x[..., None], r[..., None]
+    wr = np.exp(-lam * (x[:, :, 1:] - x[:, :, :-1]) ** 2)      # (n, H, W-1, C)
+    wd = np.exp(-lam * (x[:, 1:] - x[:, :-1]) ** 2)            # (n, H-1, W, C)
+    d = np.zeros_like(x)
+    d[:, :, 1:] += wr
+    d[:, :, :-1] += wr
+    d[:, 1:] += wd
+    d[:, :-1] += wd
+    s = r / np.sqrt(np.maximum(d, 1e-300))
+    energy = (wr * (s[:, :, 1:] - s[:, :, :-1]) ** 2).reshape(len(x), -1).sum(1) + \
+        (wd * (s[:, 1:] - s[:, :-1]) ** 2).reshape(len(x), -1).sum(1)
+    norm = (r * r).reshape(len(x), -1).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, energy / np.where(norm > 0, norm, 1.0), np.nan)
+
+
 @register
 class Adversarial(Protocol):
     name = "adversarial"
@@ -49,6 +81,8 @@ class Adversarial(Protocol):
         Param("only_correct", bool, True, "attack only images the model classifies correctly"),
         Param("normalise", str, "none", "L2 normalisation: none (plain L2 on [0,1] images) or sqrt_dim",
               choices=("none", "sqrt_dim")),
+        Param("smooth_lambda", float, 10.0, "lam of the graph weights exp(-lam (x_i - x_j)^2) of graph_smoothness "
+              "(10: the smooth-adversarial paper's MNIST graphs)", low=0),
     )
 
     def score(self, outputs: dict, data) -> tuple[dict, dict]:
@@ -97,6 +131,9 @@ class Adversarial(Protocol):
         m["l2_mean"] = float(l2[ok].mean()) if ok.any() else float("nan")
         m["l2_median"] = float(np.median(l2[ok])) if ok.any() else float("nan")
         m["linf_mean"] = float(linf[ok].mean()) if ok.any() else float("nan")
+        smooth = graph_smoothness(clean, adv, self.cfg["smooth_lambda"]) if clean.ndim in (3, 4) else None
+        if smooth is not None and (ok & np.isfinite(smooth)).any():
+            m["graph_smoothness"] = float(np.nanmean(np.where(ok, smooth, np.nan)))
         if "iterations" in outputs:
             m["iterations_mean"] = float(np.asarray(outputs["iterations"], np.float64).ravel()[attacked].mean())
         t = outputs.get("time", (outputs.get("timings") or {}).get("attack"))
@@ -104,6 +141,8 @@ class Adversarial(Protocol):
             m["time_per_image"] = float(t) / n
         per_item = {"success_rate": np.where(attacked, ok, np.nan).astype(np.float64),
                     "l2_mean": np.where(ok, l2, np.nan).astype(np.float64)}
+        if smooth is not None:
+            per_item["graph_smoothness"] = np.where(ok, smooth, np.nan).astype(np.float64)
         return {k: v for k, v in m.items() if not (isinstance(v, float) and np.isnan(v))}, per_item
 
     def format(self, metrics: dict, data) -> str:

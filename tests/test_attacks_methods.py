@@ -9,8 +9,8 @@ from visrep.errors import UserError
 
 torch = pytest.importorskip("torch")
 
-from visrep.methods.attacks.boundary_projection import boundary_projection, bp_step  # noqa: E402
-from visrep.methods.attacks.common import (  # noqa: E402
+from visrep.methods.attacks.boundary_projection import boundary_projection, bp_step
+from visrep.methods.attacks.common import (
     ce_direction,
     flat_norm,
     logit_margin,
@@ -75,10 +75,66 @@ def test_bp_on_a_linear_classifier_finds_the_minimal_perturbation():
     bias = lin.bias[0] - lin.bias[1]
     dist = ((x.flatten(1) @ w + bias).abs() / w.norm()).detach()
     keep = dist < 0.25
-    adv, l2, _ = boundary_projection(model, x[keep], y[keep], iterations=100, gamma=0.7, alpha=0.1, levels=0)
+    adv, l2, _ = boundary_projection(model, x[keep], y[keep], iterations=100, gamma=0.7, alpha=0.1, levels=0,
+                                     loss="margin", out_search=0, min_in_step=0.0)
     assert (model(adv).argmax(1) != y[keep]).all()
     assert torch.all(l2 >= dist[keep] - 1e-5)
     assert torch.allclose(l2, dist[keep], rtol=0.02, atol=1e-3)
+    # as the authors run it (smoothed margin, searched OUT step, IN step >= 0.1): no step can go below the
+    # minimal distortion, and it still ends near it (the 0.1 minimum IN step bounds the last overshoot)
+    adv, l2, _ = boundary_projection(model, x[keep], y[keep], iterations=100, gamma=0.7, alpha=0.1, levels=0)
+    assert (model(adv).argmax(1) != y[keep]).all()
+    assert torch.all(l2 >= dist[keep] - 1e-5)
+    assert torch.allclose(l2, dist[keep], rtol=0.1, atol=0.02)
+
+
+def test_smoothed_margin_known_answer_and_direction():
+    from visrep.methods.attacks.boundary_projection import smoothed_margin
+    z = torch.tensor([[1.0, 3.0, 2.0]])
+    # t = 1: m = max(1, 2) = 2; 3 - 2 - log(3 + 1 + e^-1 + e^0)
+    want = 3.0 - 2.0 - np.log(3 + 1 + np.exp(-1.0) + 1.0)
+    assert smoothed_margin(z, torch.tensor([1])).item() == pytest.approx(want, rel=1e-6)
+    # on a 2-class linear model its gradient is parallel to the margin's (both are functions of z_0 - z_1)
+    torch.manual_seed(3)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2)).eval()
+    x = torch.rand(4, 1, 2, 4, requires_grad=True)
+    y = lin(x).argmax(1)
+    (g1,) = torch.autograd.grad(smoothed_margin(lin(x), y).sum(), x)
+    (g2,) = torch.autograd.grad(logit_margin(lin(x), y).sum(), x)
+    cos = (g1 * g2).flatten(1).sum(1) / (flat_norm(g1) * flat_norm(g2))
+    assert torch.allclose(cos, torch.ones(4), atol=1e-5)
+
+
+def test_out_step_search_lands_closest_to_the_target_on_the_quantised_grid():
+    from visrep.methods.attacks.boundary_projection import out_step_search
+    g = torch.Generator().manual_seed(5)
+    x = quantize_pixels(torch.rand(6, 1, 5, 5, generator=g) * 0.5 + 0.25, 256)
+    cur = quantize_pixels(x + 0.2 * torch.randn(6, 1, 5, 5, generator=g), 256)
+    u = torch.randn(6, 1, 5, 5, generator=g)
+    u = u / flat_norm(u).view(-1, 1, 1, 1)
+    # make the target reachable: shrink the normal component of delta
+    delta = cur - x
+    c = (delta * u).flatten(1).sum(1)
+    cur = quantize_pixels(x + delta - 0.9 * c.view(-1, 1, 1, 1) * u, 256)
+    eps = 0.8
+    rho = eps * flat_norm(cur - x)
+    step = out_step_search(x, cur, u, eps, 256, steps=30)
+    d_q = flat_norm(quantize_pixels((cur + step).clamp(0, 1), 256) - x)
+    # the searched step is tangent and its quantised distortion is within a grey level or so of rho
+    assert torch.allclose((step * u).flatten(1).sum(1), torch.zeros(6), atol=1e-5)
+    assert torch.all((d_q - rho).abs() < 0.02)
+    # without quantisation the search converges to the closed form of bp_step
+    closed = bp_step(cur - x, u, eps, torch.ones(6, dtype=torch.bool), torch.ones(6, dtype=torch.bool), 1.0)
+    assert torch.allclose(out_step_search(x, cur, u, eps, 0, steps=40), closed, atol=1e-5)
+
+
+def test_min_in_step_bounds_the_in_step():
+    u = torch.zeros(1, 1, 1, 2)
+    u[..., 0] = 1.0
+    delta = torch.tensor([[[[0.0, 0.01]]]])  # r = 0.01, IN target r / eps = 0.0125: closed-form step 0.0075
+    crossed, is_adv = torch.tensor([True]), torch.tensor([False])
+    assert flat_norm(bp_step(delta, u, 0.8, crossed, is_adv, 1.0)).item() == pytest.approx(0.0075, rel=1e-4)
+    assert flat_norm(bp_step(delta, u, 0.8, crossed, is_adv, 1.0, min_in_step=0.1)).item() == pytest.approx(0.1)
 
 
 def test_ce_direction_is_the_cross_entropy_gradient_direction():
@@ -112,6 +168,8 @@ def test_attack_params_are_checked():
         methods.create("pgd", norm="l1")
     with pytest.raises(UserError, match="gamma"):
         methods.create("bp", gamma=1.5)
+    with pytest.raises(UserError, match="loss"):
+        methods.create("bp", loss="hinge")
 
 
 # ---------------------------------------------------------------- on the real model and images

@@ -8,7 +8,7 @@ from visrep.errors import MissingDataError, UserError
 
 torch = pytest.importorskip("torch")
 
-from visrep.methods.attacks.mnist_models import (  # noqa: E402
+from visrep.methods.attacks.mnist_models import (
     MODEL_FILES,
     load_model,
     make_mnist_net,

@@ -48,6 +48,7 @@ PAIRS = {
     "cosine-classifier": ("miniimagenet", "few-shot"),
     "dense-classification": ("miniimagenet", "few-shot"),
     **{m: _ADV for m in ("bp", "cw", "ddn", "fgsm", "pgd")},
+    "smooth-adv": ("mnist-adversarial", "adversarial"),
 }
 
 

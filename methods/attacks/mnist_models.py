@@ -48,7 +48,7 @@ MODEL_SHA256 = {
 
 
 def _lenet5():
-    import torch.nn as nn
+    from torch import nn
 
     class LeNet5(nn.Module):
         """advertorch's MNIST LeNet5 (names match its state_dict: conv1, conv2, linear1, linear2)."""
@@ -73,7 +73,7 @@ def _lenet5():
 def _small_cnn():
     from collections import OrderedDict
 
-    import torch.nn as nn
+    from torch import nn
 
     class SmallCNN(nn.Module):
         """The BP paper's MNIST CNN (state_dict names feature_extractor.convK, classifier.fcK)."""
@@ -173,7 +173,7 @@ def load_model(name: str, weights: str | Path | None = None):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"MNIST model '{name}': cannot read weights file {path}: refused by "
                         f"torch.load(weights_only=True), nothing was run ({first})") from None
-    except Exception as e:  # not a torch file, truncated
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError) as e:  # not a torch file, truncated
         raise UserError(f"MNIST model '{name}': cannot read weights file {path}: {e}") from None
     load_state_dict_checked(model, state, f"MNIST model '{name}' ({path})")
     model.eval()

@@ -1,4 +1,4 @@
-"""The method plugins of methods/attacks/: `fgsm`, `pgd`, `bp`, `cw`, `ddn`, `mnist-model` (talk Part IV).
+"""The method plugins of methods/attacks/: `fgsm`, `pgd`, `bp`, `cw`, `ddn`, `smooth-adv`, `mnist-model` (talk Part IV).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -16,6 +16,7 @@ from .ddn import ddn
 from .gradient import fgsm, pgd
 from .mnist_models import MODEL_NAMES, load_model, predict
 from .pipeline import ATTACK_PARAMS, AttackMethod
+from .smoothing import smooth_carlini_wagner
 
 
 @register
@@ -66,13 +67,17 @@ class BP(AttackMethod):
               open_low=True, open_high=True),
         Param("alpha", float, 1.0, "stage-1 step length (L2, pixels in [0, 1])", low=0, open_low=True),
         Param("levels", int, 256, "quantisation levels of every iterate (0: none)", low=0),
-        Param("loss", str, "margin", "loss whose gradient gives the direction: margin (logit margin) or ce",
-              choices=("margin", "ce")),
+        Param("loss", str, "smoothed", "loss whose gradient gives the direction: smoothed (the authors' smoothed "
+              "margin), margin (logit margin) or ce", choices=("smoothed", "margin", "ce")),
+        Param("out_search", int, 7, "bisections of the OUT step length on the quantised distortion (authors: 7; "
+              "0 = closed form on the real-valued line)", low=0),
+        Param("min_in_step", float, 0.1, "minimum IN step length (authors: 0.1; 0 = none)", low=0),
     )
 
     def attack_batch(self, model, x, y, gen):
-        adv, _, _ = boundary_projection(model, x, y, self.cfg["iterations"], self.cfg["gamma"], self.cfg["alpha"],
-                                        self.cfg["levels"], self.cfg["loss"], gen)
+        c = self.cfg
+        adv, _, _ = boundary_projection(model, x, y, c["iterations"], c["gamma"], c["alpha"], c["levels"], c["loss"],
+                                        gen, c["out_search"], c["min_in_step"])
         return adv, self.cfg["iterations"]
 
 
@@ -113,6 +118,34 @@ class DDN(AttackMethod):
         adv, _ = ddn(model, x, y, self.cfg["iterations"], self.cfg["gamma"], self.cfg["init_norm"],
                      self.cfg["alpha"], self.cfg["levels"], gen)
         return adv, self.cfg["iterations"]
+
+
+@register
+class SmoothAdv(AttackMethod):
+    name = "smooth-adv"
+    summary = ("smooth C&W (sC&W): perturbation phi(z) Laplacian-smoothed on the attacked image's graph "
+               "(CG solve of I - alpha D^-1/2 W D^-1/2), Adam, binary search over c")
+    cite = ("Zhang, Avrithis, Furon & Amsaleg, Smooth adversarial examples, EURASIP J. Information Security "
+            "2020:15 (arXiv:1903.11862)")
+    params = ATTACK_PARAMS + (
+        Param("alpha", float, 0.95, "smoothing alpha of L_alpha = I - alpha W_n (authors' MNIST graphs: 0.95; "
+              "0 = no smoothing, C&W with a clipped box)", low=0, high=1, open_high=True),
+        Param("lam", float, 10.0, "graph weights exp(-lam (x_i - x_j)^2), pixels in [0, 1] (authors' MNIST: 10)",
+              low=0),
+        Param("cg_iterations", int, 50, "conjugate-gradient iterations of each solve (authors' code: 50)", low=1),
+        Param("binary_steps", int, 5, "binary-search steps over c (as the cw plugin)", low=1),
+        Param("iterations", int, 20, "Adam iterations per binary step (as the cw plugin)", low=1),
+        Param("initial_const", float, 1.0, "first c of the search (as the cw plugin)", low=0, open_low=True),
+        Param("lr", float, 0.1, "Adam learning rate on z, pixel space (authors' MNIST script: 0.1)", low=0,
+              open_low=True),
+        Param("kappa", float, 0.0, "confidence margin kappa", low=0),
+    )
+
+    def attack_batch(self, model, x, y, gen):
+        c = self.cfg
+        adv, _, _ = smooth_carlini_wagner(model, x, y, c["binary_steps"], c["iterations"], c["initial_const"],
+                                          c["lr"], c["kappa"], c["alpha"], c["lam"], c["cg_iterations"])
+        return adv, c["binary_steps"] * c["iterations"]
 
 
 @register
