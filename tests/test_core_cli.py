@@ -102,7 +102,7 @@ def test_descriptor_parameters_inline(capsys):
     assert "parameter 'size' of method 'histogram'" in capsys.readouterr().err
 
 
-COMMANDS = ["list", "run", "show", "report", "eval", "data", "bench"]
+COMMANDS = ["list", "run", "show", "report", "rehearse", "eval", "data", "bench"]
 
 
 def test_help_lists_every_subcommand_in_order():

@@ -1,0 +1,146 @@
+"""`visrep rehearse`: miniature copies of the real layouts load with their real loaders, and full-scale
+rows run end to end on them (visrep/commands/rehearse.py, datasets/miniature.py)."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from visrep.datasets import miniature
+
+from visrep.context import RunContext, shared_data_dir
+from visrep.errors import UserError
+from visrep.registry import datasets
+
+SHARED = shared_data_dir()
+#: dataset parameters a miniature needs to load at all (the rehearsal's SCALE_DOWN sets the same)
+LOAD_PARAMS = {"miniimagenet": {"n_query": 2, "n_episodes": 2}}
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    return root, {name: miniature.build(name, root, SHARED) for name in miniature.BUILDERS}
+
+
+@pytest.mark.parametrize("name", sorted(miniature.BUILDERS))
+def test_miniature_loads_with_its_real_loader(mini_root, name):
+    root, minis = mini_root
+    m = minis[name]
+    params = dict(LOAD_PARAMS.get(name, {}))
+    if "labelled" in m.implied:
+        params["labelled"] = m.implied["labelled"]
+    with miniature.digest_checks_suspended(root):
+        data = datasets.create(name, **params).load(RunContext(data_root=root, quiet=True))
+    if name in miniature.RETRIEVAL:
+        assert data.has_images and 2 <= data.n_queries <= 3 and 6 <= data.n_db <= 30
+        img = data.query_image(0)
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+        assert data.db_image(data.n_db - 1).ndim == 3
+        for g in data.gnd:   # every query has a positive in the database, indices in range
+            pos = np.concatenate([g[k] for k in ("ok", "easy", "hard") if k in g])
+            assert pos.size and pos.max() < data.n_db
+        if SHARED is not None:  # real names: the queries are the real ground truth's queries
+            from visrep.datasets.matlab_gnd import read_instre_gnd, read_matlab_gnd
+            from visrep.datasets.revisitop import read_revisitop_pickle
+            real = next(iter((SHARED / "retrieval" / name).glob("gnd_*")))
+            r = (read_revisitop_pickle(real) if real.suffix == ".pkl" else read_instre_gnd(real)
+                 if name == "instre" else read_matlab_gnd(real))
+            assert set(data.query_names) <= set(r["qimlist"])
+            assert set(data.db_names) <= set(r["imlist"])
+    elif name == "miniimagenet":
+        assert data.n_episodes == 2 and data.pool.get(0).shape == (84, 84, 3)
+    else:
+        assert len(data) >= 10 and data.train is not None and len(data.train) >= 10
+        assert data.get(0).shape[-1] == 3
+        if "labelled" in m.implied:
+            assert len(data.train.labelled_idx) == m.implied["labelled"]
+    assert m.n_images >= 6
+
+
+def test_matlab_gnd_round_trip_known_answer(tmp_path):
+    from visrep.datasets.matlab_gnd import read_matlab_gnd
+    p = miniature.write_matlab_gnd(tmp_path / "g.mat", ["a", "b", "c", "d"], [("b", 1, "b_1"), ("d", 3, "d_1")],
+                                   [{"ok": [1, 2], "junk": [], "bbx": [1, 2, 3, 4]},
+                                    {"ok": [3], "junk": [0], "bbx": [0, 0, 5, 5]}])
+    g = read_matlab_gnd(p)
+    assert g["imlist"] == ["a", "b", "c", "d"] and g["qimlist"] == ["b", "d"] and g["qnames"] == ["b_1", "d_1"]
+    assert g["qidx"].tolist() == [1, 3]
+    assert g["gnd"][0]["ok"].tolist() == [1, 2] and g["gnd"][0]["junk"].size == 0
+    assert g["gnd"][1]["junk"].tolist() == [0] and g["gnd"][1]["bbx"].tolist() == [0, 0, 5, 5]
+
+
+def test_digest_checks_still_refuse_the_miniature_outside_the_rehearsal(mini_root):
+    """The revisitop loader verifies the declared sha256: a miniature is not the publisher's file."""
+    root, _ = mini_root
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        datasets.create("roxford5k").load(RunContext(data_root=root, quiet=True))
+    with miniature.digest_checks_suspended(root):
+        datasets.create("roxford5k").load(RunContext(data_root=root, quiet=True))
+    with pytest.raises(UserError, match="mismatch"):   # suspension ends with the context
+        datasets.create("cifar10").load(RunContext(data_root=root, quiet=True))
+
+
+def test_cifar_batch_is_the_published_layout(mini_root):
+    root, _ = mini_root
+    with open(root / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    assert d[b"data"].dtype == np.uint8 and d[b"data"].shape[1] == 3072 and isinstance(d[b"labels"], list)
+    from visrep.datasets.cifar import read_cifar_batch
+    x, y = read_cifar_batch(root / "cifar-10-batches-py" / "data_batch_1")
+    assert x.shape[1:] == (32, 32, 3) and y.tolist() == d[b"labels"]
+    # channel planes: the first 1024 values are the red channel of row-major pixels
+    assert np.array_equal(d[b"data"][0, :1024].reshape(32, 32), x[0, :, :, 0])
+
+
+def test_scale_job_rules_known_values():
+    from visrep.commands.rehearse import scale_job
+    from visrep.spec import Job
+    job = Job(method="bow", dataset="oxford5k", protocol="oxford",
+              params={"k": 65536, "max_features": 0, "vocab_niter": 20, "idf": True, "ma": 5},
+              dataset_params={"labelled": 500, "features": None}, protocol_params={})
+    new, changed = scale_job(job, 24, {"labelled": 20})
+    assert new.params == {"k": 16, "max_features": 200, "vocab_niter": 3, "idf": True, "ma": 5}
+    assert new.dataset_params == {"labelled": 20, "features": None}
+    assert changed == {"params.k": (65536, 16), "params.max_features": (0, 200), "params.vocab_niter": (20, 3),
+                       "dataset_params.labelled": (500, 20)}
+    small, _ = scale_job(job, 8, {})          # kNN k is kept below the miniature's size
+    assert small.params["k"] == 6
+
+
+def test_rehearse_is_a_registered_command():
+    from visrep.commands import commands
+    assert "rehearse" in [c.name for c in commands()]
+
+
+def test_quick_rehearsal_runs_rows_with_zero_failures(tmp_path):
+    from visrep.commands.rehearse import rehearse
+    rows = ["asmk/asmk-star/holidays", "asmk/he/holidays"]
+    out = rehearse(tmp_path / "r", rows=rows, warm_up=False)
+    assert [f"{r['table']}/{r['row']}/{r['column']}" for r in out] == rows
+    assert all(r["status"] == "ok" for r in out), [r["reason"] for r in out]
+    for r in out:
+        assert r["wall_s"] > 0 and r["est_full_s"] >= r["wall_s"] and r["scaled"]["params.k"] == [65536, min(16, r["n_scale"] - 2)]
+        assert 0 <= r["metrics"]["map"] <= 1
+    doc = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
+    assert doc["counts"] == {"ok": 2}
+    assert "asmk/asmk-star/holidays" in (tmp_path / "r" / "rehearsal.md").read_text()
+
+
+#: failures the rehearsal found in code outside its own files (loaders / methods); see the issue note
+KNOWN_FINDINGS = (
+    "features='pixels-pca' needs images (n, H, W[, C]) of both splits in x",   # cub200 loader: paths only
+    "few-shot methods train on base classes",                                # miniimagenet loader: no data.base
+)
+
+
+@pytest.mark.slow
+def test_whole_rehearsal(tmp_path):
+    """Every full-scale cell on the miniatures: any failure other than the known findings fails."""
+    from visrep.commands.rehearse import rehearse
+    out = rehearse(tmp_path / "r", log=print)
+    assert any(r["status"] == "ok" for r in out)
+    new = [f"{r['table']}/{r['row']}/{r['column']}: {r['reason']}" for r in out
+           if r["status"] == "failed" and not any(k in r["reason"] for k in KNOWN_FINDINGS)]
+    assert not new, new
