@@ -181,3 +181,22 @@ def test_vocabulary_dimension_mismatch_is_a_clear_error(tmp_path):
     ctx = RunContext(cache=Cache(tmp_path / "c"), quiet=True)
     with pytest.raises(UserError, match="dimension"):
         methods.create("asmk", k=8, vocab_train=str(tmp_path / "v.npy"), max_features=100).run(_tiny_dataset(), ctx)
+
+
+def test_burst_normalization_of_a_word_in_every_image_is_zero_not_nan(tmp_path):
+    """A word in every database image has idf 0: its burst group sums to 0 and must score 0, not 0/0 = NaN."""
+    from visrep.cache import Cache
+    from visrep.context import RunContext
+    from visrep.methods.local.vocabularies import Vocabulary
+    from visrep.registry import methods
+    c, descs, x, ids = _toy(seed=1, d=64)
+    common = c[:1] + 0.01                                   # word 0 in every image: idf 0
+    descs = [np.concatenate([d, common]).astype(np.float32) for d in descs]
+    x = np.concatenate(descs)
+    ids = np.repeat(np.arange(len(descs)), [len(a) for a in descs])
+    frames = np.tile([[10.0, 10.0, 2.0, 0.0]], (len(x), 1))
+    ctx = RunContext(cache=Cache(tmp_path), quiet=True)
+    m = methods.create("he", burst=True)
+    state = m.index(x, ids, frames, len(descs), Vocabulary(c, "toy"), ctx)
+    scores = np.asarray(m.score(state, descs[0], frames[:len(descs[0])], ctx))
+    assert np.isfinite(scores).all() and scores.ravel().argmax() == 0

@@ -284,7 +284,8 @@ class _HE(LocalFeatureRetrieval):
             key = qrow[owner] * n_db + img
             _uk, inv = np.unique(key, return_inverse=True)
             tot = np.bincount(inv, w)
-            w = w / np.sqrt(tot[inv])   # sum over the group becomes sqrt(total)
+            # sum over the group becomes sqrt(total); a group of zero weight (idf 0) stays 0, not 0/0 = NaN
+            w = np.divide(w, np.sqrt(tot[inv]), out=np.zeros_like(w), where=tot[inv] > 0)
         if self.wgc and len(w):
             qf = q_frames[qrow[owner]]
             da = np.mod(s["angle"][pos] - qf[:, 3], 2 * np.pi)
