@@ -7,7 +7,9 @@ ICLR 2017): 64 / 16 / 20 classes (train / val / test), 600 images each. Layout::
 
 ``csv_dir`` points elsewhere for the CSVs (e.g. ``shared/data/splits/miniimagenet_ravi``).
 Loading gives :class:`EpisodeData`: ``n_episodes`` seeded N-way K-shot episodes drawn from the
-chosen split (default test), see :mod:`visrep.datasets.episodes`.
+chosen split (default test), see :mod:`visrep.datasets.episodes`, and the 64-class ``train`` split
+as ``base`` (what few-shot learners train on). With the images present, both carry their pixels
+``x`` (n, 84, 84, 3) uint8, resized to the benchmark's 84 x 84 when a file has another size.
 """
 from __future__ import annotations
 
@@ -91,8 +93,24 @@ class MiniImageNet(Dataset):
         base = Path(ctx.data_root) / "miniimagenet"
         csv_dir = Path(self.cfg["csv_dir"]) if self.cfg["csv_dir"] else base
         img = base / "images"
-        pool = read_split(csv_dir, self.cfg["split"], img if img.is_dir() else None)
+        have_images = img.is_dir()
+        pool = read_split(csv_dir, self.cfg["split"], img if have_images else None)
+        base = read_split(csv_dir, "train", img if have_images else None)
+        if have_images:
+            for d in {id(pool): pool, id(base): base}.values():
+                d.x = _pixels(img, d.paths, ctx)
         c = self.cfg
         ep = sample_episodes(pool, c["n_way"], c["k_shot"], c["n_query"], c["n_episodes"], c["episode_seed"])
+        ep.base = base if have_images else None
         ep.manifest = pool.manifest
         return ep
+
+
+def _pixels(image_dir: Path, files, ctx, size: int = 84) -> np.ndarray:
+    """(n, size, size, 3) uint8 pixels of the listed image files, resized (area) where they differ."""
+    import cv2
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    for i in ctx.progress(range(len(files)), desc="miniimagenet images", total=len(files), unit="img"):
+        im = read_rgb(image_dir / files[i])
+        out[i] = im if im.shape[:2] == (size, size) else cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
+    return out

@@ -51,6 +51,9 @@ def test_miniature_loads_with_its_real_loader(mini_root, name):
             assert set(data.db_names) <= set(r["imlist"])
     elif name == "miniimagenet":
         assert data.n_episodes == 2 and data.pool.get(0).shape == (84, 84, 3)
+        # the 64-class train split is the base few-shot learners train on, with its pixels
+        assert data.base is not None and data.base.x.shape[1:] == (84, 84, 3) and data.base.x.dtype == np.uint8
+        assert set(data.base.labels.tolist()) and data.base.split == "train"
     else:
         assert len(data) >= 10 and data.train is not None and len(data.train) >= 10
         assert data.get(0).shape[-1] == 3
@@ -131,7 +134,6 @@ def test_quick_rehearsal_runs_rows_with_zero_failures(tmp_path):
 #: failures the rehearsal found in code outside its own files (loaders / methods); see the issue note
 KNOWN_FINDINGS = (
     "features='pixels-pca' needs images (n, H, W[, C]) of both splits in x",   # cub200 loader: paths only
-    "few-shot methods train on base classes",                                # miniimagenet loader: no data.base
 )
 
 
