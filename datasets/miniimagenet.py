@@ -95,13 +95,16 @@ class MiniImageNet(Dataset):
         img = base / "images"
         have_images = img.is_dir()
         pool = read_split(csv_dir, self.cfg["split"], img if have_images else None)
-        base = read_split(csv_dir, "train", img if have_images else None)
+        base = None
+        if (csv_dir / "train.csv").exists():
+            base = pool if self.cfg["split"] == "train" else read_split(csv_dir, "train", img if have_images else None)
         if have_images:
             for d in {id(pool): pool, id(base): base}.values():
-                d.x = _pixels(img, d.paths, ctx)
+                if d is not None:
+                    d.x = _pixels(img, d.paths, ctx)
         c = self.cfg
         ep = sample_episodes(pool, c["n_way"], c["k_shot"], c["n_query"], c["n_episodes"], c["episode_seed"])
-        ep.base = base if have_images else None
+        ep.base = base if have_images else None   # a base split without pixels cannot train anything
         ep.manifest = pool.manifest
         return ep
 

@@ -149,18 +149,22 @@ def test_miniimagenet_fixture_and_real_csv(tmp_path):
         for k in range(20):
             name = f"n0{c}{k:08d}.jpg"
             rows.append(f"{name},n0{c}")
-            if c == 0 and k == 0:
-                cv2.imwrite(str(base / "images" / name), np.full((84, 84, 3), 7, np.uint8))
+            cv2.imwrite(str(base / "images" / name), np.full((84 + 8 * (c == 1), 84, 3), 7 + c, np.uint8))
     (base / "test.csv").write_text("\n".join(rows) + "\n")
     ep = datasets.create("miniimagenet", n_episodes=50, k_shot=5).load(RunContext(tmp_path, quiet=True))
     assert ep.support.shape == (50, 25) and ep.query.shape == (50, 75) and ep.pool.n_classes == 6
-    assert ep.pool.get(0).shape == (84, 84, 3)
+    assert ep.pool.get(0).shape == (84, 84, 3) and ep.base is None        # no train.csv: no base split
+    assert ep.pool.x.shape == (120, 84, 84, 3) and ep.pool.x[25, 0, 0, 0] == 8   # 92 x 84 files resized to 84 x 84
+    (base / "train.csv").write_text("\n".join(rows[:41]) + "\n")          # base: the first 2 classes
+    ep = datasets.create("miniimagenet", n_episodes=5).load(RunContext(tmp_path, quiet=True))
+    assert ep.base.split == "train" and ep.base.x.shape == (40, 84, 84, 3) and ep.base.n_classes == 2
     (base / "val.csv").write_text("name,label\n")
     with pytest.raises(UserError, match="val.csv: expected the header"):
         datasets.create("miniimagenet", split="val").load(RunContext(tmp_path, quiet=True))
     real = _need("splits/miniimagenet_ravi")
     for split, ncls in (("train", 64), ("val", 16), ("test", 20)):
-        ep = datasets.create("miniimagenet", split=split, csv_dir=str(real), n_episodes=5).load(RunContext(tmp_path))
+        ep = datasets.create("miniimagenet", split=split, csv_dir=str(real), n_episodes=5).load(
+            RunContext(tmp_path / "no-images"))
         assert ep.pool.n_classes == ncls and len(ep.pool) == 600 * ncls
         assert np.bincount(ep.pool.labels).tolist() == [600] * ncls
 
