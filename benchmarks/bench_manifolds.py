@@ -11,8 +11,15 @@ timings do not pay for it. ``peakmem_*`` give the memory of each stage.
 
 Run as a script (``python benchmarks/bench_manifolds.py [n ...]``) to print one line per size
 with the measured times and memory and a 1M extrapolation from the measured growth.
+
+``Oxford5kCG`` / ``Oxford5kFSR`` (issue 16): the real Oxford5k descriptors, side by side with
+the peer-style calls (the authors' per-query CG on I - alpha S in float64; scipy ``eigsh(W, k=r)``
+with its defaults), ratios reported by ``track_*_ratio``. ``python benchmarks/bench_manifolds.py
+oxford5k`` prints before (float64 paths) / after (float32) / peer, interleaved, medians.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -43,7 +50,7 @@ def build(n):
 
 class GraphBuild:
     params = SIZES
-    param_names = ["n"]
+    param_names = ("n",)
     timeout = 1800
 
     def setup(self, n):
@@ -60,7 +67,7 @@ class GraphBuild:
 
 class Ranking:
     params = SIZES
-    param_names = ["n"]
+    param_names = ("n",)
     timeout = 1800
 
     def setup_cache(self):
@@ -100,7 +107,7 @@ class FSR:
     """
 
     params = (10_000,)
-    param_names = ["n"]
+    param_names = ("n",)
     timeout = 1800
 
     def setup_cache(self):
@@ -137,6 +144,258 @@ class FSR:
         ranks_from_scores(fsr_rank(self.U, self.lam, self.Y, 0.99), self.x @ self.q.T, topk=100)
 
 
+# ---------------------------------------------------------------- side by side with the peer-style calls
+#: CG and FSR settings of the comparison (CVPR 2017 / the authors' run_test.m: alpha 0.99, tol 1e-6,
+#: 20 CG iterations, kq = 10, gamma = 3); FSR ranks of the issue-16 table.
+ALPHA, TOL, MAXITER = 0.99, 1e-6, 20
+FSR_RANKS = (300, 500)
+
+
+def oxford5k(k: int):
+    """(db (5063, 128), queries (55, 128), graph, Y (5063, 55) csc, mAP function) on the real
+    Oxford5k CaffeNet PCA-128 descriptors, or None when ../shared/data is absent."""
+    from visrep.context import shared_data_dir
+    root = shared_data_dir()
+    folder = root / "retrieval" / "oxford5k" if root else None
+    if folder is None or not (folder / "oxford_features_caffenet_pca128.fvecs").exists():
+        return None
+    from visrep.datasets.matlab_gnd import read_matlab_gnd
+    from visrep.methods.manifolds.diffusion import query_vectors
+    from visrep.methods.manifolds.knn_graph import build_graph, check_unit_rows
+    from visrep.protocols.oxford import positives_and_junk
+
+    from visrep.descriptor_files import read_descriptors
+    gnd = read_matlab_gnd(folder / "gnd_oxford5k.mat")
+    db = check_unit_rows(read_descriptors(folder / "oxford_features_caffenet_pca128.fvecs"), "db")
+    q = db[np.asarray(gnd["qidx"]).ravel()]
+    g = build_graph(db, k=k)
+    Y = query_vectors(db, q, 10, 3.0)
+    pos, junk = positives_and_junk(gnd["gnd"], ("ok",), ("junk",))
+    return db, q, g, Y, partial(_oxford_map, pos=pos, junk=junk, n_db=db.shape[0])
+
+
+def _oxford_map(ranks, pos, junk, n_db):
+    """mAP of a ranking (n_db, 55) under the Oxford protocol (a module-level function: asv pickles it)."""
+    from visrep.protocols.oxford import map_from_lists
+    return map_from_lists(ranks, pos, junk, n_db, "oxford5k")[0]
+
+
+def peer_operator(W, alpha=ALPHA):
+    """The matrix the authors' code hands to its solver: A = I - alpha S, sparse float64
+    (run_test.m: ``A = speye(size(S)) - alpha * S``; S in double precision)."""
+    import scipy.sparse as sp
+    return (sp.identity(W.shape[0], format="csr") - alpha * W.astype(np.float64)).tocsr()
+
+
+def peer_cg(A, Y, tol=TOL, maxiter=MAXITER):
+    """The authors' online step (dfs.m: ``pcg(A, y, tol, it)``) as scipy spells it: one CG per
+    query, relative residual tol, `maxiter` iterations. -> F (n, m) float64."""
+    import scipy.sparse.linalg as sla
+    Yd = Y.toarray() if hasattr(Y, "toarray") else np.asarray(Y)
+    F = np.empty(Yd.shape, np.float64)
+    for j in range(Yd.shape[1]):
+        F[:, j] = sla.cg(A, Yd[:, j].astype(np.float64), rtol=tol, maxiter=maxiter)[0]
+    return F
+
+
+def peer_eigsh(W, r, seed=0):
+    """A peer's FSR offline step: scipy ``eigsh(W, k=r)`` with its defaults (which='LM', tol=0),
+    on W in float64 (the FSR authors' Matlab ``eigs`` works in double precision)."""
+    import scipy.sparse.linalg as sla
+    v0 = np.random.default_rng(seed).standard_normal(W.shape[0])
+    return sla.eigsh(W.astype(np.float64), k=r, which="LM", v0=v0)
+
+
+def interleaved(fns: dict, rounds: int = 5) -> dict:
+    """Median seconds of each function, the functions run in turn in each round (same load)."""
+    import time
+    ts = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            ts[name].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
+class Oxford5kCG:
+    """Online diffusion, all 55 Oxford5k queries, real CaffeNet PCA-128 descriptors, k = 50 / 100,
+    alpha 0.99, 20 iterations: visrep's block CG (float32, as the ``diffusion`` method runs it;
+    float64 = the code before issue 16, bit for bit) against the authors' per-query CG on
+    I - alpha S (float64). ``track_*_ratio`` = peer time / visrep time, interleaved rounds."""
+
+    params = ([50, 100],)
+    param_names = ("k",)
+    timeout = 600
+
+    def setup_cache(self):
+        return {k: oxford5k(k) for k in self.params[0]}
+
+    def setup(self, cache, k):
+        if cache[k] is None:
+            raise NotImplementedError("../shared/data/retrieval/oxford5k is absent")
+        self.db, self.q, self.g, self.Y, self.mapf = cache[k]
+        self.A = peer_operator(self.g.W)
+
+    def _ours(self, dtype=np.float32):
+        from visrep.methods.manifolds.diffusion import cg
+        return cg(self.g.W, self.Y, ALPHA, TOL, MAXITER, dtype=dtype)[0]
+
+    def time_cg_visrep(self, cache, k):
+        self._ours()
+
+    def time_cg_visrep_float64(self, cache, k):
+        self._ours(np.float64)
+
+    def time_cg_peer(self, cache, k):
+        peer_cg(self.A, self.Y)
+
+    def track_cg_peer_over_visrep_ratio(self, cache, k):
+        t = interleaved({"ours": self._ours, "peer": lambda: peer_cg(self.A, self.Y)})
+        return t["peer"] / t["ours"]
+    track_cg_peer_over_visrep_ratio.unit = "x"
+
+    def track_cg_map_difference(self, cache, k):
+        """mAP(visrep) - mAP(peer), in mAP points: 0 when the rankings agree."""
+        from visrep.methods.search.ranking import ranks_from_scores
+        sims = self.db @ self.q.T
+        return 100 * (self.mapf(ranks_from_scores(self._ours(), sims))
+                      - self.mapf(ranks_from_scores(peer_cg(self.A, self.Y), sims)))
+    track_cg_map_difference.unit = "mAP points"
+
+
+class Oxford5kFSR:
+    """FSR on the same graph (k = 50, alpha 0.99): offline rank-r eigendecomposition (visrep:
+    float32 Lanczos, which='LA') against a peer's ``eigsh(W, k=r)`` (float64, which='LM');
+    online FSR (with the residual term) against visrep's CG; mAP loss of FSR against CG.
+
+    Measured (issue 16, one thread, 5 interleaved rounds, r = 300): visrep 2.3 s, the peer-style
+    float64 call 5.8 s (2.5x), visrep before issue 16 (float64, 'LA') 5.8 s; ``eigsh`` with
+    which='LM' on the float32 W as stored (not the peer's double precision) 2.0 s (0.87x: on par;
+    it also returns the negative end of the spectrum, which FSR does not use). With two BLAS
+    threads on a loaded machine the asv track read 0.9-1.05x against the float64 call.
+    """
+
+    params = (list(FSR_RANKS),)
+    param_names = ("r",)
+    timeout = 1200
+    number, repeat = 1, 3
+
+    def setup_cache(self):
+        data = oxford5k(50)
+        if data is None:
+            return None
+        from visrep.methods.manifolds.spectral_ranking import eigen
+        return data, {r: eigen(data[2].W, r, solver="lanczos", dtype=np.float32) for r in self.params[0]}
+
+    def setup(self, cache, r):
+        if cache is None:
+            raise NotImplementedError("../shared/data/retrieval/oxford5k is absent")
+        (self.db, self.q, self.g, self.Y, self.mapf), self.eig = cache
+
+    def _eigen(self, r):
+        from visrep.methods.manifolds.spectral_ranking import eigen
+        return eigen(self.g.W, r, solver="lanczos", dtype=np.float32)
+
+    def time_fsr_offline_visrep(self, cache, r):
+        self._eigen(r)
+
+    def time_fsr_offline_peer_eigsh(self, cache, r):
+        peer_eigsh(self.g.W, r)
+
+    def track_fsr_offline_peer_over_visrep_ratio(self, cache, r):
+        t = interleaved({"ours": lambda: self._eigen(r), "peer": lambda: peer_eigsh(self.g.W, r)}, rounds=3)
+        return t["peer"] / t["ours"]
+    track_fsr_offline_peer_over_visrep_ratio.unit = "x"
+
+    def track_fsr_online_over_cg_ratio(self, cache, r):
+        """FSR online solve time / CG solve time (goal <= 0.1)."""
+        from visrep.methods.manifolds.diffusion import cg
+        from visrep.methods.manifolds.spectral_ranking import fsr_rank
+        lam, U = self.eig[r]
+        t = interleaved({"fsr": lambda: fsr_rank(U, lam, self.Y, ALPHA, True),
+                         "cg": lambda: cg(self.g.W, self.Y, ALPHA, TOL, MAXITER, dtype=np.float32)}, rounds=7)
+        return t["fsr"] / t["cg"]
+    track_fsr_online_over_cg_ratio.unit = "x"
+
+    def track_fsr_map_loss_vs_cg(self, cache, r):
+        """mAP(CG) - mAP(FSR), mAP points (goal <= 0.5)."""
+        from visrep.methods.manifolds.diffusion import cg
+        from visrep.methods.manifolds.spectral_ranking import fsr_rank
+        from visrep.methods.search.ranking import ranks_from_scores
+        lam, U = self.eig[r]
+        sims = self.db @ self.q.T
+        f = ranks_from_scores(fsr_rank(U, lam, self.Y, ALPHA, True), sims)
+        c = ranks_from_scores(cg(self.g.W, self.Y, ALPHA, TOL, MAXITER, dtype=np.float32)[0], sims)
+        return 100 * (self.mapf(c) - self.mapf(f))
+    track_fsr_map_loss_vs_cg.unit = "mAP points"
+
+
+def _compare_cg(k: int, rounds: int) -> dict:
+    from visrep.methods.manifolds.diffusion import cg
+    from visrep.methods.search.ranking import ranks_from_scores
+    db, q, g, Y, mapf = oxford5k(k)
+    A = peer_operator(g.W)
+    m = Y.shape[1]
+    out = {}
+    fns = {"before": lambda: out.__setitem__("before", cg(g.W, Y, ALPHA, TOL, MAXITER)[0]),
+           "after": lambda: out.__setitem__("after", cg(g.W, Y, ALPHA, TOL, MAXITER, dtype=np.float32)[0]),
+           "peer": lambda: out.__setitem__("peer", peer_cg(A, Y))}
+    t = interleaved(fns, rounds)
+    sims = db @ q.T
+    rk = {n: ranks_from_scores(F, sims) for n, F in out.items()}
+    return {"what": f"CG online k={k} ms/query", **{n: round(1000 * v / m, 3) for n, v in t.items()},
+            "peer/after": round(t["peer"] / t["after"], 2), "peer/before": round(t["peer"] / t["before"], 2),
+            **{f"map_{n}": round(mapf(r), 5) for n, r in rk.items()},
+            "top100_after_eq_before": bool(np.array_equal(rk["after"][:100], rk["before"][:100]))}
+
+
+def _compare_fsr(data, r: int, rounds: int) -> list[dict]:
+    from visrep.methods.manifolds.diffusion import cg
+    from visrep.methods.manifolds.spectral_ranking import eigen, fsr_rank
+    from visrep.methods.search.ranking import ranks_from_scores
+    db, q, g, Y, mapf = data
+    sims = db @ q.T
+    m = Y.shape[1]
+    res = {}
+    t = interleaved({"before": lambda: res.__setitem__("before", eigen(g.W, r, solver="lanczos")),
+                     "after": lambda: res.__setitem__("after", eigen(g.W, r, solver="lanczos", dtype=np.float32)),
+                     "peer": lambda: peer_eigsh(g.W, r)}, rounds=3)
+    (lam, U), (lb, Ub) = res["after"], res["before"]
+    ton = interleaved({"fsr_before": lambda: fsr_rank(Ub, lb, Y, ALPHA, True, dtype=np.float64),
+                       "fsr_after": lambda: fsr_rank(U, lam, Y, ALPHA, True),
+                       "cg_after": lambda: cg(g.W, Y, ALPHA, TOL, MAXITER, dtype=np.float32),
+                       "cg_before": lambda: cg(g.W, Y, ALPHA, TOL, MAXITER)}, rounds)
+    map_cg = mapf(ranks_from_scores(cg(g.W, Y, ALPHA, TOL, MAXITER, dtype=np.float32)[0], sims))
+    map_f = mapf(ranks_from_scores(fsr_rank(U, lam, Y, ALPHA, True), sims))
+    map_fb = mapf(ranks_from_scores(fsr_rank(Ub, lb, Y, ALPHA, True, dtype=np.float64), sims))
+    return [{"what": f"FSR offline r={r} s", **{n: round(v, 2) for n, v in t.items()},
+             "peer/after": round(t["peer"] / t["after"], 2), "peer/before": round(t["peer"] / t["before"], 2)},
+            {"what": f"FSR online r={r} ms/query (residual term)",
+             **{n: round(1000 * v / m, 3) for n, v in ton.items()},
+             "fsr/cg after": round(ton["fsr_after"] / ton["cg_after"], 3),
+             "fsr/cg before": round(ton["fsr_before"] / ton["cg_before"], 3),
+             "map_cg": round(map_cg, 5), "map_fsr_after": round(map_f, 5), "map_fsr_before": round(map_fb, 5),
+             "loss_points": round(100 * (map_cg - map_f), 3)}]
+
+
+def compare_oxford5k(rounds: int = 7) -> list[dict]:
+    """Before / after / peer, one process, interleaved rounds, medians (the issue-16 table rows).
+
+    before = the float64 paths (bit for bit the code before issue 16: tests), after = float32.
+    """
+    rows = []
+    for k in (50, 100):
+        rows.append(_compare_cg(k, rounds))
+        print(rows[-1], flush=True)
+    data = oxford5k(50)
+    for r in FSR_RANKS:
+        for row in _compare_fsr(data, r, rounds):
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def _measure(n):
     import resource
     import time
@@ -150,7 +409,7 @@ def _measure(n):
     t_graph = time.perf_counter() - t
     Y = query_vectors(x, q, kq=10, gamma=3.0)
     t = time.perf_counter()
-    _, it, _ = cg(g.W, Y, 0.99, tol=1e-6, maxiter=20)
+    cg(g.W, Y, 0.99, tol=1e-6, maxiter=20)
     t_cg = (time.perf_counter() - t) / q.shape[0]
     t = time.perf_counter()
     lam, U = eigen(g.W, 100, solver="shift-invert")
@@ -167,6 +426,9 @@ def _measure(n):
 if __name__ == "__main__":
     import json
     import sys
+    if sys.argv[1:] == ["oxford5k"]:
+        compare_oxford5k()
+        sys.exit(0)
     sizes = [int(a) for a in sys.argv[1:]] or list(SIZES)
     rows = []
     for n in sizes:

@@ -1,6 +1,8 @@
 """Known answers for the kNN graph, diffusion (RWR, CG) and fast spectral ranking (issue 6)."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -87,7 +89,7 @@ def test_isolated_nodes_keep_their_query_value():
         A[:, 0] = 0
         A = A.tocsr()
         A.eliminate_zeros()
-        W, deg = normalize(A)
+        W, _ = normalize(A)
         iso = np.array([0])
     else:
         W = g.W
@@ -158,7 +160,7 @@ def test_rwr_converges_to_direct_solve_and_needs_more_iterations(small_problem):
     _, it_cg, _ = cg(g.W, Y, alpha, tol=1e-8, maxiter=5000)
     assert it_cg.max() < it_rwr.min()
     # RWR residual decreases monotonically (contraction by alpha ||W|| <= alpha)
-    assert all(b <= a * (1 + 1e-9) for a, b in zip(hist, hist[1:]))
+    assert all(b <= a * (1 + 1e-9) for a, b in pairwise(hist))
 
 
 def test_fsr_full_rank_equals_direct_solve(small_problem):

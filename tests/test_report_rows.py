@@ -133,7 +133,6 @@ STATED = {
 #: tables owned elsewhere whose rows do not yet carry the talk's setting (the fix is in another file);
 #: strict: the test fails once they do, so that the mark is removed
 PENDING = {
-    "regional_diffusion": "regional diffusion rows (issue 12 item 3) do not name ResNet-101 yet",
 }
 
 

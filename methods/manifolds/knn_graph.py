@@ -27,6 +27,7 @@ Memory: ``W`` holds at most ``n k`` non-zeros, 8 bytes each plus the row pointer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def _knn_sharded(x, q, k, shards, **kw):
         raise UserError(f"parameter 'shards' ({shards}) is larger than the database ({n} vectors)")
     from visrep.sharding import shard_map
     edges = np.linspace(0, n, shards + 1).astype(int)
-    parts = shard_map(_search_shard, [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])],
+    parts = shard_map(_search_shard, [(int(a), int(b)) for a, b in pairwise(edges)],
                       x=x, q=q, k=k, **kw)
     sims = np.hstack([p[0] for p in parts])
     ids = np.hstack([p[1] for p in parts])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from visrep.methods.search.pipeline import check_topk
@@ -142,7 +143,7 @@ class GraphMethod(Method):
                 # query groups as separate tasks (Dask tasks when the job runs on a cluster)
                 from visrep.sharding import shard_map
                 edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
-                groups = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+                groups = [slice(int(a), int(b)) for a, b in pairwise(edges)]
                 t_s = time.perf_counter()
                 solved = shard_map(_score_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
                 solve_s += time.perf_counter() - t_s

@@ -28,7 +28,7 @@ Space/time trade-offs (paper Sec. 4-5), exposed as parameters:
 ``rank`` larger than the database -> UserError. Isolated nodes (zero rows of W) are
 eigenvectors of eigenvalue 0; a truncated rank drops them (f = 0 there unless ``residual``),
 full rank keeps them exactly (f_i = h(0) y_i = (1 - alpha) y_i, as the direct solve).
-Shapes: U (n, r) float32; lambda (r,) float64; Y (n, m) sparse; F (n, m) float64.
+Shapes: U (n, r) float32; lambda (r,) float64; Y (n, m) sparse; F (n, m) float32 (float64 on request).
 """
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ from visrep.errors import UserError
 from .diffusion import check_alpha
 
 
+def n_components(W) -> int:
+    """Connected components of the graph W (n, n), isolated nodes (no edge) not counted."""
+    from scipy.sparse.csgraph import connected_components
+    deg = np.diff(W.tocsr().indptr)
+    _, labels = connected_components(W, directed=False)
+    return len(np.unique(labels[deg > 0]))
+
+
 def uses_dense(n: int, rank: int) -> bool:
     """Lanczos pays off for r << n; at full rank, or a sizeable fraction of a small graph, dense eigh wins."""
     return rank >= n - 1 or n <= 64 or (n <= 8000 and rank > n // 10)
@@ -47,8 +55,17 @@ def uses_dense(n: int, rank: int) -> bool:
 EIGEN_SOLVERS = ("auto", "lanczos", "shift-invert", "dense")
 
 
-def eigen(W, rank: int, seed: int = 0, tol: float = 0.0, solver: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def eigen(W, rank: int, seed: int = 0, tol: float = 0.0, solver: str = "auto",
+          dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """The `rank` largest (algebraic) eigenpairs of symmetric W (n, n) -> (lambda (r,) desc, U (n, r)).
+
+    ``dtype``: the precision the solver works in. float32 runs ARPACK's single-precision
+    Lanczos on the float32 W as stored (no float64 copy; each Lanczos step moves half the
+    bytes) and, on the dense path, LAPACK's float32 divide-and-conquer; ``tol = 0`` then means
+    float32 machine precision. U is returned as float32 either way. A graph with several
+    connected components (isolated nodes aside) has eigenvalue 1 once per component; single-
+    precision Lanczos was seen to miss copies of such a repeated eigenvalue (tests), so the
+    Lanczos solvers run in float64 there whatever ``dtype`` says.
 
     solver: ``lanczos`` (scipy.sparse.linalg.eigsh, ``which='LA'``); ``shift-invert`` (eigsh on
     (W - sigma I)^-1 with sigma = 1 + 1e-3, just above the spectrum of the normalized W: one
@@ -69,17 +86,27 @@ def eigen(W, rank: int, seed: int = 0, tol: float = 0.0, solver: str = "auto") -
         solver = "dense" if uses_dense(n, rank) else "lanczos"
     if solver != "dense" and rank >= n - 1:
         solver = "dense"  # eigsh needs k < n - 1
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise UserError(f"eigen precision must be float32 or float64, got {dtype}")
     if solver == "dense":
-        dense = W.toarray().astype(np.float64) if hasattr(W, "toarray") else np.asarray(W, np.float64)
-        lam, U = np.linalg.eigh(dense)
+        dense = W.toarray().astype(dtype) if hasattr(W, "toarray") else np.asarray(W, dtype)
+        if dtype == np.float64:
+            lam, U = np.linalg.eigh(dense)
+        else:
+            import scipy.linalg as sl
+            lam, U = sl.eigh(dense, driver="evd", overwrite_a=True, check_finite=False)
         lam, U = lam[::-1][:rank], U[:, ::-1][:, :rank]
     else:
         import scipy.sparse.linalg as sla
-        v0 = np.random.default_rng(seed).standard_normal(n)
+        if dtype == np.float32 and n_components(W) > 1:
+            dtype = np.dtype(np.float64)   # see the docstring: repeated eigenvalue 1 needs float64 Lanczos
+        v0 = np.random.default_rng(seed).standard_normal(n).astype(dtype)
+        Wd = W.astype(dtype) if W.dtype != dtype else W
         if solver == "shift-invert":
-            lam, U = sla.eigsh(W.astype(np.float64).tocsc(), k=rank, sigma=1.0 + 1e-3, which="LM", v0=v0, tol=tol)
+            lam, U = sla.eigsh(Wd.tocsc(), k=rank, sigma=1.0 + 1e-3, which="LM", v0=v0, tol=tol)
         else:
-            lam, U = sla.eigsh(W.astype(np.float64), k=rank, which="LA", v0=v0, tol=tol)
+            lam, U = sla.eigsh(Wd, k=rank, which="LA", v0=v0, tol=tol)
         order = np.argsort(-lam)
         lam, U = lam[order], U[:, order]
     return lam.astype(np.float64), np.ascontiguousarray(U, dtype=np.float32)
@@ -99,22 +126,39 @@ def sparsify(U: np.ndarray, keep: float):
     if keep >= 1.0:
         return U
     flat = np.abs(U).ravel()
-    m = max(1, int(round(keep * flat.size)))
+    m = max(1, round(keep * flat.size))
     thr = np.partition(flat, flat.size - m)[flat.size - m]
     return sp.csr_matrix(np.where(np.abs(U) >= thr, U, 0.0).astype(np.float32))
 
 
-def fsr_rank(U, lam: np.ndarray, Y, alpha: float, residual: bool = False) -> np.ndarray:
-    """Online FSR: F = U diag(h(lambda)) U^T Y (+ residual term) -> (n, m) float64."""
+def fsr_rank(U, lam: np.ndarray, Y, alpha: float, residual: bool = False, dtype=np.float32) -> np.ndarray:
+    """Online FSR (paper Eq. 8-9): F = U diag(h(lambda)) U^T Y (+ residual term) -> (n, m) `dtype`.
+
+    U (n, r) dense or sparse, Y (n, m) sparse or dense. Both products run in ``dtype``
+    (float32 by default: U is stored in float32, so a float64 product would first copy U to
+    float64 for every batch); float64 gives the reference numbers for tests.
+    """
+    dtype = np.dtype(dtype)
     h = transfer(lam, alpha)
-    Ysp = Y if hasattr(Y, "tocsc") else np.asarray(Y)
-    Z = Ysp.T @ U                                                       # (m, r); U dense or sparse
-    Z = np.asarray(Z.toarray() if hasattr(Z, "toarray") else Z, dtype=np.float64)
-    h_use = h - (1.0 - alpha) if residual else h
-    F = U @ (h_use[:, None] * Z.T)
-    F = np.asarray(F.toarray() if hasattr(F, "toarray") else F, dtype=np.float64)
+    h_use = (h - (1.0 - alpha) if residual else h).astype(dtype)
+    if hasattr(U, "tocsr"):
+        U = U if U.dtype == dtype else U.astype(dtype)
+    else:
+        U = np.asarray(U, dtype=dtype)
+    if hasattr(Y, "tocsc"):
+        Yc = Y.astype(dtype) if Y.dtype != dtype else Y
+        Z = Yc.T @ U                                                    # (m, r): kq non-zeros per column
+    else:
+        Yc = np.asarray(Y, dtype=dtype)
+        Z = Yc.T @ U
+    Z = np.asarray(Z.toarray() if hasattr(Z, "toarray") else Z, dtype=dtype)
+    Z *= h_use                                                          # (m, r) = (h(Lambda) U^T Y)^T
+    F = U @ Z.T
+    F = np.asarray(F.toarray() if hasattr(F, "toarray") else F, dtype=dtype)
     if residual:
-        F = F + (1.0 - alpha) * (Y.toarray() if hasattr(Y, "toarray") else np.asarray(Y))
+        if hasattr(Yc, "tocsc"):
+            Ycoo = Yc.tocoo()
+            np.add.at(F, (Ycoo.row, Ycoo.col), dtype.type(1.0 - alpha) * Ycoo.data)
+        else:
+            F += dtype.type(1.0 - alpha) * Yc
     return F
-
-
