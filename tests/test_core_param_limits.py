@@ -162,6 +162,9 @@ def test_bow_vocabulary_k_is_an_error_not_a_silent_clamp(tmp_path):
     ctx = RunContext(cache=Cache(tmp_path / "cache"), quiet=True)
     with pytest.raises(UserError, match=r"parameter 'k' of method 'bow' is 1000000, but there are \d+ training "
                                         r"descriptors \(from the database images of tiny.*\): use k <= \d+"):
+        methods.create("bow", k=10**6, max_features=50, vocab_limit=0).run(data, ctx)
+    # a k above the training-sample cap is refused too, before any work, instead of being capped with a warning
+    with pytest.raises(UserError, match=r"k = 1000000 words cannot be learned from at most vocab_limit = 200000"):
         methods.create("bow", k=10**6, max_features=50).run(data, ctx)
     assert not (tmp_path / "cache" / "vocabulary").exists()
 
