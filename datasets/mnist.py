@@ -10,12 +10,19 @@ Proc. IEEE 1998; Xiao, Rasul & Vollgraf, Fashion-MNIST, arXiv:1708.07747, 2017. 
 IDX: big-endian magic ``0x0000 08 ndim`` (08 = unsigned byte), ``ndim`` big-endian int32
 sizes, then the data. Images come back as (n, 28, 28) uint8, labels (n,) int64. The test
 split is required; the training split is attached as ``data.train`` when present.
+
+Fashion-MNIST is also found where the Debian package ``dataset-fashion-mnist`` installs it
+(``/usr/share/datasets/fashion-mnist/*.gz``, i.e. the same layout under the data root
+``/usr/share/datasets``) when ``<root>/fashion-mnist`` does not hold it. The Debian ``.gz`` files
+are re-compressed (their md5s differ from the publisher's), so Fashion-MNIST is verified by the
+sha256 of the decompressed IDX bytes, which is the same whichever copy is read.
 """
 from __future__ import annotations
 
 import gzip
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,18 +36,36 @@ from visrep.registry import register
 from .download import PublishedFile
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
+#: where Debian's package dataset-fashion-mnist puts the four .gz files (`dpkg -L dataset-fashion-mnist`)
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+#: sha256 of the decompressed IDX bytes, computed from dataset-fashion-mnist 0.0~git20200523.55506a9-1
+#: (60,000 train / 10,000 test images, 6,000 / 1,000 per class, as published)
+FASHION_PAYLOAD_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally .gz) of unsigned bytes into an ndarray; UserError naming the file."""
+def read_idx(path: str | Path, sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file (optionally .gz) of unsigned bytes into an ndarray; UserError naming the file.
+
+    ``sha256``: digest of the decompressed bytes to verify before parsing (ChecksumMismatch).
+    """
     path = Path(path)
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"IDX file {path} does not exist") from None
     except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: cannot read (truncated or not gzip: {e})") from None
+    check_payload(path, raw, sha256)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -56,6 +81,32 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape).copy()
 
 
+class _Digests:
+    """sha256 of decompressed IDX payloads already checked in this process (path, size, mtime)."""
+
+    seen: ClassVar[dict] = {}
+
+
+def check_payload(path: Path, raw: bytes, want: str | None) -> None:
+    """ChecksumMismatch (a UserError) unless sha256(raw) == want; no-op when no digest is declared."""
+    if not want:
+        return
+    import hashlib
+
+    from .download import ChecksumMismatch
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if _Digests.seen.get(key) == want:
+        return
+    found = hashlib.sha256(raw).hexdigest()
+    if found != want:
+        raise ChecksumMismatch(f"{path}: sha256 of the decompressed IDX data is {found}, expected {want}: not the "
+                               f"published file (damaged or another version), so it was not used. Delete it and "
+                               f"fetch it again (`visrep data fetch`, or apt-get install --reinstall "
+                               f"dataset-fashion-mnist)")
+    _Digests.seen[key] = want
+
+
 def _find(folder: Path, stem: str) -> Path | None:
     for p in (folder / stem, folder / f"{stem}.gz"):
         if p.exists():
@@ -64,15 +115,20 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def read_mnist_split(folder: str | Path, split: str = "test", name: str = "mnist",
-                     class_names=None) -> LabelledData:
-    """Read one split (``train`` or ``test``) of an MNIST-layout folder."""
+                     class_names=None, payload_sha256: dict | None = None) -> LabelledData:
+    """Read one split (``train`` or ``test``) of an MNIST-layout folder.
+
+    ``payload_sha256``: file stem -> sha256 of its decompressed IDX bytes (checked when given).
+    """
     folder = Path(folder)
     prefix = "t10k" if split == "test" else "train"
     ip, lp = _find(folder, f"{prefix}-images-idx3-ubyte"), _find(folder, f"{prefix}-labels-idx1-ubyte")
     if ip is None or lp is None:
         raise MissingDataError(f"{name}: {prefix}-images-idx3-ubyte[.gz] / {prefix}-labels-idx1-ubyte[.gz] "
                                f"not found in {folder}")
-    x, y = read_idx(ip), read_idx(lp)
+    sums = payload_sha256 or {}
+    x = read_idx(ip, sums.get(f"{prefix}-images-idx3-ubyte"))
+    y = read_idx(lp, sums.get(f"{prefix}-labels-idx1-ubyte"))
     if x.ndim != 3 or y.ndim != 1:
         raise UserError(f"{ip}: expected (n, rows, cols) images and (n,) labels, got {x.shape} and {y.shape}")
     if len(x) != len(y):
@@ -88,6 +144,10 @@ class _MnistLike(Dataset):
     default_protocol = "classification"
     folder = "mnist"
     class_names: tuple = tuple(str(i) for i in range(10))
+    #: folders tried after ``<data root>/<folder>`` (system packages)
+    system_dirs: tuple = ()
+    #: file stem -> sha256 of the decompressed IDX bytes
+    payload_sha256: ClassVar[dict] = {}
     params = (
         Param("split", str, "test", "split scored by the protocol", choices=("test", "train")),
         Param("labelled", int, None, "semi-supervised: N labelled training images, N/10 per class, drawn with "
@@ -95,14 +155,24 @@ class _MnistLike(Dataset):
         Param("label_split", int, 0, "seed of the labelled-subset draw (one 'split file' per seed)", low=0),
         Param("train_from_test", int, None, "proxy where only t10k exists: move this many test images (seeded "
               "permutation, seed 0) into the training split; the protocol scores the rest", low=1),
+        Param("train_size", int, None, "CPU proxy: keep this many training images (seeded permutation, seed 0, "
+              "sorted) before the labelled subset is drawn from them", low=10),
     )
 
+    def folder_in(self, root) -> Path:
+        """``<root>/<folder>`` when it holds the test split, else the first system folder that does."""
+        return find_folder(root, self.folder, self.system_dirs)
+
+    def read(self, ctx, split: str) -> LabelledData:
+        return read_mnist_split(self.folder_in(ctx.data_root), split, self.name, self.class_names,
+                                self.payload_sha256)
+
     def load(self, ctx) -> LabelledData:
-        folder = Path(ctx.data_root) / self.folder
-        data = read_mnist_split(folder, self.cfg["split"], self.name, self.class_names)
+        folder = self.folder_in(ctx.data_root)
+        data = read_mnist_split(folder, self.cfg["split"], self.name, self.class_names, self.payload_sha256)
         if self.cfg["split"] == "test":
             try:
-                data.train = read_mnist_split(folder, "train", self.name, self.class_names)
+                data.train = read_mnist_split(folder, "train", self.name, self.class_names, self.payload_sha256)
             except MissingDataError:
                 data.train = None
         m = self.cfg["train_from_test"]
@@ -116,6 +186,14 @@ class _MnistLike(Dataset):
             data = data.subset(np.sort(perm[m:]))
             data.train = train
             data.manifest = manifest_hash({}, {"of": manifest, "train_from_test": m})
+        t = self.cfg["train_size"]
+        if t is not None:
+            if data.train is None or t > len(data.train):
+                raise UserError(f"parameter 'train_size' of dataset '{self.name}' must be at most the "
+                                f"{0 if data.train is None else len(data.train)} training images, got {t}")
+            keep = np.sort(np.random.default_rng(0).permutation(len(data.train))[:t])
+            data.train = data.train.subset(keep, split="train")
+            data.manifest = manifest_hash({}, {"of": data.manifest, "train_size": t})
         if self.cfg["labelled"] is not None:
             if data.train is None:
                 raise MissingDataError(f"{self.name}: labelled={self.cfg['labelled']} needs a training split: the "
@@ -125,6 +203,18 @@ class _MnistLike(Dataset):
             data.manifest = manifest_hash({}, {"of": data.manifest, "labelled": self.cfg["labelled"],
                                                "label_split": self.cfg["label_split"]})
         return data
+
+
+def find_folder(root, folder: str, system_dirs=()) -> Path:
+    """``<root>/<folder>`` if it holds t10k-images-idx3-ubyte[.gz], else the first of `system_dirs` that does.
+
+    Falls back to ``<root>/<folder>`` (whose absence the reader reports) when none does.
+    """
+    first = Path(root) / folder
+    for d in (first, *map(Path, system_dirs)):
+        if _find(d, "t10k-images-idx3-ubyte") is not None:
+            return d
+    return first
 
 
 def balanced_subset(labels: np.ndarray, n: int, n_classes: int, seed: int, where: str = "dataset") -> np.ndarray:
@@ -176,6 +266,8 @@ class FashionMNIST(_MnistLike):
     folder = "fashion-mnist"
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle boot")
+    system_dirs = (DEBIAN_FASHION_DIR,)
+    payload_sha256 = FASHION_PAYLOAD_SHA256
     files = _files("fashion-mnist", FASHION_URL, [
         ("t10k-images-idx3-ubyte", None, "bef4ecab320f06d8554ea6380940ec79", 4422102, True),
         ("t10k-labels-idx1-ubyte", None, "bb300cfdad3c16e7a12a480ee83cd310", 5148, True),
@@ -268,3 +360,81 @@ class MNISTAdversarial(Dataset):
 
     def load(self, ctx):
         return read_mnist_split(Path(ctx.data_root) / "mnist", "test", self.name)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST views (the larger Part III proxy)
+def per_class_cap(data: LabelledData, cap: int | None, seed: int = 0) -> LabelledData:
+    """At most `cap` items of every class (seeded draw, sorted indices); `data` itself when cap is None."""
+    if cap is None:
+        return data
+    rng = np.random.default_rng(seed)
+    keep = [np.sort(rng.permutation(idx)[:cap]) for idx in (np.flatnonzero(data.labels == c)
+                                                           for c in range(data.n_classes))]
+    return data.subset(np.sort(np.concatenate(keep)), split=data.split)
+
+
+def _fashion_splits(ctx, first_held_out: int, cap: int | None, name: str):
+    """(train split, classes < h, capped per class; test split, classes >= h renumbered; manifest)."""
+    src = FashionMNIST()
+    train_all, test_all = src.read(ctx, "train"), src.read(ctx, "test")
+    seen, _ = split_classes(train_all, first_held_out)
+    _, unseen = split_classes(test_all, first_held_out)
+    seen = per_class_cap(seen, cap)
+    seen.name = unseen.name = name
+    manifest = manifest_hash({}, {"train": train_all.manifest, "test": test_all.manifest,
+                                  "first_held_out": first_held_out, "per_class": cap})
+    return seen, unseen, manifest
+
+
+@register
+class FashionMNISTUnseenClasses(Dataset):
+    name = "fashion-mnist-unseen"
+    task = "metric-learning"
+    default_protocol = "metric-learning"
+    summary = ("Fashion-MNIST metric learning on unseen classes: training-split classes 0-4 train, test-split "
+               "classes 5-9 test (proxy of CUB's class split)")
+    cite = "Xiao, Rasul & Vollgraf 2017 (data); Oh Song et al., CVPR 2016 (train/test class split protocol)"
+    params = (_FIRST, Param("train_per_class", int, None, "CPU proxy: at most this many training images per "
+                            "class (seeded)", low=1))
+    files = FashionMNIST.files
+    system_dirs = FashionMNIST.system_dirs
+
+    def load(self, ctx) -> LabelledData:
+        train, test, manifest = _fashion_splits(ctx, self.cfg["first_held_out"], self.cfg["train_per_class"],
+                                                self.name)
+        train.split = "train"
+        test.train = train
+        test.manifest = manifest
+        return test
+
+
+@register
+class FashionMNISTFewShot(Dataset):
+    name = "fashion-mnist-fewshot"
+    task = "few-shot"
+    default_protocol = "few-shot"
+    summary = ("Fashion-MNIST few-shot: base classes 0-4 of the training split (data.base), N-way K-shot episodes "
+               "on novel classes 5-9 of the test split")
+    cite = "Xiao, Rasul & Vollgraf 2017 (data); Vinyals et al., NeurIPS 2016 (episodes)"
+    params = (
+        _FIRST,
+        Param("base_per_class", int, 600, "base images per class (seeded; 600 as in miniImageNet; None = all 6000)",
+              low=1),
+        Param("n_way", int, 5, "classes per episode", low=2),
+        Param("k_shot", int, 1, "labelled support images per class", low=1),
+        Param("n_query", int, 15, "query images per class", low=1),
+        Param("n_episodes", int, 600, "episodes", low=1),
+        Param("episode_seed", int, 0, "seed of the episode sampler"),
+    )
+    files = FashionMNIST.files
+    system_dirs = FashionMNIST.system_dirs
+
+    def load(self, ctx):
+        from .episodes import sample_episodes
+        c = self.cfg
+        base, novel, manifest = _fashion_splits(ctx, c["first_held_out"], c["base_per_class"], self.name)
+        base.split, novel.split = "base", "novel"
+        ep = sample_episodes(novel, c["n_way"], c["k_shot"], c["n_query"], c["n_episodes"], c["episode_seed"])
+        ep.base = base
+        ep.manifest = manifest
+        return ep

@@ -47,6 +47,8 @@ PAIRS = {
     "pretrained": ("cub200", "metric-learning"),
     "cosine-classifier": ("miniimagenet", "few-shot"),
     "dense-classification": ("miniimagenet", "few-shot"),
+    **{m: ("fashion-mnist", "classification") for m in ("mean-teacher", "pseudo-label", "mt-dlp")},
+    **{m: ("fashion-mnist-fewshot", "few-shot") for m in ("imprinting", "protonet", "matching-net")},
     **{m: _ADV for m in ("bp", "cw", "ddn", "fgsm", "pgd")},
     "smooth-adv": ("mnist-adversarial", "adversarial"),
 }

@@ -134,9 +134,9 @@ def test_dlp_and_supervised_run_deterministically(digit_images):
     from visrep.context import RunContext
     from visrep.registry import methods
     data = _tiny_ssl(digit_images)
-    kw = dict(width=8, blocks=2, batch=32)
+    kw = {"width": 8, "blocks": 2, "batch": 32}
     out = {}
-    for name, extra in (("supervised", dict(epochs=20)), ("dlp", dict(sup_epochs=20, rounds=3, k=10))):
+    for name, extra in (("supervised", {"epochs": 20}), ("dlp", {"sup_epochs": 20, "rounds": 3, "k": 10})):
         runs = [methods.create(name, **kw, **extra).run(data, RunContext(quiet=True, seed=1)) for _ in range(2)]
         assert runs[0]["scores"].shape == (len(data), 10)
         assert np.array_equal(runs[0]["scores"], runs[1]["scores"])     # seeded -> identical on CPU

@@ -9,7 +9,7 @@ import numpy as np
 
 from visrep.api import Method
 from visrep.errors import UserError
-from visrep.params import Param
+from visrep.params import Param, check_at_most
 
 from .few_shot import dense_loss, prototype_scores
 
@@ -139,3 +139,116 @@ class FewShotMethod(Method):
             scores = np.stack([prototype_scores(feats[data.support[e]], data.support_labels[e], feats[data.query[e]],
                                                 data.n_way) for e in range(data.n_episodes)])
         return {"scores": scores.astype(np.float32), "stats": {"base_final_loss": hist[-1]}}
+
+
+# ---------------------------------------------------------------- semi-supervised (mean teacher, pseudo-label)
+SSL_PARAMS = (
+    Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
+    Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
+    Param("lr", float, 0.05, "SGD learning rate (Nesterov momentum 0.9, cosine-annealed; MT / DLP code: 0.05)",
+          low=0, open_low=True),
+    Param("weight_decay", float, 2e-4, "weight decay (MT / DLP code on CIFAR: 2e-4)", low=0),
+    Param("batch", int, 100, "minibatch size (MT / DLP code: 100)", low=2),
+    Param("labelled_per_batch", int, 50, "labelled items in every minibatch (DLP code: 50)", low=1),
+    Param("max_shift", int, 2, "input perturbation: random translation by up to this many pixels (MT: 2)", low=0),
+    Param("sigma", float, 0.15, "input perturbation: Gaussian noise std, in units of the training images' pixel "
+          "std (MT: 0.15 on ZCA-normalized, unit-variance inputs)", low=0),
+)
+
+MT_PARAMS = (
+    Param("consistency", float, 100.0, "maximum weight of the consistency cost (MT / DLP code on CIFAR: 100)",
+          low=0),
+    Param("rampup_epochs", float, 5.0, "epochs of the sigmoid ramp-up of the consistency weight (code: 5)", low=0),
+    Param("ema_decay", float, 0.99, "EMA decay alpha of the teacher during the ramp-up (MT: 0.99)", low=0, high=1,
+          open_high=True),
+    Param("ema_decay_after", float, 0.999, "EMA decay after the ramp-up (MT: 0.999)", low=0, high=1,
+          open_high=True),
+    Param("predict_with", str, "teacher", "network whose predictions are scored (MT reports the EMA teacher)",
+          choices=("teacher", "student")),
+)
+
+
+def ssl_setup(data, cfg, seed: int):
+    """(train split, student network, images (n, C, H, W) torch, labelled idx, unlabelled idx)."""
+    from .convnets import images_to_tensor, seed_torch
+    train = _train_split(data)
+    seed_torch(seed)
+    model = _net(train, cfg, data.n_classes)
+    li = np.asarray(train.labelled_idx, dtype=np.int64)
+    unl = np.setdiff1d(np.arange(len(train)), li)
+    return train, model, images_to_tensor(train.x), li, unl
+
+
+def predict_with(student, teacher, data, which: str) -> np.ndarray:
+    """Logits (n_test, c) of the teacher (``which = 'teacher'``, MT's reported model) or of the student."""
+    return _scores(teacher if which == "teacher" and teacher is not None else student, data)
+
+
+def ssl_kwargs(cfg, x) -> dict:
+    """Keyword arguments of :func:`.semi_supervised.train_two_stream` from a plugin's configuration.
+
+    ``sigma`` is given in units of the pixel std of the training images ``x`` (MT adds its noise
+    to unit-variance inputs), so the noise has the paper's relative strength on [0, 1] images.
+    """
+    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift")}
+    kw["sigma"] = float(cfg["sigma"]) * float(x.std()) if cfg["sigma"] else 0.0
+    return kw
+
+
+def mt_kwargs(cfg) -> dict:
+    return {"ema_decay": cfg["ema_decay"], "ema_decay_after": cfg["ema_decay_after"],
+            "rampup_epochs": cfg["rampup_epochs"]}
+
+
+# ---------------------------------------------------------------- episodic metric learners (ProtoNet, matching nets)
+EPISODIC_PARAMS = (
+    Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
+    Param("blocks", int, 3, "conv blocks of the proxy backbone", low=1, high=6),
+    Param("episodes", int, 20000, "training episodes on the base classes", low=1),
+    Param("train_way", int, None, "classes per training episode (None: min(number of base classes, 30 for 1-shot "
+          "/ 20 otherwise), the ProtoNet paper's miniImageNet setting)", low=2),
+    Param("train_shot", int, None, "support items per class in training episodes (None: the test shot)", low=1),
+    Param("train_query", int, 15, "query items per class in training episodes (paper: 15)", low=1),
+    Param("lr", float, 1e-3, "Adam learning rate (ProtoNet: 1e-3)", low=0, open_low=True),
+    Param("halve_every", int, 2000, "halve the learning rate every this many episodes (ProtoNet: 2000)", low=1),
+)
+
+
+class EpisodicMethod(Method):
+    """Metric few-shot learners (ProtoNet, matching nets): episodic training on data.base, then the test episodes.
+
+    Outputs ``scores`` (E, N*Q, N) float32: log p(y | x, S) of every query (kernels in :mod:`.metric_few_shot`).
+    """
+
+    task = "few-shot"
+    episode_loss = "protonet"  # or "matching"
+    params = EPISODIC_PARAMS
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .convnets import embed, images_to_tensor, make_convnet, seed_torch
+        from .metric_few_shot import episode_log_probs, train_episodic
+        base = _check(data)
+        c = self.cfg
+        n_base = base.n_classes
+        way = c["train_way"] or min(n_base, 30 if data.k_shot == 1 else 20)
+        check_at_most(way, n_base, "train_way", f"method '{self.name}'", f"{data.name} has {n_base} base classes")
+        shot = c["train_shot"] or data.k_shot
+        seed_torch(ctx.seed)
+        xb = np.asarray(base.x)
+        net = make_convnet(in_ch=1 if xb.ndim == 3 else xb.shape[3], width=c["width"], blocks=c["blocks"])
+        net.train()
+        with ctx.phase("base_training"):
+            losses = train_episodic(net.embed, list(net.parameters()), images_to_tensor(xb), base.labels, self.episode_loss,
+                                    c["episodes"], way, shot, c["train_query"], lr=c["lr"],
+                                    halve_every=c["halve_every"], seed=ctx.seed, progress=ctx.progress)
+        net.eval()
+        with ctx.phase("episodes"), torch.no_grad():
+            f = torch.from_numpy(embed(net.embed, images_to_tensor(data.pool.x)))
+            scores = np.stack([episode_log_probs(self.episode_loss, f[data.support[e]], data.support_labels[e],
+                                                 f[data.query[e]], data.n_way).numpy()
+                               for e in range(data.n_episodes)])
+        tail = losses[-min(100, len(losses)):]
+        return {"scores": scores.astype(np.float32),
+                "stats": {"train_way": int(way), "train_shot": int(shot), "base_final_loss": float(np.mean(tail))}}

@@ -1,4 +1,6 @@
-"""The method plugins of methods/learning/: `supervised`, `dlp`, `pretrained`, `mom`, `cosine-classifier`, `dense-classification` (talk Part III).
+"""The method plugins of methods/learning/ (talk Part III): `supervised`, `dlp`, `mean-teacher`,
+`pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `cosine-classifier`, `dense-classification`,
+`imprinting`, `protonet`, `matching-net`.
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -16,18 +18,27 @@ from .few_shot import CITE as FEW_SHOT_CITE
 from .few_shot import _last_block, implant_episode
 from .label_propagation import CITE as LP_CITE
 from .label_propagation import class_weights, dlp_graph, propagate, pseudo_labels
+from .metric_few_shot import CITE_IMPRINT, CITE_MATCH, CITE_PROTO
 from .mining import CITE as MOM_CITE
 from .mining import make_head, mine, select_anchors, triplet_loss, tuples_from_pools
 from .pipeline import (
     FEATURE_PARAMS,
     FEW_SHOT_PARAMS,
+    MT_PARAMS,
     NET_PARAMS,
+    SSL_PARAMS,
+    EpisodicMethod,
     FewShotMethod,
     _net,
     _scores,
     _train_split,
+    mt_kwargs,
+    predict_with,
     pretrained_features,
+    ssl_kwargs,
+    ssl_setup,
 )
+from .semi_supervised import CITE_MT, CITE_PL, mt_loss
 
 
 @register
@@ -56,7 +67,7 @@ class Supervised(Method):
                                     batch=min(c["batch"], len(li)), seed=ctx.seed)
         with ctx.phase("predict"):
             scores = _scores(model, data)
-        return {"scores": scores, "stats": {"final_loss": hist[-1], "n_labelled": int(len(li))}}
+        return {"scores": scores, "stats": {"final_loss": hist[-1], "n_labelled": len(li)}}
 
 
 @register
@@ -100,7 +111,7 @@ class DLP(Method):
         n = len(x_all)
         check_at_most(c["k"], n - 1, "k", f"method '{self.name}'",
                       f"{data.name} has {n} training items, so at most {n - 1} neighbours each")
-        stats = {"n_labelled": int(len(li))}
+        stats = {"n_labelled": len(li)}
         if c["sup_epochs"]:
             with ctx.phase("train"):
                 train_classifier(model, x_all[li], yl, c["sup_epochs"], lr=c["lr"], batch=min(c["batch"], len(li)),
@@ -191,7 +202,7 @@ class MoM(Method):
             anchors = select_anchors(tr, deg, c["n_anchors"], c["k_euclidean"])
             pools = mine(tr, graph.W, anchors, c["k_euclidean"], c["k_manifold"], c["alpha"],
                          k_manifold_neg=c["k_manifold_neg"])
-        stats = {"n_anchors": int(len(anchors)),
+        stats = {"n_anchors": len(anchors),
                  "mean_positives": float(np.mean([len(p) for _, p, _ in pools])) if pools else 0.0,
                  "mean_negatives": float(np.mean([len(q) for _, _, q in pools])) if pools else 0.0}
         labels = getattr(data.train, "labels", None)
@@ -218,7 +229,7 @@ class MoM(Method):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-            stats["n_triplets_per_epoch"] = int(len(trip))
+            stats["n_triplets_per_epoch"] = len(trip)
         with torch.no_grad():
             emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
         return {"embeddings": emb, "stats": stats}
@@ -269,3 +280,195 @@ class DenseClassification(FewShotMethod):
                                               self.cfg["implant_steps"], seed=ctx.seed + e,
                                               scale=float(model.scale.detach())))
         return {"scores": np.stack(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}
+
+
+# ---------------------------------------------------------------- semi-supervised: mean teacher, pseudo-labels, MT + DLP
+@register
+class MeanTeacher(Method):
+    name = "mean-teacher"
+    task = "classification"
+    summary = "mean teacher: EMA teacher, consistency cost between student and teacher softmax, sigmoid ramp-up"
+    cite = CITE_MT
+    params = SSL_PARAMS + MT_PARAMS + (
+        Param("epochs", int, 180, "epochs, each one pass over the unlabelled items (DLP code: 180)", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .semi_supervised import copy_model, train_two_stream
+        c = self.cfg
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        teacher = copy_model(model)
+        y = torch.full((len(train),), -1, dtype=torch.long)
+        y[li] = torch.as_tensor(train.labels[li])
+        with ctx.phase("train"):
+            hist, steps = train_two_stream(model, x, li, unl, c["epochs"], mt_loss(y, y >= 0, c["consistency"],
+                                           c["rampup_epochs"]), seed=ctx.seed, teacher=teacher,
+                                           progress=ctx.progress, **ssl_kwargs(c, x), **mt_kwargs(c))
+        with ctx.phase("predict"):
+            scores = predict_with(model, teacher, data, c["predict_with"])
+        return {"scores": scores, "stats": {"final_loss": hist[-1], "steps": steps, "n_labelled": len(li)}}
+
+
+@register
+class PseudoLabel(Method):
+    name = "pseudo-label"
+    task = "classification"
+    summary = "pseudo-labels: argmax class of unlabelled items as targets, weight alpha(t) ramped between T1 and T2"
+    cite = CITE_PL
+    params = SSL_PARAMS[:5] + (
+        Param("labelled_per_batch", int, 32, "labelled items in every minibatch (Lee: 32 labelled, 256 "
+              "unlabelled)", low=1),
+        Param("max_shift", int, 0, "input translation (Lee: none)", low=0),
+        Param("sigma", float, 0.0, "input Gaussian noise, in pixel stds (Lee: none; dropout in his network)", low=0),
+        Param("epochs", int, 1000, "epochs over the unlabelled items", low=1),
+        Param("alpha_f", float, 3.0, "final weight of the pseudo-label loss (Eq. 16; paper: 3)", low=0),
+        Param("t1", float, 100.0, "epoch where alpha(t) starts to grow (Eq. 16; paper: 100)", low=0),
+        Param("t2", float, 600.0, "epoch where alpha(t) reaches alpha_f (Eq. 16; paper: 600)", low=0),
+        Param("threshold", float, 0.0, "drop pseudo-labels of max probability below this (not in the paper: 0 "
+              "keeps all)", low=0, high=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        from .semi_supervised import (
+            pseudo_label_targets,
+            pseudo_label_weight,
+            train_two_stream,
+        )
+        c = self.cfg
+        if c["t2"] <= c["t1"]:
+            raise UserError(f"method '{self.name}': t2 must exceed t1, got t1 = {c['t1']}, t2 = {c['t2']}")
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        y = torch.full((len(train),), -1, dtype=torch.long)
+        y[li] = torch.as_tensor(train.labels[li])
+        is_lab = y >= 0
+        kept = []
+
+        def loss(s, _t, idx, ep):
+            m = is_lab[idx]
+            lab = F.cross_entropy(s[m], y[idx][m]) if m.any() else s.sum() * 0
+            su = s[~m]
+            if len(su) == 0:
+                return lab
+            yp, keep = pseudo_label_targets(su, c["threshold"])
+            kept.append(float(keep.float().mean()))
+            unl_loss = (F.cross_entropy(su, yp, reduction="none") * keep).sum() / len(su)
+            return lab + pseudo_label_weight(ep, c["t1"], c["t2"], c["alpha_f"]) * unl_loss
+
+        with ctx.phase("train"):
+            hist, steps = train_two_stream(model, x, li, unl, c["epochs"], loss, seed=ctx.seed,
+                                           progress=ctx.progress, **ssl_kwargs(c, x))
+        with ctx.phase("predict"):
+            scores = _scores(model, data)
+        return {"scores": scores, "stats": {"final_loss": hist[-1], "steps": steps, "n_labelled": len(li),
+                                            "kept_fraction": float(np.mean(kept)) if kept else 0.0}}
+
+
+@register
+class MTDLP(Method):
+    name = "mt-dlp"
+    task = "classification"
+    summary = "MT + DLP: mean teacher, then DLP rounds (kNN graph, propagation, weighted pseudo-labels) + consistency"
+    cite = LP_CITE + " (MT + DLP); " + CITE_MT
+    params = SSL_PARAMS + MT_PARAMS[:2] + (
+        Param("ema_decay", float, 0.97, "EMA decay of the teacher (DLP code: 0.97)", low=0, high=1, open_high=True),
+        Param("ema_decay_after", float, 0.97, "EMA decay after the ramp-up (DLP code: the same 0.97)", low=0,
+              high=1, open_high=True),
+        MT_PARAMS[4],
+        Param("mt_epochs", int, 180, "stage 1: mean-teacher epochs (DLP code: 180)", low=0),
+        Param("rounds", int, 180, "stage 2: propagation rounds, each followed by one epoch (DLP code: 180)", low=1),
+        Param("k", int, 50, "neighbours per item in the kNN graph (Eq. 9)", low=1),
+        Param("gamma", float, 3.0, "similarity exponent of the affinity (Eq. 9)", low=0, open_low=True),
+        Param("alpha", float, 0.99, "propagation alpha of (I - alpha W) Z = Y (Eq. 10)", low=0, high=1,
+              open_low=True, open_high=True),
+        Param("cg_iters", int, 20, "conjugate-gradient iterations (authors' code: 20, tol 1e-6)", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .convnets import embed
+        from .semi_supervised import copy_model, train_two_stream
+        c = self.cfg
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        n, C = len(train), data.n_classes
+        check_at_most(c["k"], n - 1, "k", f"method '{self.name}'",
+                      f"{data.name} has {n} training items, so at most {n - 1} neighbours each")
+        teacher = copy_model(model)
+        yl = train.labels[li]
+        y = torch.full((n,), -1, dtype=torch.long)
+        y[li] = torch.as_tensor(yl)
+        steps = 0
+        stats = {"n_labelled": len(li)}
+        if c["mt_epochs"]:
+            with ctx.phase("train"):
+                _, steps = train_two_stream(model, x, li, unl, c["mt_epochs"], mt_loss(y, y >= 0, c["consistency"],
+                                            c["rampup_epochs"]), seed=ctx.seed, teacher=teacher,
+                                            progress=ctx.progress, **ssl_kwargs(c, x), **mt_kwargs(c))
+        acc = []
+        for r in ctx.progress(range(c["rounds"]), desc="mt-dlp rounds", total=c["rounds"], unit="round"):
+            with ctx.phase("propagate"):
+                v = embed(model.embed, x)                      # the student's features (DLP code)
+                z = propagate(dlp_graph(v, c["k"], c["gamma"]), li, yl, C, c["alpha"], tol=1e-6,
+                              maxiter=c["cg_iters"])
+                yp, w = pseudo_labels(z, li, yl)
+                w = w * class_weights(yp, C)[yp]
+            acc.append(float(np.mean(yp[unl] == train.labels[unl])) if len(unl) else 1.0)
+            yt = torch.as_tensor(yp)
+            with ctx.phase("train"):
+                # every item now has a target; stage 2 counts epochs from 0 again (learning-rate schedule
+                # and consistency ramp-up), as the DLP code's train_stage2 does
+                _, steps = train_two_stream(
+                    model, x, li, unl, 1, mt_loss(yt, torch.ones(n, dtype=torch.bool), c["consistency"],
+                                                   c["rampup_epochs"], torch.as_tensor(w, dtype=torch.float32)),
+                    seed=ctx.seed + 1 + r, teacher=teacher, epoch_offset=r, total_epochs=c["rounds"],
+                    step_offset=steps, **ssl_kwargs(c, x), **mt_kwargs(c))
+        # diagnostics from the hidden labels of U, never used to train
+        stats.update(pseudo_label_accuracy_first=acc[0], pseudo_label_accuracy_last=acc[-1], steps=steps)
+        with ctx.phase("predict"):
+            scores = predict_with(model, teacher, data, c["predict_with"])
+        return {"scores": scores, "stats": stats}
+
+
+# ---------------------------------------------------------------- few-shot: imprinting, ProtoNet, matching networks
+@register
+class Imprinting(FewShotMethod):
+    name = "imprinting"
+    summary = "imprinted weights: novel-class weights = normalized means of normalized embeddings (cosine classifier)"
+    cite = CITE_IMPRINT
+
+    def run(self, data, ctx) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        from .convnets import embed, images_to_tensor
+        from .metric_few_shot import imprint_weights
+        model, hist = self._backbone(data, ctx)
+        s = float(model.scale.detach())
+        with ctx.phase("episodes"):
+            f = F.normalize(torch.from_numpy(embed(model.embed, images_to_tensor(data.pool.x))), dim=1)
+            scores = np.stack([(s * f[data.query[e]] @ imprint_weights(f[data.support[e]], data.support_labels[e],
+                                                                          data.n_way).T).numpy()
+                               for e in range(data.n_episodes)])
+        return {"scores": scores.astype(np.float32), "stats": {"base_final_loss": hist[-1], "scale": s}}
+
+
+@register
+class ProtoNet(EpisodicMethod):
+    name = "protonet"
+    summary = "prototypical networks: class prototypes = mean embeddings, softmax over negative squared distances"
+    cite = CITE_PROTO
+    episode_loss = "protonet"
+
+
+@register
+class MatchingNet(EpisodicMethod):
+    name = "matching-net"
+    summary = ("matching networks without full context embeddings (the paper's 'Matching Nets' rows): "
+               "softmax attention over cosine similarities to the support set")
+    cite = CITE_MATCH + " (model without FCE)"
+    episode_loss = "matching"

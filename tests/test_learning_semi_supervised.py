@@ -1,0 +1,165 @@
+"""Mean teacher, pseudo-labels and MT + DLP: known answers of the kernels, property tests of the loop."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import itertools
+
+from visrep.methods.learning.semi_supervised import (
+    ema_decay_at,
+    ema_update,
+    mt_loss,
+    perturb,
+    pseudo_label_targets,
+    pseudo_label_weight,
+    sigmoid_rampup,
+    softmax_mse,
+    train_two_stream,
+    two_stream_batches,
+)
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+
+
+def test_ema_update_equals_its_formula():
+    t, s = _net(0), _net(1)
+    t0 = [p.detach().clone() for p in t.parameters()]
+    ema_update(t, s, 0.9)
+    for p, p0, q in zip(t.parameters(), t0, s.parameters()):
+        assert torch.allclose(p, 0.9 * p0 + 0.1 * q)
+    assert ema_decay_at(0, 0.99) == 0.0 and ema_decay_at(1, 0.99) == 0.5 and ema_decay_at(10 ** 6, 0.99) == 0.99
+
+
+def test_training_loop_teacher_is_the_ema_of_the_student_iterates():
+    """Replay the loop: the teacher after n steps is the alpha_t-recursion over the student's iterates."""
+    x = torch.rand(40, 1, 4, 4)
+    y = torch.randint(0, 3, (40,))
+    student, teacher = _net(0), _net(5)
+    t_init = [p.detach().clone() for p in teacher.parameters()]
+    iterates = []
+
+    def loss(s, t, idx, ep):
+        iterates.append([p.detach().clone() for p in student.parameters()])   # params before this step
+        return torch.nn.functional.cross_entropy(s, y[idx]) + softmax_mse(s, t).mean()
+
+    _, steps = train_two_stream(student, x, np.arange(10), np.arange(10, 40), 2, loss, batch=10,
+                                labelled_per_batch=4, teacher=teacher, ema_decay=0.7, ema_decay_after=0.9,
+                                rampup_epochs=1.0, max_shift=1, sigma=0.1, seed=3)
+    iterates = iterates[1:] + [[p.detach().clone() for p in student.parameters()]]   # params after each step
+    assert steps == len(iterates) == 10
+    want = t_init
+    for k, params in enumerate(iterates, start=1):
+        t_frac = (k - 1) // 5 + ((k - 1) % 5) / 5            # fractional epoch of step k (5 batches per epoch)
+        a = ema_decay_at(k, 0.7 if t_frac < 1.0 else 0.9)
+        want = [a * w + (1 - a) * p for w, p in zip(want, params)]
+    for p, w in zip(teacher.parameters(), want):
+        assert torch.allclose(p, w, atol=1e-6)
+
+
+def test_sigmoid_rampup_and_pseudo_label_schedule():
+    assert sigmoid_rampup(0, 5) == pytest.approx(math.exp(-5)) and sigmoid_rampup(5, 5) == 1.0
+    assert sigmoid_rampup(2.5, 5) == pytest.approx(math.exp(-5 * 0.25)) and sigmoid_rampup(9, 5) == 1.0
+    assert sigmoid_rampup(3, 0) == 1.0
+    v = [sigmoid_rampup(t, 5) for t in np.linspace(0, 5, 11)]
+    assert all(a < b for a, b in itertools.pairwise(v))
+    # Lee 2013, Eq. 16 with his values alpha_f = 3, T1 = 100, T2 = 600
+    assert pseudo_label_weight(99.9, 100, 600, 3) == 0.0 and pseudo_label_weight(100, 100, 600, 3) == 0.0
+    assert pseudo_label_weight(350, 100, 600, 3) == pytest.approx(1.5)
+    assert pseudo_label_weight(600, 100, 600, 3) == 3.0 and pseudo_label_weight(1000, 100, 600, 3) == 3.0
+    with pytest.raises(Exception, match="T2 > T1"):
+        pseudo_label_weight(1, 5, 5, 3)
+
+
+def test_softmax_mse_known_answer_and_no_gradient_to_the_teacher():
+    s = torch.zeros(1, 2, requires_grad=True)                   # p = (1/2, 1/2)
+    t = torch.tensor([[math.log(3.0), 0.0]], requires_grad=True)   # p = (3/4, 1/4)
+    j = softmax_mse(s, t)
+    assert j.item() == pytest.approx((0.25 ** 2 + 0.25 ** 2) / 2)
+    j.sum().backward()
+    assert t.grad is None and s.grad is not None and s.grad.abs().sum() > 0
+    assert softmax_mse(torch.ones(3, 4), torch.ones(3, 4) * 7).abs().max() == 0
+
+
+def test_pseudo_label_targets_argmax_and_threshold_semantics():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.1, 0.85, 0.05]]))
+    y, keep = pseudo_label_targets(logits)
+    assert y.tolist() == [0, 2, 1] and keep.all()                # threshold 0 (Lee): every item
+    _, keep = pseudo_label_targets(logits, 0.7)
+    assert keep.tolist() == [True, False, True]                  # >= threshold is kept
+    _, keep = pseudo_label_targets(logits, 0.9)
+    assert not keep.any()
+
+
+def test_perturb_translates_within_the_range_and_adds_noise():
+    x = torch.zeros(6, 1, 12, 12)
+    x[:, 0, 4:8, 5:7] = torch.arange(1, 9, dtype=torch.float32).reshape(4, 2)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(perturb(x, 0, 0.0, g), x)
+    out = perturb(x, 2, 0.0, g)
+    for i in range(6):
+        ok = [torch.equal(out[i], torch.roll(x[i], (dy, dx), dims=(1, 2))) for dy in range(-2, 3)
+              for dx in range(-2, 3)]
+        assert sum(ok) == 1                                       # exactly one shift in [-2, 2]^2
+    noisy = perturb(x, 0, 0.15, g)
+    assert 0.12 < float((noisy - x).std()) < 0.18
+
+
+def test_two_stream_batches_cover_unlabelled_once_with_fixed_labelled_share():
+    g = torch.Generator().manual_seed(1)
+    lab, unl = np.arange(7), np.arange(7, 57)
+    b = two_stream_batches(lab, unl, 10, 4, g)
+    assert len(b) == 9
+    u = np.concatenate([bb.numpy()[4:] for bb in b])
+    assert sorted(u.tolist()) == unl.tolist()
+    assert all(np.isin(bb.numpy()[:4], lab).all() for bb in b)
+
+
+# ---------------------------------------------------------------- plugins end to end on real MNIST (tiny)
+@pytest.fixture(scope="module")
+def mnist():
+    from visrep.context import RunContext, shared_data_dir
+    from visrep.registry import datasets
+    shared = shared_data_dir()
+    if shared is None or not (shared / "classification" / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST test set (../shared/data/classification/mnist) is absent")
+    ctx = RunContext(shared / "classification", quiet=True)
+    d = datasets.create("mnist", labelled=50, train_from_test=400).load(ctx)
+    test = d.subset(np.arange(300))                  # score 300 of the 9,600 test items: a fast check
+    test.train = d.train
+    return test, ctx
+
+
+@pytest.mark.parametrize("name, params", [
+    ("mean-teacher", {"epochs": 1, "width": 4, "blocks": 2}),
+    ("pseudo-label", {"epochs": 2, "t1": 0.0, "t2": 1.0, "width": 4, "blocks": 2}),
+    ("mt-dlp", {"mt_epochs": 1, "rounds": 1, "k": 10, "width": 4, "blocks": 2}),
+])
+def test_plugins_run_and_output_the_classification_contract(mnist, name, params):
+    from visrep.registry import methods
+    data, ctx = mnist
+    out = methods.create(name, **params).run(data, ctx)
+    assert out["scores"].shape == (300, 10) and np.isfinite(out["scores"]).all()
+    assert out["stats"]["n_labelled"] == 50
+
+
+def test_mt_loss_known_answer():
+    """sum over labelled of w_i CE / B + w_max * rampup(t) * sum_i J_i / B, on a batch of 3 (2 labelled)."""
+    s = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    t = torch.tensor([[0.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    y = torch.tensor([0, -1, 1])
+    w = torch.tensor([0.5, 1.0, 2.0])
+    idx = torch.tensor([0, 1, 2])
+    got = mt_loss(y, y >= 0, 10.0, 4.0, w)(s, t, idx, 2.0)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    ce2 = math.log(2.0)
+    j = softmax_mse(s, t).sum().item()
+    want = (0.5 * ce0 + 2.0 * ce2) / 3 + 10.0 * math.exp(-5 * 0.25) * j / 3
+    assert got.item() == pytest.approx(want, rel=1e-6)
