@@ -12,6 +12,10 @@
   (marker ``quick_reproduce``), so CI notices a regression of the Oxford5k baseline or of diffusion.
 
 Records go to a temporary results folder of the session; the cache is the test's (conftest).
+``VISREP_REPRODUCE_RESULTS=DIR`` makes the session read and write records in DIR instead: `.ci/run`
+points it at the folder the main job (``visrep run default``, which runs every claim's
+configuration) has just filled from the same commit, so the claims are decided from those records
+rather than recomputed.
 """
 from __future__ import annotations
 
@@ -54,7 +58,9 @@ def _claims(quick_only: bool):
 
 @pytest.fixture(scope="session")
 def resolver(tmp_path_factory):
-    return Resolver(tmp_path_factory.mktemp("reproduce-results"))
+    import os
+    shared_results = os.environ.get("VISREP_REPRODUCE_RESULTS")
+    return Resolver(shared_results or tmp_path_factory.mktemp("reproduce-results"))
 
 
 def check_cell(resolver, table_id, row_id, col_id):
