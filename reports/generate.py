@@ -490,9 +490,55 @@ def _legend_md() -> list[str]:
 
 
 # ------------------------------------------------------------------------------ main entry
+_READINESS_COLS = ("cell", "method", "dataset", "setting", "status", "wall s", "peak MB", "full-scale time",
+                   "full-scale MB")
+
+
+def _hours(s) -> str:
+    if not isinstance(s, (int, float)):
+        return "—"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def _readiness(path: Path) -> tuple[str, list[str]]:
+    """HTML and Markdown of the rehearsal (`visrep rehearse`): every full-scale cell run on miniature copies of
+    the real layouts, with time, memory and the linear full-scale estimate. A file that is not a rehearsal is
+    a UserError naming it."""
+    import json
+
+    from visrep.errors import UserError
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        cells = doc["cells"]
+        counts = doc.get("counts", {})
+        assert isinstance(cells, list) and all(isinstance(c, dict) for c in cells)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+        raise UserError(f"{path}: not a rehearsal file of `visrep rehearse` ({type(e).__name__}: {e})") from None
+    rows = []
+    for c in cells:
+        cell = "/".join(str(c.get(k, "")) for k in ("table", "row", "column") if c.get(k))
+        num = lambda k, f: f.format(c[k]) if isinstance(c.get(k), (int, float)) else "—"  # noqa: E731
+        status = str(c.get("status", "")) + (f": {c['reason']}" if c.get("reason") else "")
+        rows.append((cell, str(c.get("method", "")), str(c.get("dataset", "")), str(c.get("setting", "")), status,
+                     num("wall_s", "{:.2f}"), num("peak_mb", "{:.0f}"), _hours(c.get("est_full_s")),
+                     num("est_full_peak_mb", "{:.0f}")))
+    intro = (f"Every full-scale cell run end to end on miniature copies of the real on-disk layouts "
+             f"(`visrep rehearse`; {', '.join(f'{v} {k}' for k, v in counts.items())}). Only sizes are scaled "
+             f"down; the full-scale estimates are linear in the number of images, a lower bound where cost grows "
+             f"faster (kNN graphs, vocabularies, diffusion).")
+    head = "".join(f"<th>{_e(h)}</th>" for h in _READINESS_COLS)
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>" for r in rows)
+    html = (f'<section id="readiness"><h2>Readiness for full scale</h2><p class="meta">{_e(intro)}</p>'
+            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>')
+    md = ["## Readiness for full scale", "", intro, "", "| " + " | ".join(_READINESS_COLS) + " |",
+          "|" + "---|" * len(_READINESS_COLS)]
+    md += ["| " + " | ".join(_md_text(v) for v in r) + " |" for r in rows] + [""]
+    return html, md
+
+
 def generate(out_dir: str | Path = "report", results_dir: str | Path | None = None, data_root=None,
              run_missing: bool = False, asv_results: str | Path | None = None, quiet: bool = True,
-             tables_dir=None) -> dict:
+             tables_dir=None, rehearsal: str | Path | None = None) -> dict:
     """Write the report; return a summary {"index", "markdown", "tables": {id: summary}, "claims": {...}}."""
     from visrep import __version__
     from visrep.provenance import git_state
@@ -611,6 +657,11 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
         body.append(f'<section id="plots" class="plots"><h2>Plots</h2>{imgs}</section>')
         md += ["## Plots", ""] + [f"![{cap}]({src})" for cap, src in plot_list] + [""]
         nav.append('<a href="#plots">plots</a>')
+    if rehearsal is not None:
+        r_html, r_md = _readiness(Path(rehearsal))
+        body.append(r_html)
+        md += r_md
+        nav.append('<a href="#readiness">readiness</a>')
     if resolver.index.errors:
         body.append('<section id="unreadable"><h2>Unreadable records</h2><ul>'
                     + "".join(f"<li>{_e(e)}</li>" for e in resolver.index.errors) + "</ul></section>")

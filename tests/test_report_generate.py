@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from visrep.errors import UserError
 from visrep.reports.evaluate import (
     CONFIG_ERROR,
     DATA_MISSING,
@@ -212,6 +213,27 @@ def test_generate_site_and_markdown(store):
     assert "abc123def4" in page and "(dirty)" in page
     assert "## Mini table" in md and "| NN | Oxf5k | 40.3 | 40.29 | -0.01 | reproduced" in md
     assert (out / "plots" / "map_vs_time_oxford5k_oxford.png").exists()
+
+
+def test_readiness_section_from_a_rehearsal(store):
+    tmp_path, tables, results = store
+    reh = tmp_path / "reh"
+    reh.mkdir()
+    cells = [{"table": "asmk", "row": "asmk", "column": "holidays", "method": "asmk", "dataset": "holidays",
+              "setting": "k=65536", "status": "ok", "wall_s": 1.5, "peak_mb": 12.0, "est_full_s": 7200.0,
+              "est_full_peak_mb": 900.0},
+             {"table": "dsm", "row": "v-mac", "column": "med_roxf", "method": "dsm", "dataset": "roxford5k",
+              "status": "skipped", "reason": "weights file missing"}]
+    (reh / "rehearsal.json").write_text(json.dumps({"counts": {"ok": 1, "skipped": 1}, "cells": cells}))
+    out = tmp_path / "site-r"
+    generate(out, results, data_root=tmp_path, tables_dir=tables, rehearsal=reh / "rehearsal.json")
+    page, md = (out / "index.html").read_text(), (out / "report.md").read_text()
+    assert 'id="readiness"' in page and "asmk/asmk/holidays" in page and "2.0 h" in page
+    assert "| asmk/asmk/holidays | asmk | holidays | k=65536 | ok | 1.50 | 12 | 2.0 h | 900 |" in md
+    assert "skipped: weights file missing" in md
+    (reh / "rehearsal.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a rehearsal file"):
+        generate(out, results, data_root=tmp_path, tables_dir=tables, rehearsal=reh / "rehearsal.json")
 
 
 def test_cli_report_and_list_tables(tmp_path, capsys):

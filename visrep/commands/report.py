@@ -11,6 +11,8 @@ def _add_report(p):
     p.add_argument("--run-missing", action="store_true",
                    help="first run every cell and claim whose method and data are here but which has no record")
     p.add_argument("--asv-results", help="asv results folder for the speed-history plot (default: ./.asv/results)")
+    p.add_argument("--rehearsal", help="folder of a `visrep rehearse` run whose rehearsal.json becomes the report's "
+                                       "readiness section (default: ./rehearsal when it holds one)")
     p.add_argument("--json", action="store_true", help="print the summary (statuses per table and claim) as JSON")
 
 
@@ -24,8 +26,17 @@ def _cmd_report(args) -> int:
     if args.run_missing:
         from ..results import default_results_dir
         check_writable_dir(args.results or default_results_dir(), "results", "choose another with --results")
+    from pathlib import Path
+
+    from ..errors import UserError
+    rehearsal = Path(args.rehearsal or "rehearsal") / "rehearsal.json"
+    if not rehearsal.exists():
+        if args.rehearsal:
+            raise UserError(f"--rehearsal {args.rehearsal}: no rehearsal.json there (run `visrep rehearse --out "
+                            f"{args.rehearsal}` first)")
+        rehearsal = None
     summary = generate(args.out, args.results, data_root=args.data_root, run_missing=args.run_missing,
-                       asv_results=args.asv_results, quiet=quiet)
+                       asv_results=args.asv_results, quiet=quiet, rehearsal=rehearsal)
     if args.json:
         print(json.dumps(summary, indent=1))
     elif not quiet:
