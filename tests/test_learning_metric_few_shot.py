@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from visrep.errors import UserError
+
 torch = pytest.importorskip("torch")
 
 from visrep.methods.learning.metric_few_shot import (
@@ -81,6 +83,9 @@ def test_base_episode_sampler_and_episodic_training_reduce_the_loss():
     si, ys, qi, yq = sample_base_episode(labels, 3, 2, 5, rng)
     assert len(si) == 6 and len(qi) == 15 and not set(si) & set(qi)
     assert all(len(set(labels[si[ys == c]]) | set(labels[qi[yq == c]])) == 1 for c in range(3))
+    # too few images per base class for K + Q is a clear error, not numpy's sampling ValueError
+    with pytest.raises(UserError, match=r"needs 3 base classes with >= 7 images each .* has 1 such classes"):
+        sample_base_episode(np.array([0] * 9 + [1] * 4 + [2] * 4), 3, 2, 5, rng)
     # a linear embedding learns separable 2-d clusters: the episodic loss goes down
     centres = rng.normal(size=(4, 2)) * 3
     x = torch.tensor(centres[labels] + rng.normal(size=(120, 2)) * 0.3, dtype=torch.float32)

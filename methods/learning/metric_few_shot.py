@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from visrep.errors import UserError
+
 CITE_PROTO = "Snell, Swersky & Zemel, Prototypical networks for few-shot learning, NIPS 2017"
 CITE_MATCH = "Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra, Matching networks for one shot learning, NIPS 2016"
 CITE_IMPRINT = "Qi, Brown & Lowe, Low-shot learning with imprinted weights, CVPR 2018"
@@ -58,7 +60,13 @@ def imprint_weights(emb, labels, n_classes: int):
 
 def sample_base_episode(labels: np.ndarray, n_way: int, k_shot: int, n_query: int, rng) -> tuple:
     """(support idx (N*K,), support labels, query idx (N*Q,), query labels) from base `labels` (n,)."""
-    classes = rng.choice(np.unique(labels), n_way, replace=False)
+    values, counts = np.unique(labels, return_counts=True)
+    enough = values[counts >= k_shot + n_query]
+    if len(enough) < n_way:
+        raise UserError(f"episodic training needs {n_way} base classes with >= {k_shot + n_query} images each "
+                        f"(k_shot {k_shot} + n_query {n_query}); the base split has {len(enough)} such classes "
+                        f"of {len(values)} (fewest images in a class: {counts.min()})")
+    classes = rng.choice(enough, n_way, replace=False)
     sup, qry = [], []
     for c in classes:
         idx = rng.choice(np.flatnonzero(labels == c), k_shot + n_query, replace=False)
