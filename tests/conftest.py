@@ -28,6 +28,43 @@ def oxford5k_features(shared_data):
     return path
 
 
+@pytest.fixture(scope="module")
+def small_views(tmp_path_factory):
+    """(data, ctx): a small sample-views (3 views per object, 1 distractor view, 256 px) and a run context
+    with its own cache, for the re-ranking and photo-collection tests."""
+    from visrep.cache import Cache, code_version
+    from visrep.context import RunContext
+    from visrep.registry import datasets
+    ctx = RunContext(cache=Cache(tmp_path_factory.mktemp("small-views-cache")), quiet=True)
+    ds = datasets.create("sample-views", views=3, distractor_views=1, graffiti=False, max_side=256)
+    data = ds.load(ctx)
+    ctx.loader_version = code_version(type(ds))
+    return data, ctx
+
+
+@pytest.fixture(scope="session")
+def real_mnist_walking(shared_data):
+    """take(n) -> (model, x, y): the BP paper's real MNIST model and those of the first n real MNIST test
+    images it classifies correctly (skips when the test set or the model is absent)."""
+    import torch
+
+    from visrep.datasets.mnist import read_mnist_split
+    from visrep.methods.attacks.mnist_models import MODEL_FILES, load_model, mnist_to_tensor
+    folder = shared_data / "classification" / "mnist"
+    if not folder.is_dir() or not (shared_data / "models" / MODEL_FILES["walking"]).exists():
+        pytest.skip("real MNIST test set or the BP paper's model absent from the shared data folder")
+    torch.set_num_threads(1)
+    d = read_mnist_split(folder, "test")
+    model = load_model("walking")
+
+    def take(n: int):
+        x = mnist_to_tensor(d.x[:n])
+        y = torch.as_tensor(d.labels[:n])
+        correct = model(x).argmax(1) == y
+        return model, x[correct], y[correct]
+    return take
+
+
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):
     """Every test writes results and cache under its own tmp folder."""

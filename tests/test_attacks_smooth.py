@@ -125,23 +125,8 @@ def test_smoothing_lowers_graph_smoothness_of_noise():
 # ---------------------------------------------------------------- on the real model and images
 
 @pytest.fixture(scope="module")
-def batch(shared_data):
-    from visrep.datasets.mnist import read_mnist_split
-    from visrep.methods.attacks.mnist_models import (
-        MODEL_FILES,
-        load_model,
-        mnist_to_tensor,
-    )
-    folder = shared_data / "classification" / "mnist"
-    if not folder.is_dir() or not (shared_data / "models" / MODEL_FILES["walking"]).exists():
-        pytest.skip("real MNIST test set or the BP paper's model absent from the shared data folder")
-    torch.set_num_threads(1)
-    d = read_mnist_split(folder, "test")
-    model = load_model("walking")
-    x = mnist_to_tensor(d.x[:24])
-    y = torch.as_tensor(d.labels[:24])
-    correct = model(x).argmax(1) == y
-    return model, x[correct], y[correct]
+def batch(real_mnist_walking):
+    return real_mnist_walking(24)
 
 
 def test_smooth_attack_is_smoother_than_cw_at_equal_success(batch):

@@ -7,20 +7,7 @@ import pytest
 
 from visrep.errors import UserError
 
-SMALL = {"views": 3, "distractor_views": 1, "graffiti": False, "max_side": 256}
 FAST = {"k": 256, "max_features": 200, "vocab_niter": 5}
-
-
-@pytest.fixture(scope="module")
-def small_views(tmp_path_factory):
-    from visrep.cache import Cache, code_version
-    from visrep.context import RunContext
-    from visrep.registry import datasets
-    ctx = RunContext(cache=Cache(tmp_path_factory.mktemp("collections-cache")), quiet=True)
-    ds = datasets.create("sample-views", **SMALL)
-    data = ds.load(ctx)
-    ctx.loader_version = code_version(type(ds))
-    return data, ctx
 
 
 def _map(data, out):

@@ -73,21 +73,6 @@ def test_sift_orientation_convention_on_a_rotated_photograph(graffiti):
             > 5 * hough_pyramid_matching(f1, f, shuffled)["score"])
 
 
-SMALL = {"views": 3, "distractor_views": 1, "graffiti": False, "max_side": 256}
-
-
-@pytest.fixture(scope="module")
-def small_views(tmp_path_factory):
-    from visrep.cache import Cache, code_version
-    from visrep.context import RunContext
-    from visrep.registry import datasets
-    ctx = RunContext(cache=Cache(tmp_path_factory.mktemp("spatial-cache")), quiet=True)
-    ds = datasets.create("sample-views", **SMALL)
-    data = ds.load(ctx)
-    ctx.loader_version = code_version(type(ds))
-    return data, ctx
-
-
 def _map(data, out):
     from visrep.registry import protocols
     return protocols.create("oxford").evaluate(out, data)["map"]

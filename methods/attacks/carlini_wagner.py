@@ -50,15 +50,29 @@ def carlini_wagner_l2(model, x, y, binary_steps: int = 5, iterations: int = 20, 
             opt.step()
             with torch.no_grad():
                 is_adv = logits.argmax(1) != y
-                l2 = l2sq.sqrt()
-                better = is_adv & (l2 < best_l2)
-                best_l2 = torch.where(better, l2, best_l2)
-                best[better] = adv.detach()[better]
+                best_l2 = keep_best(best, best_l2, adv, l2sq.sqrt(), is_adv)
                 succeeded |= is_adv
-        with torch.no_grad():  # binary search on c, per image
-            hi = torch.where(succeeded, torch.minimum(hi, c), hi)
-            lo = torch.where(succeeded, lo, torch.maximum(lo, c))
-            c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
+        c, lo, hi = next_const(c, lo, hi, succeeded)
     return best, best_l2, torch.isfinite(best_l2)
+
+
+def keep_best(best, best_l2, adv, l2, is_adv):
+    """Keep, per image, the adversarial example of least L2 so far: `best` (b, ...) is updated in place;
+    returns the new best L2 (b,) (inf where none yet)."""
+    import torch
+    better = is_adv & (l2 < best_l2)
+    best[better] = adv.detach()[better]
+    return torch.where(better, l2, best_l2)
+
+
+def next_const(c, lo, hi, succeeded):
+    """C&W's binary search on the constant c, per image (Carlini & Wagner 2017, Sec. V): bisect between the
+    largest failing and smallest succeeding c, or multiply c by 10 until one succeeds. Returns (c, lo, hi)."""
+    import torch
+    with torch.no_grad():
+        hi = torch.where(succeeded, torch.minimum(hi, c), hi)
+        lo = torch.where(succeeded, lo, torch.maximum(lo, c))
+        c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
+    return c, lo, hi
 
 

@@ -40,6 +40,7 @@ Shapes: images (b, C, H, W) float32 in [0, 1]; edge weights (b, C, H, W-1) horiz
 """
 from __future__ import annotations
 
+from .carlini_wagner import keep_best, next_const
 from .common import logit_margin
 
 
@@ -176,14 +177,8 @@ def smooth_carlini_wagner(model, x, y, binary_steps: int = 5, iterations: int = 
             loss.backward()
             with torch.no_grad():
                 is_adv = logits.argmax(1) != y
-                l2 = (adv - x).flatten(1).norm(dim=1)
-                better = is_adv & (l2 < best_l2)
-                best_l2 = torch.where(better, l2, best_l2)
-                best[better] = adv.detach()[better]
+                best_l2 = keep_best(best, best_l2, adv, (adv - x).flatten(1).norm(dim=1), is_adv)
                 succeeded |= is_adv
             opt.step()
-        with torch.no_grad():
-            hi = torch.where(succeeded, torch.minimum(hi, c), hi)
-            lo = torch.where(succeeded, lo, torch.maximum(lo, c))
-            c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
+        c, lo, hi = next_const(c, lo, hi, succeeded)
     return best, best_l2, torch.isfinite(best_l2)

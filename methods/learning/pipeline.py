@@ -142,6 +142,15 @@ class FewShotMethod(Method):
 
 
 # ---------------------------------------------------------------- semi-supervised (mean teacher, pseudo-label)
+#: label propagation on a kNN graph of the network's features (Iscen et al. CVPR 2019, Eq. 9-10): DLP and MT+DLP
+PROPAGATION_PARAMS = (
+        Param("k", int, 50, "neighbours per item in the kNN graph (Eq. 9)", low=1),
+        Param("gamma", float, 3.0, "similarity exponent of the affinity (Eq. 9)", low=0, open_low=True),
+        Param("alpha", float, 0.99, "propagation alpha of (I - alpha W) Z = Y (Eq. 10)", low=0, high=1,
+              open_low=True, open_high=True),
+        Param("cg_iters", int, 20, "conjugate-gradient iterations (authors' code: 20, tol 1e-6)", low=1),
+)
+
 SSL_PARAMS = (
     Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
     Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),

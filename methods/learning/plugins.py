@@ -26,6 +26,7 @@ from .pipeline import (
     FEW_SHOT_PARAMS,
     MT_PARAMS,
     NET_PARAMS,
+    PROPAGATION_PARAMS,
     SSL_PARAMS,
     EpisodicMethod,
     FewShotMethod,
@@ -82,11 +83,7 @@ class DLP(Method):
               low=1),
         Param("epochs_per_round", int, 1, "epochs of weighted training after each propagation (paper: 1)", low=1),
         Param("labelled_per_batch", int, 16, "labelled items in every minibatch (rest: unlabelled)", low=1),
-        Param("k", int, 50, "neighbours per item in the kNN graph (Eq. 9)", low=1),
-        Param("gamma", float, 3.0, "similarity exponent of the affinity (Eq. 9)", low=0, open_low=True),
-        Param("alpha", float, 0.99, "propagation alpha of (I - alpha W) Z = Y (Eq. 10)", low=0, high=1,
-              open_low=True, open_high=True),
-        Param("cg_iters", int, 20, "conjugate-gradient iterations (authors' code: 20, tol 1e-6)", low=1),
+        *PROPAGATION_PARAMS,
         Param("certainty", bool, True, "weight pseudo-labels by 1 - entropy / log c (Eq. 11)"),
         Param("class_balance", bool, True, "weight classes by 1 / |L_j + U_j| (Eq. 12)"),
     )
@@ -381,11 +378,7 @@ class MTDLP(Method):
         MT_PARAMS[4],
         Param("mt_epochs", int, 180, "stage 1: mean-teacher epochs (DLP code: 180)", low=0),
         Param("rounds", int, 180, "stage 2: propagation rounds, each followed by one epoch (DLP code: 180)", low=1),
-        Param("k", int, 50, "neighbours per item in the kNN graph (Eq. 9)", low=1),
-        Param("gamma", float, 3.0, "similarity exponent of the affinity (Eq. 9)", low=0, open_low=True),
-        Param("alpha", float, 0.99, "propagation alpha of (I - alpha W) Z = Y (Eq. 10)", low=0, high=1,
-              open_low=True, open_high=True),
-        Param("cg_iters", int, 20, "conjugate-gradient iterations (authors' code: 20, tol 1e-6)", low=1),
+        *PROPAGATION_PARAMS,
     )
 
     def run(self, data, ctx) -> dict:
