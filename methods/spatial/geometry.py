@@ -171,10 +171,16 @@ def similarity_parameters(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.
     """
     if frames_a.shape[1] != 4 or frames_b.shape[1] != 4:
         raise UserError("similarity_parameters: needs (n, 4) frames (x, y, scale, orientation)")
-    T = correspondence_transforms(frames_a, frames_b, pairs)
-    fa, fb = frames_a[pairs[:, 0]], frames_b[pairs[:, 1]]
-    rot = np.mod(fb[:, 3] - fa[:, 3], 2 * np.pi)
-    return np.stack([T[:, 0, 2], T[:, 1, 2], np.log(fb[:, 2] / fa[:, 2]), rot], 1)
+    fa = np.asarray(frames_a, np.float64)[pairs[:, 0]]
+    fb = np.asarray(frames_b, np.float64)[pairs[:, 1]]
+    # closed form of correspondence_transforms for similarity frames (no 2x2 inverse per pair):
+    # M = r R(phi), r = s_b / s_a, phi = theta_b - theta_a; t = p_b - M p_a
+    r = fb[:, 2] / fa[:, 2]
+    phi = fb[:, 3] - fa[:, 3]
+    c, s = r * np.cos(phi), r * np.sin(phi)
+    tx = fb[:, 0] - (c * fa[:, 0] - s * fa[:, 1])
+    ty = fb[:, 1] - (s * fa[:, 0] + c * fa[:, 1])
+    return np.stack([tx, ty, np.log(r), np.mod(phi, 2 * np.pi)], 1)
 
 
 def apply_affine(T: np.ndarray, p: np.ndarray) -> np.ndarray:
