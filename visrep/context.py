@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import Cache, code_version
+from .device import check_device_name, faiss_gpu_count, resolve_device
 from .manifest import by_content
 
 
@@ -41,7 +42,7 @@ class RunContext:
     """
 
     def __init__(self, data_root: str | Path | None = None, cache: Cache | None = None,
-                 seed: int = 0, quiet: bool = False):
+                 seed: int = 0, quiet: bool = False, device: str = "cpu"):
         self.data_root = Path(data_root) if data_root is not None else default_data_root()
         self.cache = cache if cache is not None else Cache()
         self.seed = seed
@@ -49,6 +50,23 @@ class RunContext:
         self.timings: dict[str, float] = {}
         self.manifest = ""
         self.loader_version = ""  # code version of the dataset loader, part of every cache key on its data
+        self.device = check_device_name(device)   # what the user asked for (visrep.device)
+        self.device_used = "cpu"                  # what torch ran on, once a method asked (record provenance)
+        self._torch_device: str | None = None
+
+    def torch_device(self) -> str:
+        """The resolved torch device of this job ('cpu', 'cuda', 'cuda:N'), resolved on first use."""
+        if self._torch_device is None:
+            self._torch_device = resolve_device(self.device)
+        self.device_used = self._torch_device
+        return self._torch_device
+
+    def faiss_device(self) -> str:
+        """Where faiss searches: a GPU when one was asked for (or, under 'auto', when faiss has GPU
+        support), else 'cpu'; 'auto' does not import torch for this."""
+        if self.device == "cpu" or (self.device == "auto" and not faiss_gpu_count()):
+            return "cpu"
+        return self.torch_device()
 
     @contextmanager
     def phase(self, name: str):

@@ -43,6 +43,7 @@ class RunSettings:
     use_cache: bool = True
     force: bool = False
     quiet: bool = False
+    device: str = "cpu"        # cpu | auto | cuda[:N] (visrep.device); not part of a job's identity
 
 
 def _check_metrics(metrics: dict, job: Job) -> dict:
@@ -68,7 +69,7 @@ def _per_item_lists(per_item: dict) -> dict:
 def execute(job: Job, settings: RunSettings) -> dict:
     """Run one job now and return its record (without writing it)."""
     ctx = RunContext(data_root=job.data_root, quiet=settings.quiet, seed=job.seed,
-                     cache=Cache(settings.cache_dir, enabled=settings.use_cache))
+                     cache=Cache(settings.cache_dir, enabled=settings.use_cache), device=settings.device)
     ctx.seed_everything()
     dataset = datasets.create(job.dataset, **job.dataset_params)
     method = methods.create(job.method, **job.params)
@@ -104,7 +105,7 @@ def execute(job: Job, settings: RunSettings) -> dict:
         "stats": _check_metrics(outputs.get("stats") or {}, job),
         "manifest": getattr(data, "manifest", "") or ctx.manifest,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance(),
+        "provenance": {**provenance(), "device": ctx.device_used},
     }
 
 

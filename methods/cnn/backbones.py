@@ -37,7 +37,7 @@ EfficientNet-Lite (ReLU6), ResNet and VGG (ReLU). Models are cached per process.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,7 @@ class Backbone:
     whiten: tuple | None = None
     lw: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    device: str = "cpu"
 
     def preprocess(self, image: np.ndarray, imsize: int | None = 1024, scale: float = 1.0):
         """HxWx3 uint8 RGB -> (1, 3, h, w) float32 tensor, longer side <= imsize * scale, normalized
@@ -187,10 +188,11 @@ class Backbone:
         return (x - mean) / std
 
     def features(self, x):
-        """(B, 3, h, w) -> last convolutional activations (B, C, h', w')."""
+        """(B, 3, h, w) -> last convolutional activations (B, C, h', w'), computed on the backbone's
+        device and returned on the CPU."""
         import torch
         with torch.inference_mode():
-            return self.trunk(x)
+            return self.trunk(x.to(self.device)).cpu()
 
     def classify(self, image: np.ndarray, size: int = 224) -> np.ndarray:
         """ImageNet class probabilities (1000,) of an image resized to size x size (for checks)."""
@@ -201,7 +203,7 @@ class Backbone:
         x = self.preprocess(image, imsize=None)
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         with torch.inference_mode():
-            return self.model(x).softmax(1)[0].numpy()
+            return self.model(x.to(self.device)).softmax(1)[0].cpu().numpy()
 
 
 def retrieval_trunk(model, arch: str = ""):
@@ -299,8 +301,9 @@ def _load_trunk_strict(trunk, file_sd: dict, where: str) -> None:
     trunk.load_state_dict(file_sd, strict=True, assign=True)
 
 
-def load_backbone(arch: str | None = DEFAULT_ARCH, weights: str | None = None) -> Backbone:
-    """The network `arch` with `weights`, cached per process.
+def load_backbone(arch: str | None = DEFAULT_ARCH, weights: str | None = None, device: str = "cpu") -> Backbone:
+    """The network `arch` with `weights` on torch `device` (resolved: 'cpu', 'cuda', 'cuda:N'), cached
+    per process and device.
 
     `weights`: None (only for efficientnet_lite0: the packaged ImageNet weights), a plain state
     dict of `arch` (torchvision/timm names, optionally under ``state_dict``/``model``,
@@ -318,6 +321,17 @@ def load_backbone(arch: str | None = DEFAULT_ARCH, weights: str | None = None) -
         path = Path(os.path.expanduser(weights))
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
+    if device != "cpu":
+        cpu = load_backbone(arch, weights)
+        dkey = (cpu.arch, cpu.weights, path.stat().st_mtime_ns, device)
+        if dkey not in _CACHE:
+            import copy
+            # one deep copy of both: the trunk shares the model's layers (or is its bound forward_features)
+            model, trunk = copy.deepcopy((cpu.model, cpu.trunk))
+            model = model.to(device)
+            trunk = trunk.to(device) if hasattr(trunk, "to") else trunk
+            _CACHE[dkey] = replace(cpu, model=model, trunk=trunk, device=device)
+        return _CACHE[dkey]
     key = (arch, str(path.resolve()), path.stat().st_mtime_ns)
     if key in _CACHE:
         return _CACHE[key]

@@ -68,9 +68,9 @@ class CNNDescriptor(Descriptor):
     def ms_power_for(self, net) -> float:
         return 1.0 if self._layer_whitening(net) is not None else self.ms_power
 
-    def backbone(self):
+    def backbone(self, device: str = "cpu"):
         from .backbones import load_backbone
-        return load_backbone(self.network, self.cfg["weights"])
+        return load_backbone(self.network, self.cfg["weights"], device)
 
     def feature_maps(self, image, net=None):
         net = net or self.backbone()
@@ -120,7 +120,7 @@ class CNNDescriptor(Descriptor):
         return v
 
     def describe(self, images, n: int, ctx, desc: str = "describe"):
-        net = self.backbone()
+        net = self.backbone(ctx.torch_device())
         out = [self.describe_one(img, net) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
         return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
@@ -138,7 +138,7 @@ def _pool_for(method, net=None):
 def describe_regions(method, images, n, ctx, desc) -> tuple[np.ndarray, np.ndarray]:
     """Regional vectors of `n` images -> (vectors (N, d) float32, image_of (N,) int64)."""
     from .pooling import regional_vectors
-    net = method.backbone()
+    net = method.backbone(ctx.torch_device())
     pool = _pool_for(method, net)
     L = method.cfg.get("L", 3)
     vecs, owner = [], []

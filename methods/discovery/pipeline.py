@@ -59,9 +59,9 @@ class SaliencyPooling(Descriptor):
     output_tasks = ("retrieval",)
     use_egm = False
 
-    def backbone(self):
+    def backbone(self, device: str = "cpu"):
         from visrep.methods.cnn.backbones import load_backbone
-        return load_backbone(self.cfg["arch"], self.cfg["weights"])
+        return load_backbone(self.cfg["arch"], self.cfg["weights"], device)
 
     def feature_map(self, image, net=None) -> np.ndarray:
         """(C, h, w) float32 last convolutional activations of one image."""
@@ -86,6 +86,11 @@ class SaliencyPooling(Descriptor):
         x = self.feature_map(image, net)
         return self.pool_with(x, self.saliency(x))[0]
 
+    def describe(self, images, n: int, ctx, desc: str = "describe"):
+        net = self.backbone(ctx.torch_device())
+        vecs = [self.describe_one(img, net) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
+        return np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32)
+
 
 class DatasetSaliencyPooling(SaliencyPooling):
     """Saliency from the whole database (OS): ``run`` builds the region graph, then pools every image."""
@@ -101,7 +106,7 @@ class DatasetSaliencyPooling(SaliencyPooling):
         what = {"arch": self.cfg["arch"], "weights": self.cfg["weights"], "imsize": self.cfg["imsize"]}
 
         def compute(split):
-            net = self.backbone()
+            net = self.backbone(ctx.torch_device())
             get, n = (data.db_image, data.n_db) if split == "db" else (data.query_image, data.n_queries)
             return [self.feature_map(get(i), net).astype(np.float32)
                     for i in ctx.progress(range(n), desc=f"{self.name} maps {split}", total=n, unit="img")]

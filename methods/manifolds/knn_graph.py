@@ -31,6 +31,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from visrep.device import faiss_on_device
 from visrep.errors import UserError
 
 
@@ -80,7 +81,7 @@ def _make_index(x: np.ndarray, index: str, nlist: int | None, nprobe: int, seed:
 
 def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "flat", chunk: int = 8192,
         nlist: int | None = None, nprobe: int = 16, seed: int = 0, progress=None,
-        shards: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        shards: int = 1, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours by inner product -> (sims (m, k) float32, ids (m, k) int64).
 
     ``queries`` defaults to ``x`` itself (the graph case: row i lists i first). ``index`` 'flat'
@@ -92,6 +93,9 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
     top k of every query (on the Dask cluster when the job runs on one, see
     :mod:`visrep.sharding`) and merges the per-shard lists: with the exact index the result is
     the same as one search (ties aside).
+
+    ``device`` 'cuda[:N]' searches on that GPU when faiss has GPU support (the ``gpu`` extra;
+    :func:`visrep.device.faiss_on_device`), else on the CPU with a warning.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     q = x if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
@@ -100,8 +104,9 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
         raise UserError(f"k must be >= 1, got {k}")
     k = min(int(k), n)
     if shards > 1:
-        return _knn_sharded(x, q, k, int(shards), index=index, chunk=chunk, nlist=nlist, nprobe=nprobe, seed=seed)
-    ix = _make_index(x, index, nlist, nprobe, seed)
+        return _knn_sharded(x, q, k, int(shards), index=index, chunk=chunk, nlist=nlist, nprobe=nprobe, seed=seed,
+                            device=device)
+    ix = faiss_on_device(_make_index(x, index, nlist, nprobe, seed), device)
     sims = np.empty((q.shape[0], k), np.float32)
     ids = np.empty((q.shape[0], k), np.int64)
     starts = range(0, q.shape[0], chunk)
@@ -208,16 +213,16 @@ class Graph:
 
 def build_graph(x: np.ndarray, k: int = 50, gamma: float = 3.0, mutual: bool = True, index: str = "flat",
                 nprobe: int = 16, seed: int = 0, progress=None, normalize_input: bool = True,
-                shards: int = 1) -> Graph:
+                shards: int = 1, device: str = "cpu") -> Graph:
     """The normalized mutual kNN graph of database vectors `x` (n, d) (CVPR 2017 Sec. 3).
 
     Non-unit rows are L2-normalized unless ``normalize_input=False`` (then a UserError).
-    ``shards`` > 1 runs the kNN search per database shard (see :func:`knn`).
+    ``shards`` > 1 runs the kNN search per database shard, ``device`` on a GPU (see :func:`knn`).
     """
     x = check_unit_rows(x, "graph vectors", normalize=normalize_input)
     if k < 2:
         raise UserError(f"parameter 'k' must be >= 2 (the list includes the vector itself), got {k}")
-    sims, ids = knn(x, k, index=index, nprobe=nprobe, seed=seed, progress=progress, shards=shards)
+    sims, ids = knn(x, k, index=index, nprobe=nprobe, seed=seed, progress=progress, shards=shards, device=device)
     a = affinity(ids, sims, gamma=gamma, mutual=mutual, n=x.shape[0])
     w, deg = normalize(a)
     return Graph(W=w, A=a, k=k, gamma=gamma, mutual=mutual, n_isolated=int((deg == 0).sum()),

@@ -26,7 +26,8 @@ def cached_graph(x: np.ndarray, ctx, key: dict, data=None, **kw) -> Graph:
     `key` (what x is) + the graph parameters, on the vectors of `data`."""
     # the graph does not depend on how its search was sharded
     what = {**key, **{k: v for k, v in kw.items() if k not in ("progress", "shards")}}
-    return ctx.cached("knn_graph", what, [build_graph], lambda: build_graph(x, progress=ctx.progress, **kw), data=data)
+    return ctx.cached("knn_graph", what, [build_graph],
+                      lambda: build_graph(x, progress=ctx.progress, device=ctx.faiss_device(), **kw), data=data)
 
 
 ALPHA_PARAM = Param("alpha", float, 0.99, "restart / regularization alpha of L = (I - alpha W)/(1 - alpha)",

@@ -141,7 +141,7 @@ class DSM(Method):
         def run(split):
             n = data.n_db if split == "db" else data.n_queries
             get = data.db_image if split == "db" else data.query_image
-            net = desc.backbone()
+            net = desc.backbone(ctx.torch_device())
             out = []
             for i in ctx.progress(range(n), desc=f"dsm {split} activations", total=n, unit="img"):
                 img = get(i)

@@ -161,7 +161,7 @@ def _warm_up() -> None:
 
 
 def rehearse(out: str | Path, quick: bool = False, table: str | None = None, datasets=None, rows=None,
-             shared="auto", log=None, warm_up: bool = True) -> list[dict]:
+             shared="auto", log=None, warm_up: bool = True, device: str = "cpu") -> list[dict]:
     """Run the rehearsal; returns one dict per full-scale cell (also written under `out`).
 
     `datasets` / `rows` ("table/row" or "table/row/column") restrict it; `quick` runs one cell per dataset
@@ -180,7 +180,7 @@ def rehearse(out: str | Path, quick: bool = False, table: str | None = None, dat
     root.mkdir(parents=True, exist_ok=True)
     shared = shared_data_dir() if shared == "auto" else (Path(shared) if shared else None)
     settings = RunSettings(results_dir=str(out / "results"), cache_dir=str(out / "cache"), use_cache=False,
-                           force=True, quiet=True)
+                           force=True, quiet=True, device=device)
     resolver = Resolver(settings.results_dir, data_root=root, shared=shared, check_data=False)
     if warm_up:
         _warm_up()
@@ -256,7 +256,7 @@ def rehearse(out: str | Path, quick: bool = False, table: str | None = None, dat
             f = (item["full_images"] or 0) / mini.n_images
             item.update(status="ok", wall_s=round(wall, 3), peak_mb=round(peak, 2), rss_growth_mb=round(rss, 2),
                         metrics={k: v for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float))},
-                        record=rec.get("_path"),
+                        record=rec.get("_path"), device=(rec.get("provenance") or {}).get("device", "cpu"),
                         est_full_s=round(wall * f, 1) if f else None, est_full_peak_mb=round(peak * f, 1) if f else None)
         log(_line(item))
     write_outputs(out, results, quick=quick)
@@ -307,12 +307,19 @@ def _add(p):
     p.add_argument("--quick", action="store_true", help="only one full-scale cell per dataset")
     p.add_argument("--table", help="only this table's rows (see `visrep list tables`)")
     p.add_argument("--dataset", action="append", help="only cells on this dataset (repeatable)")
+    p.add_argument("--device", default="auto", metavar="{cpu,auto,cuda,cuda:N}",
+                   help="where torch and faiss compute (default auto: a CUDA GPU when torch sees one); each cell's "
+                        "record says where it ran, so GPU timings are told apart from CPU ones")
 
 
 def _handler(args) -> int:
     quiet = getattr(args, "quiet", False)
+    from ..device import check_device_name, resolve_device
+    device = check_device_name(args.device)
+    if device.startswith("cuda"):
+        resolve_device(device)          # no CUDA: say so before any cell runs
     results = rehearse(args.out, quick=args.quick, table=args.table, datasets=args.dataset,
-                       log=None if quiet else print)
+                       log=None if quiet else print, device=device)
     failed = sum(r["status"] == "failed" for r in results)
     if not quiet:
         ok = sum(r["status"] == "ok" for r in results)

@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+from ..device import check_device_name, resolve_device
 from ..errors import UserError
 from ..params import parse_assignments, plugin_classes
 from . import Command
@@ -27,6 +28,9 @@ def _add_run(p):
     p.add_argument("--executor", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", help="Dask scheduler address tcp://host:port (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, default=None, help="workers of the LocalCluster the dask executor starts")
+    p.add_argument("--device", default="auto", metavar="{cpu,auto,cuda,cuda:N}",
+                   help="where torch (feature extraction, training, attacks) and faiss (kNN) compute: 'auto' (default) "
+                        "takes a CUDA GPU when torch sees one; not part of a job's identity, recorded in its provenance")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list on stdout")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
 
@@ -66,12 +70,15 @@ def _cmd_run(args) -> int:
                          params=parse_assignments(args.set, plugin_classes(args.method, args.dataset, args.protocol)),
                          seed=args.seed)
         jobs = exp.jobs(data_root=args.data_root, where="command line")
+    device = check_device_name(args.device)
+    if device.startswith("cuda"):
+        resolve_device(device)          # no CUDA: say so before any job starts
     if args.dry_run:
         for j in jobs:
             print(json.dumps(j.to_dict(), default=str))
         return 0
     settings = RunSettings(force=args.force, quiet=args.quiet or args.json, use_cache=not args.no_cache,
-                           cache_dir=args.cache_dir)
+                           cache_dir=args.cache_dir, device=device)
     if args.results:
         settings.results_dir = args.results
     executor = (DaskExecutor(args.scheduler, n_workers=args.workers) if args.executor == "dask"
