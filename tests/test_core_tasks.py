@@ -45,6 +45,7 @@ PAIRS = {
     "mnist-model": ("mnist", "classification"),
     "mom": ("cub200", "metric-learning"),
     "pretrained": ("cub200", "metric-learning"),
+    **{m: ("fashion-mnist-unseen", "metric-learning") for m in ("contrastive", "triplet")},
     "cosine-classifier": ("miniimagenet", "few-shot"),
     "dense-classification": ("miniimagenet", "few-shot"),
     **{m: ("fashion-mnist", "classification") for m in ("mean-teacher", "pseudo-label", "mt-dlp")},

@@ -261,3 +261,85 @@ class EpisodicMethod(Method):
         tail = losses[-min(100, len(losses)):]
         return {"scores": scores.astype(np.float32),
                 "stats": {"train_way": int(way), "train_shot": int(shot), "base_final_loss": float(np.mean(tail))}}
+
+
+# ---------------------------------------------------------------- metric learning on pre-trained descriptors (MoM and its supervised baselines)
+#: the head and optimizer shared by `mom`, `contrastive`, `triplet` (defaults as `mom` has always had)
+HEAD_TRAIN_PARAMS = (
+    Param("epochs", int, 20, "training epochs", low=1),
+    Param("lr", float, 1e-3, "Adam learning rate", low=0, open_low=True),
+    Param("hidden", int, 128, "hidden units of the residual branch of the head", low=1),
+)
+
+
+def train_head(x: np.ndarray, cfg, ctx, epoch_batches, batch_loss, desc: str):
+    """The training loop of `mom` and of its supervised baselines: head ``g(x) = normalize(L x + B relu(A x))``
+    (:func:`.mining.make_head`, identity at start) on frozen descriptors x (n, d) float32, Adam.
+
+    ``epoch_batches(epoch) -> list of index arrays`` gives one epoch's minibatches;
+    ``batch_loss(head, xt, idx) -> scalar tensor`` the loss of one (xt: x as a tensor).
+    Returns (head, per-step losses).
+    """
+    import torch
+
+    from .mining import make_head
+    torch.manual_seed(ctx.seed)
+    head = make_head(x.shape[1], cfg["hidden"])
+    opt = torch.optim.Adam(head.parameters(), lr=cfg["lr"])
+    xt = torch.from_numpy(x)
+    losses = []
+    for ep in ctx.progress(range(cfg["epochs"]), desc=desc, total=cfg["epochs"], unit="epoch"):
+        for b in epoch_batches(ep):
+            loss = batch_loss(head, xt, torch.from_numpy(b))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    return head, losses
+
+
+SUPERVISED_METRIC_PARAMS = FEATURE_PARAMS + HEAD_TRAIN_PARAMS + (
+    Param("per_class", int, 40, "items of each class in a minibatch (FaceNet: about 40 per identity)", low=2),
+    Param("classes_per_batch", int, 5, "classes in a minibatch (minibatch = per_class x classes_per_batch)", low=2),
+)
+
+
+class SupervisedMetricMethod(Method):
+    """Supervised metric learning with the training loop of `mom` (:func:`train_head`): labels of the training
+    split (data.train.labels) define positives and negatives; class-balanced minibatches; a plugin gives
+    ``batch_loss(emb (b, d) torch, labels (b,) numpy, rng) -> scalar``. Outputs ``embeddings`` of the test split.
+    """
+
+    task = "metric-learning"
+    params = SUPERVISED_METRIC_PARAMS
+
+    def batch_loss(self, emb, labels, rng):
+        raise NotImplementedError
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .metric_losses import class_balanced_batches
+        c = self.cfg
+        with ctx.phase("features"):
+            tr, te = pretrained_features(data, c)
+        labels = getattr(data.train, "labels", None)
+        if labels is None or len(labels) != len(tr):
+            raise UserError(f"{data.name}: supervised metric learning needs the labels of the training split "
+                            f"(data.train.labels, one per training vector)")
+        labels = np.asarray(labels)
+        if len(np.unique(labels)) < 2:
+            raise UserError(f"{data.name}: supervised metric learning needs at least 2 training classes")
+        rng = ctx.rng(17)
+
+        def loss(head, xt, idx):
+            return self.batch_loss(head(xt[idx]), labels[idx.numpy()], rng)
+
+        with ctx.phase("train"):
+            head, hist = train_head(tr, c, ctx, lambda ep: class_balanced_batches(labels, c["per_class"],
+                                                                                   c["classes_per_batch"], rng),
+                                    loss, f"{self.name} epochs")
+        with torch.no_grad():
+            emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
+        tail = hist[-min(20, len(hist)):]
+        return {"embeddings": emb, "stats": {"steps": len(hist), "final_loss": float(np.mean(tail))}}

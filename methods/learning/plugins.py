@@ -1,6 +1,6 @@
 """The method plugins of methods/learning/ (talk Part III): `supervised`, `dlp`, `mean-teacher`,
 `pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `cosine-classifier`, `dense-classification`,
-`imprinting`, `protonet`, `matching-net`.
+`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`.
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -19,8 +19,9 @@ from .few_shot import _last_block, implant_episode
 from .label_propagation import CITE as LP_CITE
 from .label_propagation import class_weights, dlp_graph, propagate, pseudo_labels
 from .metric_few_shot import CITE_IMPRINT, CITE_MATCH, CITE_PROTO
+from .metric_losses import CITE_CONTRASTIVE, CITE_TRIPLET
 from .mining import CITE as MOM_CITE
-from .mining import make_head, mine, select_anchors, triplet_loss, tuples_from_pools
+from .mining import mine, select_anchors, triplet_loss, tuples_from_pools
 from .pipeline import (
     FEATURE_PARAMS,
     FEW_SHOT_PARAMS,
@@ -28,8 +29,10 @@ from .pipeline import (
     NET_PARAMS,
     PROPAGATION_PARAMS,
     SSL_PARAMS,
+    SUPERVISED_METRIC_PARAMS,
     EpisodicMethod,
     FewShotMethod,
+    SupervisedMetricMethod,
     _net,
     _scores,
     _train_split,
@@ -38,6 +41,7 @@ from .pipeline import (
     pretrained_features,
     ssl_kwargs,
     ssl_setup,
+    train_head,
 )
 from .semi_supervised import CITE_MT, CITE_PL, mt_loss
 
@@ -208,25 +212,22 @@ class MoM(Method):
             ns = [labels[q] == labels[a] for a, _, q in pools if len(q)]
             stats["positive_purity"] = float(np.mean(np.concatenate(ps))) if ps else 0.0
             stats["negative_same_class"] = float(np.mean(np.concatenate(ns))) if ns else 0.0
-        torch.manual_seed(ctx.seed)
-        head = make_head(tr.shape[1], c["hidden"])
-        opt = torch.optim.Adam(head.parameters(), lr=c["lr"])
-        xt = torch.from_numpy(tr)
         rng = ctx.rng(17)
-        with ctx.phase("train"):
-            for _ in ctx.progress(range(c["epochs"]), desc="mom epochs", total=c["epochs"], unit="epoch"):
-                trip = tuples_from_pools(pools, c["per_anchor"], rng)
-                if len(trip) == 0:
-                    raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; "
-                                    f"raise k_manifold / k_euclidean or lower alpha")
-                trip = trip[rng.permutation(len(trip))]
-                for s in range(0, len(trip), c["batch"]):
-                    b = torch.from_numpy(trip[s:s + c["batch"]])
-                    loss = triplet_loss(head(xt[b[:, 0]]), head(xt[b[:, 1]]), head(xt[b[:, 2]]), c["margin"])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+
+        def epoch_batches(_ep):
+            trip = tuples_from_pools(pools, c["per_anchor"], rng)
+            if len(trip) == 0:
+                raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; "
+                                f"raise k_manifold / k_euclidean or lower alpha")
             stats["n_triplets_per_epoch"] = len(trip)
+            trip = trip[rng.permutation(len(trip))]
+            return [trip[s:s + c["batch"]] for s in range(0, len(trip), c["batch"])]
+
+        def batch_loss(head, xt, b):
+            return triplet_loss(head(xt[b[:, 0]]), head(xt[b[:, 1]]), head(xt[b[:, 2]]), c["margin"])
+
+        with ctx.phase("train"):
+            head, _ = train_head(tr, c, ctx, epoch_batches, batch_loss, "mom epochs")
         with torch.no_grad():
             emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
         return {"embeddings": emb, "stats": stats}
@@ -465,3 +466,50 @@ class MatchingNet(EpisodicMethod):
                "softmax attention over cosine similarities to the support set")
     cite = CITE_MATCH + " (model without FCE)"
     episode_loss = "matching"
+
+
+# ---------------------------------------------------------------- supervised metric learning: the MoM tables' baselines
+@register
+class Contrastive(SupervisedMetricMethod):
+    name = "contrastive"
+    summary = ("supervised contrastive loss (margin form of Radenovic et al.): per query one positive and the hardest "
+               "negatives of the minibatch, one per class; the head and training loop of `mom`")
+    cite = CITE_CONTRASTIVE
+    params = SUPERVISED_METRIC_PARAMS + (
+        Param("margin", float, 0.7, "margin tau on Euclidean distances of unit vectors (Radenovic et al.'s code: 0.7)",
+              low=0, open_low=True),
+        Param("negatives", int, 5, "hardest negatives per query, one per class (Radenovic et al.: 5)", low=1),
+    )
+
+    def batch_loss(self, emb, labels, rng):
+        from .metric_losses import (
+            contrastive_loss,
+            contrastive_tuples,
+            squared_distances,
+        )
+        pairs = contrastive_tuples(squared_distances(emb.detach().numpy()), labels, self.cfg["negatives"], rng)
+        return contrastive_loss(emb, labels, pairs, self.cfg["margin"])
+
+
+@register
+class Triplet(SupervisedMetricMethod):
+    name = "triplet"
+    summary = ("supervised triplet loss with semi-hard negatives (FaceNet): all anchor-positive pairs of a "
+               "class-balanced minibatch; the head and training loop of `mom`")
+    cite = CITE_TRIPLET
+    params = SUPERVISED_METRIC_PARAMS + (
+        Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
+              open_low=True),
+        Param("negatives", str, "hardest", "per anchor-positive pair: the nearest semi-hard negative ('hardest', as "
+              "TensorFlow's triplet_semihard_loss) or every semi-hard negative ('all')", choices=("hardest", "all")),
+    )
+
+    def batch_loss(self, emb, labels, rng):
+        from .metric_losses import (
+            semihard_triplets,
+            squared_distances,
+            triplet_batch_loss,
+        )
+        trip = semihard_triplets(squared_distances(emb.detach().numpy()), labels, self.cfg["margin"],
+                                 self.cfg["negatives"])
+        return triplet_batch_loss(emb, trip, self.cfg["margin"])
