@@ -29,6 +29,7 @@ NETS = {"VGG-16": "vgg16", "ResNet-101": "resnet101"}
 #: tables whose rows state no setting checked here, and why
 UNSTATED = {
     "aml": "no rows (a claim only)",
+    "gcn_noisy": "no rows (a claim only)",
     "bp_attack": "no rows (a figure)",
     "cg_vs_rwr": "no rows (a figure)",
     "fsr_speed": "no rows (a claim only)",
