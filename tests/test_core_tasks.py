@@ -33,6 +33,7 @@ PAIRS = {
     **{m: _IMAGES for m in ("sift", "rootsift", "bow", "he", "he-wgc", "vlad", "smk", "asmk", "asmk-star",
                             "fsm", "hpm", "ransac", "crow", "gem", "histogram", "mac", "rmac", "spoc")},
     "slow-knn": ("toy-retrieval", "oxford"),
+    **{m: ("cluttered-objects", "oxford") for m in ("r-match", "regional-diffusion", "regional-fsr")},
     **{m: ("cluttered-objects", "oxford") for m in ("fs-saliency", "fs-egm", "os-saliency", "os-egm")},
     "lowe-hough": ("sample-views", "oxford"),
     **{m: _IMAGES for m in ("total-recall", "scene-maps", "scene-maps-qe")}, "view-clustering": ("sample-views", "clustering"),

@@ -104,7 +104,17 @@ def check_mom_retrieval(row, col, cfg, dcfg):
 
 def check_regional_diffusion(row, col, cfg, dcfg):
     name, d = _descriptor(cfg)
-    return [("backbone (ResNet-101, d = 2048)", d["backbone"] or d["arch"], "resnet101"), ("pooling", name, "rmac")]
+    out = [("backbone (ResNet-101, d = 2048)", d["backbone"] or d["arch"], "resnet101"), ("pooling", name, "rmac"),
+           ("regional method", row.method, {"Euclidean": "r-match", "CG": "regional-diffusion",
+                                            "FSR": "regional-fsr"}[row.label]),
+           ("m (regions per image; None = all 21)", cfg["m"] or 21, row.attrs["m"]),
+           ("PCA-whitened regions", cfg["whitening"], "pca")]
+    if row.method != "r-match":      # the authors' run_test.m for regional vectors
+        out += [("k", cfg["k"], 200), ("kq", cfg["kq"], 200), ("alpha", cfg["alpha"], 0.99), ("gamma", cfg["gamma"], 3.0),
+                ("region scores pooled by GMP", cfg["pooling"], "gmp")]
+    if row.method == "regional-fsr":
+        out.append(("rank r (the talk: 5k)", cfg["rank"], 5000))
+    return out
 
 
 def check_dlp(row, col, cfg, dcfg):

@@ -199,3 +199,152 @@ def _truncated_solve(graph, batch: QueryBatch, cfg, solver):
         F[sub, j] = f[:, 0]
         iters[j] = it[0]
     return F, iters
+
+
+# ---------------------------------------------------------------- regional search (CVPR 2017 / CVPR 2018 regional rows)
+#: parameters of the regional vectors shared by r-match, regional-diffusion and regional-fsr
+REGIONAL_PARAMS = (
+    Param("descriptor", str, "rmac", "CNN descriptor whose regional vectors are the nodes: 'NAME' or "
+          "'NAME:key=value;...' (e.g. 'rmac:backbone=resnet101;weights=FILE'); rmac = MAC of the whole map and "
+          "of the R-MAC regions at L = 3 scales (21 vectors for a 4:3 image, 15 for a square one)"),
+    Param("m", int, None, "regions kept per database image by the GMM reduction (the talk's m = 5); "
+          "None = all regions (m = 21)", low=1),
+    Param("whitening", str, "pca", "PCA-whitening of the regional vectors, learned on the database regions "
+          "('pca'), or 'none'", choices=("pca", "none")),
+    Param("whiten_dim", int, None, "dimensions kept by the PCA-whitening (None = all)", low=1),
+)
+
+
+@dataclass
+class RegionalVectors:
+    """Regional vectors of a dataset: db (N, d) float32 unit rows of images ``image_of`` (N,);
+    queries q (M, d) of queries ``query_of`` (M,); GMP coefficients ``coeff`` (N,) (lambda of
+    the method, 1 in the authors' code)."""
+
+    db: np.ndarray
+    image_of: np.ndarray
+    q: np.ndarray
+    query_of: np.ndarray
+    coeff: np.ndarray
+
+
+def regional_search_vectors(method, data, ctx) -> RegionalVectors:
+    """The regional vectors of `data` for `method.cfg` (REGIONAL_PARAMS): extraction cached per split
+    (as :func:`visrep.methods.cnn.pipeline.regional_features`), then PCA-whitening learned on the
+    database regions, then the optional GMM reduction of each database image to m regions
+    (queries keep all theirs: the reduction is the off-line stage), then GMP weights."""
+    from visrep.methods.cnn.pipeline import CNNDescriptor, describe_regions
+    from visrep.methods.cnn.regional import gmp_weights
+    from visrep.methods.cnn.whitening import pca_whitening
+
+    from visrep.errors import UserError
+    from visrep.features import parse_descriptor
+    from visrep.registry import methods
+
+    from . import regional_diffusion as rd
+
+    cfg = method.cfg
+    name, params = parse_descriptor(cfg["descriptor"])
+    desc = methods.create(name, **params)
+    if not isinstance(desc, CNNDescriptor):
+        raise UserError(f"method '{method.name}': parameter 'descriptor' must name a CNN descriptor (mac, spoc, gem, "
+                        f"rmac, crow), got '{name}'")
+    if not data.has_images:
+        raise UserError(f"method '{method.name}' needs images for its regional vectors, but {data.name} was loaded "
+                        f"without images")
+    feats = ctx.per_split(data, "regional_features", {"regional": name, "params": desc.cfg}, [type(desc)],
+                          lambda split: describe_regions(
+                              desc, data.db_image if split == "db" else data.query_image,
+                              data.n_db if split == "db" else data.n_queries, ctx,
+                              f"{name} regions {'database' if split == 'db' else 'queries'}"))
+    (db, image_of), (q, query_of) = feats["db"], feats["query"]
+
+    def prepare():
+        d, qq = db, q
+        if cfg["whitening"] == "pca":
+            w = pca_whitening(d, cfg["whiten_dim"])
+            d, qq = w.apply(d), w.apply(qq)
+        io = image_of
+        if cfg["m"] is not None:
+            d, io = rd.gmm_reduce(d, io, cfg["m"])
+        return d, io, qq
+    what = {"descriptor": name, "params": desc.cfg, **{k: cfg[k] for k in ("whitening", "whiten_dim", "m")}}
+    d, io, qq = ctx.cached("regional_search_vectors", what, [rd.gmm_reduce, pca_whitening, type(desc)], prepare, data=data)
+    lam = cfg.get("gmp_lambda", 1.0)
+    return RegionalVectors(d, io, qq, query_of, gmp_weights(d, io, lam))
+
+
+def regional_params(base: tuple, k: int = 200) -> tuple:
+    """`base` graph parameters for regional vectors: the graph's own global options dropped (regional,
+    shards, truncate), the descriptor replaced by REGIONAL_PARAMS, k = kq = 200 by default (the
+    authors' run_test.m for regional vectors)."""
+    from dataclasses import replace
+    drop = {"regional", "shards", "truncate", "descriptor"}
+    out = []
+    for p in base:
+        if p.name in drop:
+            continue
+        if p.name == "k":
+            p = replace(p, default=k, doc="neighbours per database region in the kNN graph (the region itself "
+                        "included); 200 for regional vectors in the authors' run_test.m")
+        elif p.name == "kq":
+            p = replace(p, default=k, doc="nearest database regions of each query region entering y "
+                        "(kq = k for regional vectors in the authors' run_test.m)")
+        out.append(p)
+    return (*REGIONAL_PARAMS, *out,
+            Param("pooling", str, "gmp", "region scores -> image score: 'gmp' generalized max-pooling "
+                  "sum_r c_r f_r (the authors' run_test.m), 'sum' or 'max'", choices=("gmp", "sum", "max")),
+            Param("gmp_lambda", float, 1.0, "lambda of the GMP weights c = (V V^T + lambda I)^-1 1 (gmpweights.m: 1)",
+                  low=0.0, open_low=True))
+
+
+class RegionalGraphMethod(GraphMethod):
+    """Graph methods on regional vectors (CVPR 2017 Sec. 4; CVPR 2018 regional rows): the kNN graph
+    over ALL database regions (cached, keyed by the regional settings), y from the query's regions
+    (``query_vectors`` with ``query_of``, ``ymake.m``), the family's ``score`` hook per query batch,
+    region scores pooled per image (``pooling``); images the walk does not reach follow by R-Match."""
+
+    def run(self, data, ctx) -> dict:
+        from . import regional_diffusion as rd
+        cfg = self.cfg
+        check_alpha(cfg["alpha"])
+        check_topk(self, data)
+        R = regional_search_vectors(self, data, ctx)
+        db = check_unit_rows(R.db, "database regional vectors")
+        q = check_unit_rows(R.q, "query regional vectors")
+        self.check_limits(db.shape[0], f"{data.name} has {db.shape[0]} regional database vectors")
+        key = {"manifest": data.manifest, "loader": ctx.loader_version, "descriptor": cfg["descriptor"],
+               "whitening": cfg["whitening"], "whiten_dim": cfg["whiten_dim"], "m": cfg["m"], "n": int(db.shape[0])}
+        t0 = time.perf_counter()
+        with ctx.phase("offline"):
+            graph = cached_graph(db, ctx, key, k=cfg["k"], gamma=cfg["gamma"], mutual=cfg["mutual"],
+                                 index=cfg["graph_index"], seed=ctx.seed, shards=1)
+            state = self.index(graph, ctx, key)
+        offline_s = time.perf_counter() - t0
+        n_img, nq, topk = data.n_db, data.n_queries, cfg["topk"]
+        ranks = np.empty((n_img if topk is None else topk, nq), np.int64)
+        iters_all, solve_s = [], 0.0
+        t_online = time.perf_counter()
+        with ctx.phase("online"):
+            Y = query_vectors(db, q, cfg["kq"], cfg["gamma"], query_of=R.query_of, n_queries=nq)
+            batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+            for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries", total=-(-nq // batch),
+                                  unit="batch"):
+                cols = slice(s, min(s + batch, nq))
+                t_s = time.perf_counter()
+                F, iters = self.score(graph, state, QueryBatch(Y[:, cols], cols, db, q, R.query_of))
+                solve_s += time.perf_counter() - t_s
+                iters_all.append(iters)
+                S = rd.pool_region_scores(F, R.image_of, n_img, cfg["pooling"], R.coeff)
+                mine = (R.query_of >= cols.start) & (R.query_of < cols.stop)
+                tie = rd.rmatch(db, R.image_of, n_img, q[mine], R.query_of[mine] - cols.start,
+                                cols.stop - cols.start)
+                ranks[:, cols] = ranks_from_scores(S, tie, topk)
+        per_query = (time.perf_counter() - t_online) / max(nq, 1)
+        iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
+        timings = {"query": per_query, "query_solve": solve_s / max(nq, 1), "offline_total": offline_s}
+        timings.update(getattr(self, "_extra_timings", {}))
+        stats = {"graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0,
+                 "regions": int(db.shape[0]), "query_regions": int(q.shape[0])}
+        stats.update(getattr(self, "_extra_stats", {}))
+        return {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}

@@ -1,4 +1,5 @@
-"""The method plugins of methods/manifolds/: `diffusion`, `rwr`, `fsr` (talk Part II: searching on manifolds).
+"""The method plugins of methods/manifolds/: `diffusion`, `rwr`, `fsr`, and on regional vectors `r-match`,
+`regional-diffusion`, `regional-fsr` (talk Part II: searching on manifolds).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -10,12 +11,24 @@ from functools import partial
 
 import numpy as np
 
+from visrep.api import Method
+from visrep.methods.search.pipeline import check_topk
+from visrep.methods.search.ranking import ranks_from_scores
 from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from . import knn_graph
 from .diffusion import cg, rwr
-from .pipeline import GRAPH_PARAMS, GraphMethod, _truncated_solve
+from .pipeline import (
+    GRAPH_PARAMS,
+    REGIONAL_PARAMS,
+    GraphMethod,
+    RegionalGraphMethod,
+    _truncated_solve,
+    regional_params,
+    regional_search_vectors,
+)
+from .regional_diffusion import rmatch
 from .spectral_ranking import EIGEN_SOLVERS, eigen, fsr_rank, sparsify, uses_dense
 
 
@@ -108,3 +121,56 @@ class FSR(GraphMethod):
         lam, U = state
         F = fsr_rank(U, lam, batch.Y, self.cfg["alpha"], self.cfg["residual"], dtype=np.dtype(self.cfg["precision"]))
         return F, np.zeros(F.shape[1], np.int64)
+
+
+# ---------------------------------------------------------------- regional search (talk: "Regional features: R-Match")
+@register
+class RMatch(Method):
+    name = "r-match"
+    task = "retrieval"
+    summary = "regional matching: image score = sum over query regions of the best database-region similarity"
+    cite = ("Razavian, Sullivan, Carlsson & Maki, Visual instance retrieval with deep convolutional networks, "
+            "ITE Trans. MTA 2016; the R-Match rows of Iscen et al., Fast spectral ranking, CVPR 2018")
+    params = REGIONAL_PARAMS + (
+        Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),)
+    batch = 64
+
+    def run(self, data, ctx) -> dict:
+        check_topk(self, data)
+        R = regional_search_vectors(self, data, ctx)
+        n_img, nq, topk = data.n_db, data.n_queries, self.cfg["topk"]
+        ranks = np.empty((n_img if topk is None else topk, nq), np.int64)
+        t0 = time.perf_counter()
+        with ctx.phase("online"):
+            for s in range(0, nq, self.batch):
+                e = min(s + self.batch, nq)
+                mine = (R.query_of >= s) & (R.query_of < e)
+                S = rmatch(R.db, R.image_of, n_img, R.q[mine], R.query_of[mine] - s, e - s)
+                ranks[:, s:e] = ranks_from_scores(S, None, topk)
+        return {"ranks": ranks, "timings": {"query": (time.perf_counter() - t0) / max(nq, 1)},
+                "stats": {"regions": int(R.db.shape[0]), "query_regions": int(R.q.shape[0])}}
+
+
+@register
+class RegionalDiffusion(RegionalGraphMethod):
+    name = "regional-diffusion"
+    summary = "diffusion by CG on the kNN graph of all database regions; region scores GMP-pooled per image"
+    cite = ("Iscen, Tolias, Avrithis, Furon & Chum, Efficient diffusion on region manifolds: recovering small "
+            "objects with compact CNN representations, CVPR 2017")
+    params = regional_params(Diffusion.params)
+
+    def score(self, graph, state, batch):
+        precision = self.cfg["precision"]
+        if precision == "auto":
+            precision = "float32" if self.cfg["tol"] >= 1e-6 else "float64"
+        F, iters, _ = cg(graph.W, batch.Y, self.cfg["alpha"], self.cfg["tol"], self.cfg["maxiter"],
+                         dtype=np.dtype(precision))
+        return F, iters
+
+
+@register
+class RegionalFSR(RegionalGraphMethod, FSR):
+    name = "regional-fsr"
+    summary = "fast spectral ranking on the kNN graph of all database regions; region scores GMP-pooled per image"
+    cite = "Iscen, Avrithis, Tolias, Furon & Chum, Fast spectral ranking for similarity search, CVPR 2018"
+    params = regional_params(FSR.params)
