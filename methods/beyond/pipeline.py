@@ -2,6 +2,145 @@
 from __future__ import annotations
 
 # --- active-learning ---
+from visrep.api import Method as _ALMethod
+from visrep.params import Param as _ALParam
+
+from ..learning.pipeline import PROPAGATION_PARAMS as _AL_PROPAGATION
+
+#: Siméoni et al. ICPR 2020: defaults from the paper / the authors' code (main_al.py, cli.py)
+ACTIVE_LEARNING_PARAMS = (
+    _ALParam("strategy", str, "random", "acquisition function: 'random', 'entropy' (max prediction entropy), "
+             "'coreset' (greedy k-center, Sener & Savarese 2018), 'jlp' (the paper's label-propagation acquisition)",
+             choices=("random", "entropy", "coreset", "jlp")),
+    _ALParam("semi_supervised", bool, True, "use the unlabelled pool at model training: label-propagation "
+             "pseudo-labels (Iscen et al. CVPR 2019) at every cycle (the paper's SEMI); False = labelled set only"),
+    _ALParam("budget", int, 100, "b: labels acquired per cycle (authors' code: 100); the initial labelled set is "
+             "the dataset's balanced subset (dataset parameter labelled=N; the paper starts with b)", low=1),
+    _ALParam("cycles", int, 10, "training cycles (authors' code: 10); labels at the end = initial + (cycles - 1) b",
+             low=1),
+    _ALParam("epochs", int, 200, "supervised epochs on the labelled set at every cycle (authors' code: 200)", low=0),
+    _ALParam("lp_epochs", int, 200, "semi-supervised epochs at every cycle, label propagation before each, after "
+             "the supervised epochs as in Iscen et al.'s Alg. 1 (the authors' AL code propagates in all of its 200 "
+             "epochs, from the pre-trained initialisation); used when semi_supervised", low=1),
+    _ALParam("width", int, 16, "channels of the first conv block of the proxy network (x2 per block, at most x4)",
+             low=1),
+    _ALParam("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
+    _ALParam("lr", float, 0.05, "SGD learning rate (Nesterov momentum 0.9, cosine-annealed)", low=0, open_low=True),
+    _ALParam("weight_decay", float, 2e-4, "weight decay (authors' code: 2e-4)", low=0),
+    _ALParam("batch", int, 128, "minibatch size (authors' code with label propagation: 128)", low=2),
+    _ALParam("labelled_per_batch", int, 50, "labelled items per semi-supervised minibatch (authors' code: 50)",
+             low=1),
+    _ALParam("max_shift", int, 0, "random translation of training images by up to this many pixels", low=0),
+    *_AL_PROPAGATION,
+    _ALParam("ceal", bool, False, "CEAL (Wang et al. 2017; the paper's other semi-supervised baseline): confident "
+             "predictions of the unlabelled pool join the next cycle's supervised training as pseudo-labels; needs "
+             "semi_supervised = false (the authors' code forbids both)"),
+    _ALParam("ceal_threshold", float, 0.1, "CEAL: normalized-entropy threshold, decreased by 0.00033 per cycle "
+             "(authors' code)", low=0, high=1),
+    _ALParam("curve", bool, False, "also score the test split after every cycle (stats 'accuracy_per_cycle'; "
+             "a diagnostic: one more forward pass over the test split per cycle)"),
+)
+
+
+class ActiveLearningMethod(_ALMethod):
+    """Active-learning cycles (Siméoni et al. ICPR 2020; kernels in :mod:`.active_learning`).
+
+    Every cycle re-initialises the network (same seed), trains it (:func:`.active_learning.train_cycle`)
+    and, except after the last, acquires ``budget`` items of the pool by ``strategy``. Outputs
+    ``scores`` (n_test, c) float32 logits of the last cycle's network and ``stats`` (labels per
+    cycle, acquired classes, pseudo-label accuracy from the hidden pool labels as a diagnostic).
+    """
+
+    task = "classification"
+    params = ACTIVE_LEARNING_PARAMS
+
+    def run(self, data, ctx) -> dict:
+        import numpy as np
+
+        from visrep.errors import UserError
+        from visrep.params import check_at_most
+
+        from ..learning.convnets import embed, images_to_tensor, seed_torch
+        from ..learning.label_propagation import dlp_graph
+        from ..learning.pipeline import _net, _scores, _train_split
+        from .active_learning import (
+            acquire_entropy,
+            acquire_jlp,
+            acquire_random,
+            ceal_pseudo_labels,
+            k_center_greedy,
+            train_cycle,
+        )
+
+        c = self.cfg
+        if c["ceal"] and c["semi_supervised"]:
+            raise UserError(f"method '{self.name}': ceal = true needs semi_supervised = false (CEAL and label "
+                            f"propagation are alternatives, as in the authors' code)")
+        train = _train_split(data)
+        C = data.n_classes
+        x = images_to_tensor(train.x)
+        n = len(x)
+        li = np.asarray(train.labelled_idx, dtype=np.int64)
+        check_at_most(len(li) + (c["cycles"] - 1) * c["budget"], n, "budget",
+                      f"method '{self.name}'", f"{data.name} has {n} training items in the pool")
+        rng = ctx.rng(1)
+        test_labels = np.asarray(data.labels)
+        stats = {"n_labelled_per_cycle": [], "pseudo_label_accuracy_per_cycle": [], "acquired_class_counts": []}
+        if c["curve"]:
+            stats["accuracy_per_cycle"] = []
+        model = None
+        ceal_idx, ceal_y = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for cycle in ctx.progress(range(c["cycles"]), desc="active-learning cycles", total=c["cycles"], unit="cycle"):
+            seed_torch(ctx.seed)                              # the same initialization at every cycle and strategy
+            model = _net(train, c, C)
+            with ctx.phase("train"):
+                out = train_cycle(model, x, np.concatenate([li, ceal_idx]),
+                                  np.concatenate([train.labels[li], ceal_y]), C, epochs=c["epochs"],
+                                  lp_epochs=c["lp_epochs"] if c["semi_supervised"] else 0, lr=c["lr"],
+                                  weight_decay=c["weight_decay"], batch=c["batch"],
+                                  labelled_per_batch=c["labelled_per_batch"], max_shift=c["max_shift"], k=c["k"],
+                                  gamma=c["gamma"], alpha=c["alpha"], cg_iters=c["cg_iters"],
+                                  seed=ctx.seed + 1000 * cycle)
+            stats["n_labelled_per_cycle"].append(len(li))
+            yp = out.get("pseudo_labels")
+            unl = np.setdiff1d(np.arange(n), li)
+            # diagnostics from hidden labels (never used to train or to acquire)
+            stats["pseudo_label_accuracy_per_cycle"].append(
+                float(np.mean(yp[unl] == train.labels[unl])) if yp is not None and len(unl) else None)
+            if c["curve"]:
+                with ctx.phase("predict"):
+                    stats["accuracy_per_cycle"].append(float(np.mean(_scores(model, data).argmax(1) == test_labels)))
+            if cycle == c["cycles"] - 1:
+                break
+            with ctx.phase("acquire"):
+                b, s = c["budget"], c["strategy"]
+                if s != "random" or c["ceal"]:
+                    import torch
+                    v = embed(model.embed, x)
+                    with torch.no_grad():
+                        p = torch.softmax(model.classify(torch.from_numpy(v)), 1).numpy()
+                if s == "random":
+                    new = acquire_random(unl, b, rng)
+                else:
+                    if s == "entropy":
+                        new = acquire_entropy(p, unl, b)
+                    elif s == "coreset":
+                        new = k_center_greedy(v, li, unl, b)
+                    else:
+                        vn = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+                        new = acquire_jlp(dlp_graph(vn, min(c["k"], n - 1), c["gamma"]), li, unl, b, c["alpha"],
+                                          maxiter=c["cg_iters"])
+            stats["acquired_class_counts"].append(np.bincount(train.labels[new], minlength=C).tolist())
+            li = np.concatenate([li, new])
+            if c["ceal"]:                    # pseudo-labels for the next cycle only (re-drawn after every acquisition)
+                ceal_idx, ceal_y = ceal_pseudo_labels(p, np.setdiff1d(unl, new), c["ceal_threshold"], 0.00033, cycle)
+                stats.setdefault("ceal_pseudo_labels_per_cycle", []).append(len(ceal_idx))
+        with ctx.phase("predict"):
+            scores = _scores(model, data)
+        stats["n_labelled"] = len(li)
+        stats["labelled_idx"] = li.tolist()
+        return {"scores": scores, "stats": stats}
+
 
 # --- gcn-noisy ---
 

@@ -4,6 +4,18 @@ from __future__ import annotations
 from visrep.registry import register  # noqa: F401  (used by the families below)
 
 # --- active-learning ---
+from .active_learning import CITE as _AL_CITE
+from .active_learning import CITE_CORESET as _AL_CITE_CORESET
+from .pipeline import ACTIVE_LEARNING_PARAMS, ActiveLearningMethod
+
+
+@register
+class ActiveLearning(ActiveLearningMethod):
+    name = "active-learning"
+    summary = ("deep active learning: cycles of training (optionally with label-propagation pseudo-labels on the "
+               "unlabelled pool) and acquisition (random / entropy / core-set / jLP); scores the test split at the end")
+    cite = _AL_CITE + "; " + _AL_CITE_CORESET + " (core-set)"
+    params = ACTIVE_LEARNING_PARAMS
 
 # --- gcn-noisy ---
 from visrep.api import Method as _GCNMethod
