@@ -147,3 +147,99 @@ class ActiveLearningMethod(_ALMethod):
 # --- nsod ---
 
 # --- aml ---
+AML_PAPER = "Budnik & Avrithis, Asymmetric metric learning for knowledge transfer, CVPR 2021 (arXiv 2006.16331)"
+
+from visrep.api import Method
+from visrep.params import Param
+
+AML_PARAMS = (
+    Param("teacher", str, "gem", "the fixed teacher that embeds the database: a descriptor spec 'NAME:key=value;...' "
+          "(e.g. 'gem:backbone=resnet101;weights=FILE'); its vectors are cached and shared with that descriptor's runs"),
+    Param("student", str, "mobilenet_v2", "student network: a torchvision model name (built with weights=None: "
+          "random init, nothing downloaded; MobileNetV2 as the authors' example student, efficientnet_b3 as the "
+          "slide's) or 'tiny' (four conv-BN-ReLU layers); GeM pooling and a linear layer to the teacher's dimension"),
+    Param("student_weights", str, None, "local state dict of the student network (ImageNet initialization as in "
+          "the paper); None = random initialization (trained from scratch)"),
+    Param("student_imsize", int, 362, "student image side at training (square) and longer side at testing; "
+          "362 as cnnimageretrieval's training image size", low=16),
+    Param("loss", str, "contrastive", "'contrastive': the asymmetric contrastive loss (student anchor, teacher "
+          "positives and negatives); 'contrastive+': Contr+, the anchor's own teacher vector also a positive; "
+          "'regression': ||f(x) - g(x)||^2 (paper Sec. 3)", choices=("contrastive", "contrastive+", "regression")),
+    Param("margin", float, 0.7, "contrastive margin m (0.7, cnnimageretrieval's default)", low=0.0),
+    Param("k_pos", int, 1, "positives per anchor (1 per tuple, as cnnimageretrieval): the anchor's nearest "
+          "teacher neighbours (no labels are used: teacher pseudo-positives)", low=0),
+    Param("n_neg", int, 5, "hard negatives per anchor (5, cnnimageretrieval's neg-num), mined in teacher space", low=0),
+    Param("neg_after", int, 10, "negatives are mined among teacher neighbours ranked after this many (this suite's "
+          "rule without labels, so that pseudo-positives are not pushed away)", low=0),
+    Param("epochs", int, 30, "training epochs over the training images", low=1),
+    Param("batch", int, 16, "anchors per step", low=2),
+    Param("lr", float, 1e-3, "Adam learning rate (from scratch; the paper fine-tunes ImageNet students at 1e-6)",
+          low=0.0, open_low=True),
+    Param("augment", bool, True, "random resized crops (area >= 0.5) and flips of the training images"),
+    Param("testing", str, "asymmetric", "'asymmetric': student queries against the teacher's database vectors; "
+          "'symmetric': student queries against the student's database vectors", choices=("asymmetric", "symmetric")),
+)
+
+
+class AMLMethod(Method):
+    """Asymmetric metric learning (Budnik & Avrithis, CVPR 2021), task ``retrieval``.
+
+    Not a descriptor: asymmetric testing ranks vectors of two networks (student queries, teacher
+    database), which no single (n, d) descriptor output expresses. The teacher embeds the database
+    (cached descriptor features); the student is trained on the *database* images (never on the
+    queries) with teacher tuples and embeds the queries (and, for symmetric testing, the database);
+    the trained student's vectors are cached without ``testing`` in the key, so asymmetric and
+    symmetric runs share one training.
+    """
+
+    task = "retrieval"
+
+    def student_vectors(self, data, ctx, T):
+        """{'db': (n_db, d), 'query': (n_q, d) student vectors, 'loss': (epochs,)}, trained and cached."""
+        import hashlib
+
+        import numpy as np
+
+        from .aml import embed_student, square_uint8, teacher_tuples, train_student
+        cfg = self.cfg
+        what = {k: v for k, v in cfg.items() if k != "testing"}
+        what["seed"] = ctx.seed
+        what["teacher_vectors"] = hashlib.sha256(np.ascontiguousarray(T, np.float32).tobytes()).hexdigest()[:16]
+
+        def compute():
+            import torch
+            pos, neg = teacher_tuples(T, cfg["k_pos"], cfg["n_neg"], cfg["neg_after"],
+                                      self_positive=cfg["loss"] == "contrastive+")
+            s = cfg["student_imsize"]
+            X = torch.stack([square_uint8(data.db_image(i), s) for i in range(data.n_db)])
+            model, hist = train_student(X, T, pos, neg, arch=cfg["student"], weights=cfg["student_weights"],
+                                        loss=cfg["loss"], margin=cfg["margin"], epochs=cfg["epochs"],
+                                        batch=cfg["batch"], lr=cfg["lr"], augment=cfg["augment"], seed=ctx.seed,
+                                        progress=lambda it: ctx.progress(it, desc="aml student", unit="epoch"))
+            db = embed_student(model, (data.db_image(i) for i in range(data.n_db)), s)
+            q = embed_student(model, (data.query_image(j) for j in range(data.n_queries)), s)
+            return {"db": db, "query": q, "loss": hist}
+
+        return ctx.cached("aml_student", what, [AMLMethod, train_student], compute, data=data)
+
+    def run(self, data, ctx) -> dict:
+        import numpy as np
+        from visrep.methods.search.ranking import ranks_from_scores
+
+        from visrep.errors import UserError
+        from visrep.features import retrieval_features
+
+        from .aml import asymmetric_scores
+        if not data.has_images:
+            raise UserError(f"method '{self.name}' trains a student on images, but {data.name} was loaded without them")
+        with ctx.phase("teacher"):
+            T, _ = retrieval_features(data, ctx, self.cfg["teacher"])
+        with ctx.phase("student"):
+            st = self.student_vectors(data, ctx, np.asarray(T, np.float32))
+        with ctx.phase("online"):
+            db = T if self.cfg["testing"] == "asymmetric" else st["db"]
+            ranks = ranks_from_scores(asymmetric_scores(st["query"], db))
+        loss = np.asarray(st["loss"])
+        return {"ranks": ranks, "timings": {"query": ctx.timings["online"] / max(data.n_queries, 1)},
+                "stats": {"train_loss_first": float(loss[0]), "train_loss_last": float(loss[-1]),
+                          "n_train": int(data.n_db), "dim": int(T.shape[1])}}

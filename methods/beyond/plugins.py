@@ -133,3 +133,15 @@ class GCNNoisy(_GCNMethod):
 # --- nsod ---
 
 # --- aml ---
+AML_NAME = "aml"
+
+from .pipeline import AML_PAPER, AML_PARAMS, AMLMethod
+
+
+@register
+class AML(AMLMethod):
+    name = AML_NAME
+    summary = ("asymmetric metric learning: a student trained in the teacher's space (student anchor, teacher "
+               "positives/negatives); asymmetric testing = student queries vs teacher database")
+    cite = AML_PAPER
+    params = AML_PARAMS
