@@ -1,4 +1,5 @@
 import importlib
+import os
 import json
 import signal
 import subprocess
@@ -171,3 +172,58 @@ def test_lists_of_methods_expand_and_bad_names_are_clear(toy_plugin):
         ("aqe", 0.0), ("aqe", 0.1), ("knn", 0.0), ("knn", 0.1)]
     with pytest.raises(UserError, match="'method' must be a name or a list of names, got 3"):
         expand_experiment({"method": 3, "dataset": "toy-retrieval"})
+
+
+def test_parallel_local_workers_give_the_records_of_a_sequential_run(tmp_path):
+    jobs = expand_experiment({"method": "alpha-qe", "dataset": "sample-views",
+                              "params": {"n": [2, 4], "alpha": [0.0, 3.0]}})
+    one = LocalExecutor().map(jobs, RunSettings(results_dir=str(tmp_path / "one"), quiet=True,
+                                                cache_dir=str(tmp_path / "cache")))
+    two = LocalExecutor(workers=2).map(jobs, RunSettings(results_dir=str(tmp_path / "two"), quiet=True,
+                                                         cache_dir=str(tmp_path / "cache")))
+    assert [_comparable(r) for r in one] == [_comparable(r) for r in two]   # same order as the jobs
+    assert len(list((tmp_path / "two").rglob("*.json"))) == 4
+    assert os.environ.get("OMP_NUM_THREADS") == ORIGINAL_OMP                  # the parent's environment restored
+
+
+ORIGINAL_OMP = os.environ.get("OMP_NUM_THREADS")
+
+
+def test_a_failing_job_in_a_worker_is_the_run_s_error(tmp_path):
+    from visrep.errors import UserError
+    jobs = expand_experiment({"method": "knn", "dataset": "oxford5k", "data_root": str(tmp_path / "nowhere")})
+    jobs += expand_experiment({"method": "aqe", "dataset": "sample-views", "params": {"n": 2}})
+    with pytest.raises(UserError, match="not found"):
+        LocalExecutor(workers=2).map(jobs, RunSettings(results_dir=str(tmp_path / "res"), quiet=True))
+
+
+def test_worker_progress_is_relayed_to_the_parent():
+    import queue
+
+    from visrep import context
+    q = queue.Queue()
+    context.PROGRESS_RELAY = q
+    try:
+        ctx = context.RunContext(quiet=True)
+        assert list(ctx.progress(range(5), desc="phase", total=5)) == list(range(5))
+    finally:
+        context.PROGRESS_RELAY = None
+    pid, desc, done, total = q.get_nowait()          # the first item is sent at once, then at most every 0.5 s
+    assert (pid, desc, done, total) == (os.getpid(), "phase", 1, 5)
+
+
+@pytest.mark.parametrize("value, message", [("0", "a number >= 1"), ("many", "a number >= 1")])
+def test_bad_workers_value(value, message, capsys):
+    from visrep.commands import main
+    assert main(["run", "-m", "aqe", "-d", "sample-views", "--workers", value, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_spec_workers_key(tmp_path):
+    from visrep.errors import UserError
+    from visrep.spec import read_spec
+    assert read_spec("default").workers == "auto"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('workers = 0\nmethod = "knn"\ndataset = "sample-views"\n')
+    with pytest.raises(UserError, match="workers = 0"):
+        read_spec(bad)

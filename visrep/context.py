@@ -15,6 +15,31 @@ from .device import check_device_name, faiss_gpu_count, resolve_device
 from .manifest import by_content
 
 
+#: set in the worker processes of a parallel local run (visrep.runner.LocalExecutor): a queue that
+#: takes (pid, desc, done, total) so that the parent draws one bar per worker
+PROGRESS_RELAY = None
+
+
+def _relayed(iterable, desc: str, total: int | None, every: float = 0.5):
+    """Yield from `iterable`, sending (pid, desc, done, total) to PROGRESS_RELAY at most every `every` s."""
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    pid, last, done = os.getpid(), 0.0, 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            try:
+                PROGRESS_RELAY.put_nowait((pid, desc, done, total))
+            except Exception:  # noqa: BLE001 - progress is best effort, never the job's failure
+                pass
+
+
 def default_data_root() -> Path:
     """``$VISREP_DATA`` or ``~/.cache/visrep`` (the revisitop/cnnimageretrieval style root)."""
     env = os.environ.get("VISREP_DATA")
@@ -77,6 +102,8 @@ class RunContext:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     def progress(self, iterable, desc: str = "", total: int | None = None, unit: str = "it"):
+        if PROGRESS_RELAY is not None:          # a worker process of a parallel local run: tell the parent
+            return _relayed(iterable, desc, total)
         if self.quiet:
             return iterable
         from tqdm.auto import tqdm

@@ -189,12 +189,21 @@ def preflight(settings: RunSettings) -> None:
 
 
 class LocalExecutor:
-    """Runs jobs one after another in this process, with a progress bar over jobs."""
+    """Runs jobs on this machine: one after another in this process (``workers`` = 1, progress bars
+    inside each job), or in ``workers`` processes at once, each with an equal share of the cores'
+    threads (a bar over jobs, one line per running job showing its current phase). Either way every
+    job goes through :func:`run_job`, so the records are the same (up to timings and provenance).
+    """
 
     name = "local"
 
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+
     def map(self, jobs: list[Job], settings: RunSettings, on_result=None) -> list[dict]:
         preflight(settings)
+        if self.workers > 1 and len(jobs) > 1:
+            return self._map_processes(jobs, settings, on_result)
         out = []
         bar = None
         if not settings.quiet and len(jobs) > 1:
@@ -212,6 +221,82 @@ class LocalExecutor:
             if bar:
                 bar.close()
         return out
+
+    def _map_processes(self, jobs: list[Job], settings: RunSettings, on_result=None) -> list[dict]:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        import threading
+
+        workers = min(self.workers, len(jobs))
+        # spawn, not fork: torch, faiss and OpenMP runtimes must start fresh in each worker; the
+        # thread variables are read when those libraries load, so they go in the environment the
+        # workers inherit (the parent only waits meanwhile)
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        saved = {k: os.environ.get(k) for k in names}
+        for k in names:
+            os.environ[k] = saved[k] or threads
+        ctx = mp.get_context("spawn")
+        relay = ctx.Queue() if not settings.quiet else None
+        settings_d = {**settings.__dict__, "quiet": True}
+        out: list[dict | None] = [None] * len(jobs)
+        bars: dict = {}
+        stop = threading.Event()
+        bar = None
+        if not settings.quiet:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(jobs), desc=f"jobs ({workers} workers)", unit="job")
+
+            def draw():                     # one line per worker: its job's current phase
+                while not stop.is_set():
+                    try:
+                        pid, desc, done, total = relay.get(timeout=0.2)
+                    except Exception:  # noqa: BLE001 - queue.Empty, or the queue closed at the end
+                        continue
+                    b = bars.get(pid)
+                    if b is None:
+                        b = bars[pid] = tqdm(total=total, desc=desc, position=len(bars) + 1, leave=False)
+                    if b.desc != desc or b.total != total:
+                        b.reset(total=total)
+                        b.set_description_str(desc)
+                    b.n = done
+                    b.refresh()
+            drawer = threading.Thread(target=draw, daemon=True)
+            drawer.start()
+        try:
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                        initargs=(relay,)) as pool:
+                futures = {pool.submit(run_job, job.to_dict(), settings_d): i for i, job in enumerate(jobs)}
+                try:
+                    for fut in cf.as_completed(futures):
+                        rec = fut.result()
+                        out[futures[fut]] = rec
+                        if on_result:
+                            on_result(rec)
+                        if bar:
+                            bar.update()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+        finally:
+            stop.set()
+            for b in bars.values():
+                b.close()
+            if bar:
+                bar.close()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return out
+
+
+def _worker_init(relay) -> None:
+    """In each worker process of a parallel local run: relay progress to the parent."""
+    from . import context
+    context.PROGRESS_RELAY = relay
 
 
 class DaskExecutor:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import tomllib
 
@@ -287,9 +288,18 @@ def load_spec_file(path: str | Path) -> list[Experiment]:
     return read_spec(path)[0]
 
 
-def read_spec(path: str | Path) -> tuple[list[Experiment], str | None]:
-    """A spec file's experiments and its ``claims`` key ("all": also every run a claim of the report's
-    tables needs; the command line adds those, the core does not read the tables)."""
+class SpecFile(NamedTuple):
+    """What a spec file holds: its experiments, its ``claims`` key ("all": also every run a claim of
+    the report's tables needs; the command line adds those, the core does not read the tables) and
+    its ``workers`` key (jobs run at once by the local executor: a number, or "auto" = one per core)."""
+
+    experiments: list
+    claims: str | None
+    workers: int | str | None
+
+
+def read_spec(path: str | Path) -> SpecFile:
+    """Read a spec file (or a built-in spec by name): :class:`SpecFile`."""
     path = Path(path)
     if not path.exists():
         builtin = builtin_spec(str(path))
@@ -316,16 +326,20 @@ def read_spec(path: str | Path) -> tuple[list[Experiment], str | None]:
     claims = doc.pop("claims", None)
     if claims not in (None, "all"):
         raise UserError(f"{path}: claims = {claims!r}: the only value is \"all\" (every run the report's claims need)")
+    workers = doc.pop("workers", None)
+    if not (workers in (None, "auto") or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1)):
+        raise UserError(f"{path}: workers = {workers!r}: a number >= 1, or \"auto\" (one per core)")
     if "experiment" in doc:
         exps = doc["experiment"]
         if not isinstance(exps, list):
             raise UserError(f"{path}: 'experiment' must be a list of tables")
         defaults = {k: v for k, v in doc.items() if k != "experiment"}
-        return [Experiment.from_dict({**defaults, **e} if isinstance(e, dict) else e, f"{path} experiment {i + 1}")
-                for i, e in enumerate(exps)], claims
+        return SpecFile([Experiment.from_dict({**defaults, **e} if isinstance(e, dict) else e,
+                                              f"{path} experiment {i + 1}") for i, e in enumerate(exps)],
+                        claims, workers)
     if not doc and claims:
-        return [], claims
-    return [Experiment.from_dict(doc, str(path))], claims
+        return SpecFile([], claims, workers)
+    return SpecFile([Experiment.from_dict(doc, str(path))], claims, workers)
 
 
 def jobs_from_spec(path: str | Path, data_root: str | None = None, skipped: list | None = None) -> list[Job]:

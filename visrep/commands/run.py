@@ -27,7 +27,9 @@ def _add_run(p):
     p.add_argument("--force", action="store_true", help="re-run jobs whose record exists")
     p.add_argument("--executor", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", help="Dask scheduler address tcp://host:port (default: start a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None, help="workers of the LocalCluster the dask executor starts")
+    p.add_argument("--workers", default=None, metavar="N|auto",
+                   help="jobs run at once: local executor, N worker processes ('auto': one per core; default 1, or "
+                        "the spec's `workers`); dask executor, the size of the LocalCluster it starts")
     p.add_argument("--device", default="auto", metavar="{cpu,auto,cuda,cuda:N}",
                    help="where torch (feature extraction, training, attacks) and faiss (kNN) compute: 'auto' (default) "
                         "takes a CUDA GPU when torch sees one; not part of a job's identity, recorded in its provenance")
@@ -59,11 +61,14 @@ def _cmd_run(args) -> int:
         jobs = jobs_from_spec(args.spec, data_root=args.data_root, skipped=skipped)
         for reason in skipped:
             print(f"skipped: {reason}", file=sys.stderr)
-        if read_spec(args.spec)[1] == "all":
+        spec_file = read_spec(args.spec)
+        spec_workers = spec_file.workers
+        if spec_file.claims == "all":
             jobs += _claim_jobs(jobs, args)
         if args.set:
             raise UserError("--set applies to --method runs; put parameters of a spec in the spec file")
     else:
+        spec_workers = None
         if not args.method or not args.dataset:
             raise UserError("`visrep run` needs a spec file, or --method and --dataset")
         exp = Experiment(method=args.method, dataset=args.dataset, protocol=args.protocol,
@@ -81,8 +86,9 @@ def _cmd_run(args) -> int:
                            cache_dir=args.cache_dir, device=device)
     if args.results:
         settings.results_dir = args.results
-    executor = (DaskExecutor(args.scheduler, n_workers=args.workers) if args.executor == "dask"
-                else LocalExecutor())
+    workers = _workers(args.workers, spec_workers, device, args.executor)
+    executor = (DaskExecutor(args.scheduler, n_workers=workers) if args.executor == "dask"
+                else LocalExecutor(workers or 1))
 
     def show(rec):
         if not args.json and not args.quiet:
@@ -99,6 +105,26 @@ def _cmd_run(args) -> int:
         print(f"{len(records)} job(s), {done} run, {len(records) - done} already done, "
               f"{time.perf_counter() - t0:.1f} s; records in {settings.results_dir}", file=sys.stderr)
     return 0
+
+
+def _workers(given, from_spec, device: str, executor: str) -> int | None:
+    """--workers N|auto, else the spec's ``workers``; 'auto' = one per core, but one at a time when the
+    jobs would share a GPU (device cuda, or auto on a machine whose torch sees one)."""
+    import os
+    value = given if given is not None else from_spec
+    if value is None:
+        return None
+    if str(value) == "auto":
+        if executor == "local" and device != "cpu" and resolve_device(device) != "cpu":
+            return 1
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"--workers {value!r}: a number >= 1, or 'auto' (one per core)")
+    return n
 
 
 def _short_params(params: dict) -> str:
