@@ -24,6 +24,9 @@ task                a dataset of this task gives                  a method of th
 ``adversarial``     images in [0, 1] with labels, to attack       ``adversarial`` images + ``adv_predictions``
 ``clustering``      no dataset of its own: the protocol reads     ``labels`` (n_db,) int: the cluster of each
                     retrieval datasets (scene = ground truth)     database image
+``detection``       images with per-image boxes and classes,      per test image: ``boxes`` (m, 4) float
+                    image-level labels, and a split into few      (x0, y0, x1, y1) pixels, ``scores`` (m,),
+                    weakly-labeled, many unlabeled, test images   ``classes`` (m,) int (lists over test images)
 ==================  ============================================  ==========================================
 
 The rule (:func:`fits`): a **protocol** scores one method output contract (its ``task``) and
@@ -45,6 +48,7 @@ METRIC_LEARNING = "metric-learning"
 FEW_SHOT = "few-shot"
 ADVERSARIAL = "adversarial"
 CLUSTERING = "clustering"
+DETECTION = "detection"
 
 #: task -> (what a dataset of that task gives, what a method of that task outputs)
 TASKS: dict[str, tuple[str, str]] = {
@@ -62,6 +66,9 @@ TASKS: dict[str, tuple[str, str]] = {
     ADVERSARIAL: ("images in [0, 1] with labels, to attack", "adversarial images + adv_predictions"),
     CLUSTERING: ("none of its own: retrieval datasets, whose ground truth gives the scene of each database image",
                  "labels (n_db,) int: the cluster of each database image"),
+    DETECTION: (("images with boxes + classes per image and image-level labels, split into few weakly-labeled, "
+                 "many unlabeled and test images"),
+                "per test image: boxes (m, 4) (x0, y0, x1, y1), scores (m,), classes (m,) int"),
 }
 
 

@@ -145,6 +145,88 @@ class ActiveLearningMethod(_ALMethod):
 # --- gcn-noisy ---
 
 # --- nsod ---
+from visrep.api import Method as _NSODMethod
+from visrep.params import Param as _NSODParam
+
+NSOD_CITE = ("Yang, Shi, Xu, Ferrari & Avrithis, Training object detectors from few weakly-labeled and many unlabeled "
+             "images, Pattern Recognition 2021 (arXiv:1912.00384); detector: WSDDN (Bilen & Vedaldi, CVPR 2016)")
+
+#: parameters of nano-supervised detection; "(ours)" marks a value the abstract does not give
+NSOD_PARAMS = (
+    _NSODParam("use_unlabeled", bool, True, "train the student on labeled + pseudo-labeled unlabeled images (NSOD); "
+               "False = the weakly-supervised detector of the few labeled images only (the claim's baseline)"),
+    _NSODParam("arch", str, "efficientnet_lite0", "frozen backbone whose last conv map is ROI-pooled"),
+    _NSODParam("weights", str, None, "local weights file; None = the packaged ImageNet EfficientNet-Lite0"),
+    _NSODParam("input_scale", float, 1.25, "images are resized by this factor before the backbone (a 256 px image "
+               "gives a 10 x 10 map at stride 32) (ours)", low=0.25, high=4.0),
+    _NSODParam("stride", float, 1 / 3, "sliding-window step as a fraction of the window's side (ours)",
+               low=0.05, high=1.0),
+    _NSODParam("pca_dim", int, 128, "region features are PCA-reduced (fitted on the labeled images' regions) and "
+               "L2-normalized (ours)", low=2),
+    _NSODParam("epochs", int, 300, "full-batch Adam steps of each WSDDN training (ours)", low=1),
+    _NSODParam("lr", float, 0.01, "Adam learning rate of WSDDN (ours)", low=0.0, open_low=True),
+    _NSODParam("weight_decay", float, 5e-4, "L2 weight decay of WSDDN (5e-4, as WSDDN)", low=0.0),
+    _NSODParam("refine", int, 0, "OICR instance-classifier refinement streams trained with WSDDN (Tang et al., CVPR "
+               "2017; PCL uses 3 with proposal clusters); 0 = WSDDN alone (the proxy's setting: 3 streams ran ~4.5x "
+               "slower and did not raise the CorLoc of WSDDN trained on true labels)", low=0),
+    _NSODParam("k_boot", int, 3, "unlabeled images per class bootstrapping the teacher, by region similarity (ours)",
+               low=0),
+    _NSODParam("tau", float, 0.5, "a teacher prediction with probability >= tau becomes a pseudo-label; other "
+               "unlabeled images are left out (ours)", low=0.0, high=1.0),
+    _NSODParam("teacher_epochs", int, 200, "full-batch Adam steps of the teacher classifier (ours)", low=1),
+    _NSODParam("keep", int, 3, "boxes kept per class and test image after NMS", low=1),
+    _NSODParam("nms", float, 0.3, "test-time NMS IoU threshold (0.3, as WSDDN / PCL)", low=0.0, high=1.0),
+)
+
+
+class NSODDetector(_NSODMethod):
+    """Weakly-supervised detection over sliding-window proposals on frozen backbone features (task
+    ``detection``); ``region_features`` gives every image's proposals' features, cached."""
+
+    task = "detection"
+
+    def region_features(self, data, ctx):
+        """(boxes (R, 4) float32 proposals shared by all images (square images of one size), feats (n, R, d)
+        float32 PCA-reduced, L2-normalized ROI features of every image of `data`, feats (n, S, d) of a coarser
+        window set (3 scales, step 1/2) for the teacher's region similarity). The backbone maps are
+        cached (float16) and shared by runs that differ in anything else."""
+        import numpy as np
+
+        from .nsod import (
+            box_cell_weights,
+            l2n,
+            pca_fit,
+            roi_features,
+            sliding_window_proposals,
+        )
+        cfg = self.cfg
+        n = data.n_images
+        shapes = {data.image(i).shape[:2] for i in (0, n - 1)}
+        if len(shapes) != 1:
+            from visrep.errors import UserError
+            raise UserError(f"method '{self.name}' expects images of one size, {data.name} has {sorted(shapes)}")
+        (H, W), = shapes
+        what = {"arch": cfg["arch"], "weights": cfg["weights"], "input_scale": cfg["input_scale"]}
+
+        def compute():
+            from visrep.methods.cnn.backbones import load_backbone
+            net = load_backbone(cfg["arch"], cfg["weights"])
+            maps = [net.features(net.preprocess(data.image(i), imsize=None, scale=cfg["input_scale"]))[0].numpy()
+                    for i in ctx.progress(range(n), desc="nsod backbone maps", total=n, unit="img")]
+            return np.stack(maps).astype(np.float16)
+
+        maps = ctx.cached("nsod_maps", what, [NSODDetector], compute, data=data)
+        boxes = sliding_window_proposals(W, H, stride=cfg["stride"])
+        # symmetric padding: map cell j is centred on pixel j * stride, so it spans [j - 1/2, j + 1/2] cells
+        A = box_cell_weights(boxes, W, H, maps.shape[3], maps.shape[2], offset=0.5)
+        X = np.sqrt(np.maximum(maps.astype(np.float32), 0))          # (n, C, h, w), power-normalized
+        lab = np.asarray(data.labeled_idx)
+        mean, P = pca_fit(roi_features(X[lab], A).reshape(-1, X.shape[1]), cfg["pca_dim"])
+        # pooling is linear: pooling the projected map = projecting the pooled features (rows of A sum to 1)
+        Xp = np.einsum("nchw,cd->ndhw", X - mean[None, :, None, None], P, optimize=True)
+        coarse = sliding_window_proposals(W, H, scales=(0.27, 0.35, 0.45), stride=0.5)
+        At = box_cell_weights(coarse, W, H, maps.shape[3], maps.shape[2], offset=0.5)
+        return boxes, l2n(roi_features(Xp, A)), l2n(roi_features(Xp, At))
 
 # --- aml ---
 AML_PAPER = "Budnik & Avrithis, Asymmetric metric learning for knowledge transfer, CVPR 2021 (arXiv 2006.16331)"

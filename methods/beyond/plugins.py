@@ -131,6 +131,64 @@ class GCNNoisy(_GCNMethod):
 
 
 # --- nsod ---
+from .pipeline import NSOD_CITE, NSOD_PARAMS, NSODDetector
+
+
+@register
+class NSOD(NSODDetector):
+    name = "nsod"
+    summary = ("nano-supervised detection: WSDDN on few weakly-labeled images; a teacher bootstrapped by region "
+               "similarity pseudo-labels many unlabeled images; a WSDDN student is retrained on both")
+    cite = NSOD_CITE
+    params = NSOD_PARAMS
+
+    def run(self, data, ctx) -> dict:
+        import numpy as np
+
+        from .nsod import (
+            bootstrap_set,
+            detections,
+            l2n,
+            region_similarity,
+            select_pseudo_labels,
+            softmax_classifier,
+            softmax_probs,
+            wsddn_region_scores,
+            wsddn_train,
+        )
+        c = self.cfg
+        with ctx.phase("features"):
+            boxes, F, Ft = self.region_features(data, ctx)
+        lab, unl, test = (np.asarray(a, np.int64) for a in (data.labeled_idx, data.unlabeled_idx, data.test_idx))
+        Y = np.asarray(data.labels, bool)
+        C = data.n_classes
+        train_kw = {"epochs": c["epochs"], "lr": c["lr"], "weight_decay": c["weight_decay"], "seed": ctx.seed,
+                    "refine": c["refine"], "boxes": boxes}
+        stats = {"n_labeled": len(lab), "n_unlabeled": len(unl), "n_proposals": len(boxes)}
+        with ctx.phase("weak"):                       # the weakly-supervised detector of the labeled images
+            det = wsddn_train(F[lab], Y[lab], **train_kw)
+        if c["use_unlabeled"] and len(unl):
+            with ctx.phase("teacher"):
+                sim = region_similarity(Ft[unl], Ft[lab], Y[lab])     # (U, C)
+                bi, bc = bootstrap_set(sim, c["k_boot"])
+                G = l2n(F.max(1))                                   # image descriptors: max over regions
+                first = Y[lab].argmax(1)
+                W, b = softmax_classifier(np.concatenate([G[lab], G[unl[bi]]]), np.concatenate([first, bc]), C,
+                                          epochs=c["teacher_epochs"], seed=ctx.seed)
+                pi, pc = select_pseudo_labels(softmax_probs(G[unl], W, b), c["tau"])
+            with ctx.phase("student"):
+                T = np.zeros((len(pi), C), bool)
+                T[np.arange(len(pi)), pc] = True
+                det = wsddn_train(np.concatenate([F[lab], F[unl[pi]]]), np.concatenate([Y[lab], T]), **train_kw)
+            # diagnostics from the hidden labels (never used): an image with no known object has no right label
+            stats.update(n_bootstrap=len(bi), bootstrap_accuracy=float(np.mean(Y[unl[bi], bc])) if len(bi) else None,
+                         n_pseudo=len(pi), pseudo_label_accuracy=float(np.mean(Y[unl[pi], pc])) if len(pi) else None)
+        with ctx.phase("detect"):
+            xs = wsddn_region_scores(det, F[test])
+            out = [detections(boxes, xs[i], c["keep"], c["nms"]) for i in range(len(test))]
+        return {"boxes": [o[0] for o in out], "scores": [o[1] for o in out], "classes": [o[2] for o in out],
+                "stats": stats}
+
 
 # --- aml ---
 AML_NAME = "aml"
