@@ -1,48 +1,50 @@
-"""Family base classes and shared parameters of methods/beyond/ (talk Part IV)."""
+"""Family base classes and shared parameters of methods/beyond/ (talk Part IV): active learning, NSOD, AML
+(`gcn-noisy` needs no family)."""
 from __future__ import annotations
 
-# --- active-learning ---
-from visrep.api import Method as _ALMethod
-from visrep.params import Param as _ALParam
+from visrep.api import Method
+from visrep.methods.learning.pipeline import PROPAGATION_PARAMS
+from visrep.params import Param
 
-from ..learning.pipeline import PROPAGATION_PARAMS as _AL_PROPAGATION
+# ---------------------------------------------------------------- deep active learning
+
 
 #: Siméoni et al. ICPR 2020: defaults from the paper / the authors' code (main_al.py, cli.py)
 ACTIVE_LEARNING_PARAMS = (
-    _ALParam("strategy", str, "random", "acquisition function: 'random', 'entropy' (max prediction entropy), "
+    Param("strategy", str, "random", "acquisition function: 'random', 'entropy' (max prediction entropy), "
              "'coreset' (greedy k-center, Sener & Savarese 2018), 'jlp' (the paper's label-propagation acquisition)",
              choices=("random", "entropy", "coreset", "jlp")),
-    _ALParam("semi_supervised", bool, True, "use the unlabelled pool at model training: label-propagation "
+    Param("semi_supervised", bool, True, "use the unlabelled pool at model training: label-propagation "
              "pseudo-labels (Iscen et al. CVPR 2019) at every cycle (the paper's SEMI); False = labelled set only"),
-    _ALParam("budget", int, 100, "b: labels acquired per cycle (authors' code: 100); the initial labelled set is "
+    Param("budget", int, 100, "b: labels acquired per cycle (authors' code: 100); the initial labelled set is "
              "the dataset's balanced subset (dataset parameter labelled=N; the paper starts with b)", low=1),
-    _ALParam("cycles", int, 10, "training cycles (authors' code: 10); labels at the end = initial + (cycles - 1) b",
+    Param("cycles", int, 10, "training cycles (authors' code: 10); labels at the end = initial + (cycles - 1) b",
              low=1),
-    _ALParam("epochs", int, 200, "supervised epochs on the labelled set at every cycle (authors' code: 200)", low=0),
-    _ALParam("lp_epochs", int, 200, "semi-supervised epochs at every cycle, label propagation before each, after "
+    Param("epochs", int, 200, "supervised epochs on the labelled set at every cycle (authors' code: 200)", low=0),
+    Param("lp_epochs", int, 200, "semi-supervised epochs at every cycle, label propagation before each, after "
              "the supervised epochs as in Iscen et al.'s Alg. 1 (the authors' AL code propagates in all of its 200 "
              "epochs, from the pre-trained initialisation); used when semi_supervised", low=1),
-    _ALParam("width", int, 16, "channels of the first conv block of the proxy network (x2 per block, at most x4)",
+    Param("width", int, 16, "channels of the first conv block of the proxy network (x2 per block, at most x4)",
              low=1),
-    _ALParam("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
-    _ALParam("lr", float, 0.05, "SGD learning rate (Nesterov momentum 0.9, cosine-annealed)", low=0, open_low=True),
-    _ALParam("weight_decay", float, 2e-4, "weight decay (authors' code: 2e-4)", low=0),
-    _ALParam("batch", int, 128, "minibatch size (authors' code with label propagation: 128)", low=2),
-    _ALParam("labelled_per_batch", int, 50, "labelled items per semi-supervised minibatch (authors' code: 50)",
+    Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
+    Param("lr", float, 0.05, "SGD learning rate (Nesterov momentum 0.9, cosine-annealed)", low=0, open_low=True),
+    Param("weight_decay", float, 2e-4, "weight decay (authors' code: 2e-4)", low=0),
+    Param("batch", int, 128, "minibatch size (authors' code with label propagation: 128)", low=2),
+    Param("labelled_per_batch", int, 50, "labelled items per semi-supervised minibatch (authors' code: 50)",
              low=1),
-    _ALParam("max_shift", int, 0, "random translation of training images by up to this many pixels", low=0),
-    *_AL_PROPAGATION,
-    _ALParam("ceal", bool, False, "CEAL (Wang et al. 2017; the paper's other semi-supervised baseline): confident "
+    Param("max_shift", int, 0, "random translation of training images by up to this many pixels", low=0),
+    *PROPAGATION_PARAMS,
+    Param("ceal", bool, False, "CEAL (Wang et al. 2017; the paper's other semi-supervised baseline): confident "
              "predictions of the unlabelled pool join the next cycle's supervised training as pseudo-labels; needs "
              "semi_supervised = false (the authors' code forbids both)"),
-    _ALParam("ceal_threshold", float, 0.1, "CEAL: normalized-entropy threshold, decreased by 0.00033 per cycle "
+    Param("ceal_threshold", float, 0.1, "CEAL: normalized-entropy threshold, decreased by 0.00033 per cycle "
              "(authors' code)", low=0, high=1),
-    _ALParam("curve", bool, False, "also score the test split after every cycle (stats 'accuracy_per_cycle'; "
+    Param("curve", bool, False, "also score the test split after every cycle (stats 'accuracy_per_cycle'; "
              "a diagnostic: one more forward pass over the test split per cycle)"),
 )
 
 
-class ActiveLearningMethod(_ALMethod):
+class ActiveLearningMethod(Method):
     """Active-learning cycles (Siméoni et al. ICPR 2020; kernels in :mod:`.active_learning`).
 
     Every cycle re-initialises the network (same seed), trains it (:func:`.active_learning.train_cycle`)
@@ -142,44 +144,40 @@ class ActiveLearningMethod(_ALMethod):
         return {"scores": scores, "stats": stats}
 
 
-# --- gcn-noisy ---
-
-# --- nsod ---
-from visrep.api import Method as _NSODMethod
-from visrep.params import Param as _NSODParam
+# ---------------------------------------------------------------- nano-supervised object detection
 
 NSOD_CITE = ("Yang, Shi, Xu, Ferrari & Avrithis, Training object detectors from few weakly-labeled and many unlabeled "
              "images, Pattern Recognition 2021 (arXiv:1912.00384); detector: WSDDN (Bilen & Vedaldi, CVPR 2016)")
 
 #: parameters of nano-supervised detection; "(ours)" marks a value the abstract does not give
 NSOD_PARAMS = (
-    _NSODParam("use_unlabeled", bool, True, "train the student on labeled + pseudo-labeled unlabeled images (NSOD); "
+    Param("use_unlabeled", bool, True, "train the student on labeled + pseudo-labeled unlabeled images (NSOD); "
                "False = the weakly-supervised detector of the few labeled images only (the claim's baseline)"),
-    _NSODParam("arch", str, "efficientnet_lite0", "frozen backbone whose last conv map is ROI-pooled"),
-    _NSODParam("weights", str, None, "local weights file; None = the packaged ImageNet EfficientNet-Lite0"),
-    _NSODParam("input_scale", float, 1.25, "images are resized by this factor before the backbone (a 256 px image "
+    Param("arch", str, "efficientnet_lite0", "frozen backbone whose last conv map is ROI-pooled"),
+    Param("weights", str, None, "local weights file; None = the packaged ImageNet EfficientNet-Lite0"),
+    Param("input_scale", float, 1.25, "images are resized by this factor before the backbone (a 256 px image "
                "gives a 10 x 10 map at stride 32) (ours)", low=0.25, high=4.0),
-    _NSODParam("stride", float, 1 / 3, "sliding-window step as a fraction of the window's side (ours)",
+    Param("stride", float, 1 / 3, "sliding-window step as a fraction of the window's side (ours)",
                low=0.05, high=1.0),
-    _NSODParam("pca_dim", int, 128, "region features are PCA-reduced (fitted on the labeled images' regions) and "
+    Param("pca_dim", int, 128, "region features are PCA-reduced (fitted on the labeled images' regions) and "
                "L2-normalized (ours)", low=2),
-    _NSODParam("epochs", int, 300, "full-batch Adam steps of each WSDDN training (ours)", low=1),
-    _NSODParam("lr", float, 0.01, "Adam learning rate of WSDDN (ours)", low=0.0, open_low=True),
-    _NSODParam("weight_decay", float, 5e-4, "L2 weight decay of WSDDN (5e-4, as WSDDN)", low=0.0),
-    _NSODParam("refine", int, 0, "OICR instance-classifier refinement streams trained with WSDDN (Tang et al., CVPR "
+    Param("epochs", int, 300, "full-batch Adam steps of each WSDDN training (ours)", low=1),
+    Param("lr", float, 0.01, "Adam learning rate of WSDDN (ours)", low=0.0, open_low=True),
+    Param("weight_decay", float, 5e-4, "L2 weight decay of WSDDN (5e-4, as WSDDN)", low=0.0),
+    Param("refine", int, 0, "OICR instance-classifier refinement streams trained with WSDDN (Tang et al., CVPR "
                "2017; PCL uses 3 with proposal clusters); 0 = WSDDN alone (the proxy's setting: 3 streams ran ~4.5x "
                "slower and did not raise the CorLoc of WSDDN trained on true labels)", low=0),
-    _NSODParam("k_boot", int, 3, "unlabeled images per class bootstrapping the teacher, by region similarity (ours)",
+    Param("k_boot", int, 3, "unlabeled images per class bootstrapping the teacher, by region similarity (ours)",
                low=0),
-    _NSODParam("tau", float, 0.5, "a teacher prediction with probability >= tau becomes a pseudo-label; other "
+    Param("tau", float, 0.5, "a teacher prediction with probability >= tau becomes a pseudo-label; other "
                "unlabeled images are left out (ours)", low=0.0, high=1.0),
-    _NSODParam("teacher_epochs", int, 200, "full-batch Adam steps of the teacher classifier (ours)", low=1),
-    _NSODParam("keep", int, 3, "boxes kept per class and test image after NMS", low=1),
-    _NSODParam("nms", float, 0.3, "test-time NMS IoU threshold (0.3, as WSDDN / PCL)", low=0.0, high=1.0),
+    Param("teacher_epochs", int, 200, "full-batch Adam steps of the teacher classifier (ours)", low=1),
+    Param("keep", int, 3, "boxes kept per class and test image after NMS", low=1),
+    Param("nms", float, 0.3, "test-time NMS IoU threshold (0.3, as WSDDN / PCL)", low=0.0, high=1.0),
 )
 
 
-class NSODDetector(_NSODMethod):
+class NSODDetector(Method):
     """Weakly-supervised detection over sliding-window proposals on frozen backbone features (task
     ``detection``); ``region_features`` gives every image's proposals' features, cached."""
 
@@ -228,11 +226,9 @@ class NSODDetector(_NSODMethod):
         At = box_cell_weights(coarse, W, H, maps.shape[3], maps.shape[2], offset=0.5)
         return boxes, l2n(roi_features(Xp, A)), l2n(roi_features(Xp, At))
 
-# --- aml ---
+# ---------------------------------------------------------------- asymmetric metric learning
 AML_PAPER = "Budnik & Avrithis, Asymmetric metric learning for knowledge transfer, CVPR 2021 (arXiv 2006.16331)"
 
-from visrep.api import Method
-from visrep.params import Param
 
 AML_PARAMS = (
     Param("teacher", str, "gem", "the fixed teacher that embeds the database: a descriptor spec 'NAME:key=value;...' "

@@ -1,12 +1,24 @@
 """The method plugins of methods/beyond/ (talk Part IV): `active-learning`, `gcn-noisy`, `nsod`, `aml`."""
 from __future__ import annotations
 
-from visrep.registry import register  # noqa: F401  (used by the families below)
+from visrep.api import Method
+from visrep.params import Param
+from visrep.registry import register
 
-# --- active-learning ---
 from .active_learning import CITE as _AL_CITE
 from .active_learning import CITE_CORESET as _AL_CITE_CORESET
-from .pipeline import ACTIVE_LEARNING_PARAMS, ActiveLearningMethod
+from .pipeline import (
+    ACTIVE_LEARNING_PARAMS,
+    AML_PAPER,
+    AML_PARAMS,
+    NSOD_CITE,
+    NSOD_PARAMS,
+    ActiveLearningMethod,
+    AMLMethod,
+    NSODDetector,
+)
+
+# ---------------------------------------------------------------- deep active learning
 
 
 @register
@@ -17,16 +29,14 @@ class ActiveLearning(ActiveLearningMethod):
     cite = _AL_CITE + "; " + _AL_CITE_CORESET + " (core-set)"
     params = ACTIVE_LEARNING_PARAMS
 
-# --- gcn-noisy ---
-from visrep.api import Method as _GCNMethod
-from visrep.params import Param as _GCNParam
+# ---------------------------------------------------------------- few clean and many noisy labels
 
 _GCN_CITE = ("Iscen, Tolias, Avrithis, Chum & Schmid, Graph convolutional networks for learning with few clean and "
              "many noisy labels, ECCV 2020 (arXiv:1910.00324); GCN: Kipf & Welling, ICLR 2017")
 
 
 @register
-class GCNNoisy(_GCNMethod):
+class GCNNoisy(Method):
     """Few clean + many noisy labels: per-class GCN relevance of the noisy examples, weighted classifier.
 
     ``weighting`` = ``gcn`` (the paper), ``clean-only`` or ``uniform`` (its two baselines, rows of the
@@ -40,25 +50,25 @@ class GCNNoisy(_GCNMethod):
                "is; the classifier is trained on clean + relevance-weighted noisy examples")
     cite = _GCN_CITE
     params = (
-        _GCNParam("weighting", str, "gcn", "weights of the noisy training examples: 'gcn' (GCN relevance, the "
+        Param("weighting", str, "gcn", "weights of the noisy training examples: 'gcn' (GCN relevance, the "
                   "paper), 'clean-only' (0: few-shot baseline), 'uniform' (1: no cleaning)",
                   choices=("gcn", "clean-only", "uniform")),
-        _GCNParam("classifier", str, "prototype", "end classifier: 'prototype' (weighted class means, cosine scores; "
+        Param("classifier", str, "prototype", "end classifier: 'prototype' (weighted class means, cosine scores; "
                   "the released code) or 'cosine' (cosine classifier, weighted cross-entropy)",
                   choices=("prototype", "cosine")),
-        _GCNParam("k", int, 50, "neighbours of the per-class reciprocal kNN graph (released code: 50)", low=1),
-        _GCNParam("gcn_lambda", float, None, "weight of the noisy (negative) term of the loss; None = the released "
+        Param("k", int, 50, "neighbours of the per-class reciprocal kNN graph (released code: 50)", low=1),
+        Param("gcn_lambda", float, None, "weight of the noisy (negative) term of the loss; None = the released "
                   "code's value for the clean shots per class (1: 0.01, 2: 0.05, 5: 0.5, 10: 1, 20: 5)", low=0.0),
-        _GCNParam("hidden", int, 16, "GCN hidden units (released code: 16)", low=1),
-        _GCNParam("dropout", float, 0.5, "dropout on the GCN hidden layer (released code: 0.5)", low=0.0, high=0.99),
-        _GCNParam("lr", float, 0.1, "Adam learning rate of the GCN, x 0.1 every 30 iterations (released code)",
+        Param("hidden", int, 16, "GCN hidden units (released code: 16)", low=1),
+        Param("dropout", float, 0.5, "dropout on the GCN hidden layer (released code: 0.5)", low=0.0, high=0.99),
+        Param("lr", float, 0.1, "Adam learning rate of the GCN, x 0.1 every 30 iterations (released code)",
                   low=0.0, open_low=True),
-        _GCNParam("iters", int, 100, "GCN training iterations, full batch (released code: 100)", low=1),
-        _GCNParam("weight_decay", float, 5e-4, "Adam weight decay of the GCN (released code: 5e-4)", low=0.0),
-        _GCNParam("normalization", str, "row", "adjacency normalisation: 'row' D^-1 (A + I) (released code, pygcn) "
+        Param("iters", int, 100, "GCN training iterations, full batch (released code: 100)", low=1),
+        Param("weight_decay", float, 5e-4, "Adam weight decay of the GCN (released code: 5e-4)", low=0.0),
+        Param("normalization", str, "row", "adjacency normalisation: 'row' D^-1 (A + I) (released code, pygcn) "
                   "or 'sym' D^-1/2 (A + I) D^-1/2 (Kipf & Welling Eq. 2)", choices=("row", "sym")),
-        _GCNParam("cosine_epochs", int, 100, "classifier = cosine: full-batch Adam epochs (ours)", low=1),
-        _GCNParam("cosine_scale", float, 10.0, "classifier = cosine: logit scale (ours)", low=0.0, open_low=True),
+        Param("cosine_epochs", int, 100, "classifier = cosine: full-batch Adam epochs (ours)", low=1),
+        Param("cosine_scale", float, 10.0, "classifier = cosine: logit scale (ours)", low=0.0, open_low=True),
     )
 
     def run(self, data, ctx) -> dict:
@@ -130,8 +140,7 @@ class GCNNoisy(_GCNMethod):
         return {"scores": scores.astype(np.float32), "stats": stats}
 
 
-# --- nsod ---
-from .pipeline import NSOD_CITE, NSOD_PARAMS, NSODDetector
+# ---------------------------------------------------------------- nano-supervised object detection
 
 
 @register
@@ -190,15 +199,12 @@ class NSOD(NSODDetector):
                 "stats": stats}
 
 
-# --- aml ---
-AML_NAME = "aml"
-
-from .pipeline import AML_PAPER, AML_PARAMS, AMLMethod
+# ---------------------------------------------------------------- asymmetric metric learning
 
 
 @register
 class AML(AMLMethod):
-    name = AML_NAME
+    name = "aml"
     summary = ("asymmetric metric learning: a student trained in the teacher's space (student anchor, teacher "
                "positives/negatives); asymmetric testing = student queries vs teacher database")
     cite = AML_PAPER
