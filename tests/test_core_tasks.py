@@ -53,6 +53,7 @@ PAIRS = {
     **{m: ("fashion-mnist-fewshot", "few-shot") for m in ("imprinting", "protonet", "matching-net")},
     **{m: _ADV for m in ("bp", "cw", "ddn", "fgsm", "pgd")},
     "smooth-adv": ("mnist-adversarial", "adversarial"),
+    "fsfsl": ("fashion-mnist-fewshot", "few-shot"),
     "nsod": ("cluttered-detection", "detection"),
     "aml": ("sample-views", "oxford"),
     "active-learning": ("fashion-mnist", "classification"),

