@@ -42,18 +42,21 @@ class ASMKSuite:
 
     timeout = 300
     params = ([False, True], [4096], [1, 5])
-    param_names = ["binary", "k", "ma"]
+    param_names = ("binary", "k", "ma")
 
-    def setup(self, binary, k=1024, ma=1):
+    def setup(self, binary, k=1024, ma=1, n_images=200, n_desc=500, n_queries=20):
+        """``n_images`` x ``n_desc`` database descriptors, ``n_queries`` queries of ``n_desc``
+        (bench_ratios uses smaller sizes than this suite's 200 x 500, 20)."""
         from asmk import inverted_file as ivf_pkg
         from asmk import kernel as kern_pkg
         from visrep.methods.local.match_kernels import ASMKIndex
         from visrep.methods.local.vocabularies import assign
+        self.n_images = n_images
         self.c = clustered(k, seed=1)
-        self.x = clustered(200 * 500, seed=2)
-        self.ids = np.repeat(np.arange(200), 500)
+        self.x = clustered(n_images * n_desc, seed=2)
+        self.ids = np.repeat(np.arange(n_images), n_desc)
         self.w, _ = assign(self.x, self.c)
-        self.q = [clustered(500, seed=10 + j) for j in range(20)]
+        self.q = [clustered(n_desc, seed=10 + j) for j in range(n_queries)]
         self.qw = [assign(q, self.c, ma)[0] for q in self.q]
         kk = k
 
@@ -63,7 +66,7 @@ class ASMKSuite:
         self.k = k
         self.kern = kern_pkg.ASMKKernel(Codebook(), binary=binary)
         self.ivf_pkg = ivf_pkg
-        self.ours = ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
+        self.ours = ASMKIndex(self.x, self.w, self.ids, n_images, self.c, binary)
         agg = self.kern.aggregate(self.x, self.w, self.ids.copy())
         self.theirs = ivf_pkg.IVF.initialize_empty(codebook_size=k, use_idf=True)
         self.theirs.add(*agg[:2], agg[2].copy())
@@ -71,7 +74,7 @@ class ASMKSuite:
 
     def time_aggregate_ours(self, binary, k=1024, ma=1):
         from visrep.methods.local.match_kernels import ASMKIndex
-        ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
+        ASMKIndex(self.x, self.w, self.ids, self.n_images, self.c, binary)
 
     def time_aggregate_asmk(self, binary, k=1024, ma=1):
         agg = self.kern.aggregate(self.x, self.w, self.ids.copy())
@@ -85,11 +88,33 @@ class ASMKSuite:
     def time_search_asmk(self, binary, k=1024, ma=1):
         sim = lambda *a: self.kern.similarity(*a, alpha=3.0, similarity_threshold=0.0)
         for q, qw in zip(self.q, self.qw):
-            self.theirs.search(*self.kern.aggregate_image(q, qw), similarity_func=sim, topk=200)
+            self.theirs.search(*self.kern.aggregate_image(q, qw), similarity_func=sim, topk=self.n_images)
 
     def peakmem_index_ours(self, binary, k=1024, ma=1):
         from visrep.methods.local.match_kernels import ASMKIndex
-        ASMKIndex(self.x, self.w, self.ids, 200, self.c, binary)
+        ASMKIndex(self.x, self.w, self.ids, self.n_images, self.c, binary)
+
+
+def database_ours(s: ASMKSuite):
+    """visrep's database side of the asmk plugin (methods/local/plugins.py ASMK.index): exact word of
+    each database descriptor (``assign``, faiss flat, MA 1) + the ASMK(*) inverted file."""
+    from visrep.methods.local.match_kernels import ASMKIndex
+    from visrep.methods.local.vocabularies import assign
+    w, _ = assign(s.x, s.c, 1, "database descriptors")
+    return ASMKIndex(s.x, w, s.ids, s.n_images, s.c, s.binary)
+
+
+def database_asmk(s: ASMKSuite):
+    """The asmk package's database side as ``ASMKMethod.build_ivf`` runs it: ``Codebook.quantize``
+    (a faiss IndexFlatL2 over the centroids, MA 1), ``ASMKKernel.aggregate``, ``IVF.add``."""
+    import faiss
+    index = faiss.IndexFlatL2(s.c.shape[1])
+    index.add(s.c)
+    _, w = index.search(np.ascontiguousarray(s.x, dtype=np.float32), 1)
+    agg = s.kern.aggregate(s.x, w, s.ids.copy())
+    ivf = s.ivf_pkg.IVF.initialize_empty(codebook_size=s.k, use_idf=True)
+    ivf.add(*agg[:2], agg[2].copy())
+    return ivf
 
 
 class AKMAssignSuite:
@@ -180,8 +205,8 @@ if __name__ == "__main__":
     for binary, k, ma in (itertools.product((False, True), (4096, 65536), (1, 5)) if not only or "asmk" in only else ()):
         s = ASMKSuite()
         s.setup(binary, k, ma)
-        a, b = _best(lambda: s.time_aggregate_ours(binary)), _best(lambda: s.time_aggregate_asmk(binary))
-        c, d = _best(lambda: s.time_search_ours(binary)), _best(lambda: s.time_search_asmk(binary))
+        a, b = _best(lambda s=s, b=binary: s.time_aggregate_ours(b)), _best(lambda s=s, b=binary: s.time_aggregate_asmk(b))
+        c, d = _best(lambda s=s, b=binary: s.time_search_ours(b)), _best(lambda s=s, b=binary: s.time_search_asmk(b))
         print(f"ASMK{'*' if binary else ''} k={k} ma={ma}: aggregate+index ours {a:.3f}s asmk {b:.3f}s (x{b / a:.1f}); "
               f"20 queries ours {c:.3f}s asmk {d:.3f}s (x{d / c:.1f}); index bytes/image {s.ours.nbytes() / 200:.0f}")
     s = AKMAssignSuite()

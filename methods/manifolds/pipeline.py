@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+import scipy.sparse as sp
 from visrep.methods.search.pipeline import check_topk
 from visrep.methods.search.ranking import ranks_from_scores
 
@@ -50,6 +51,11 @@ GRAPH_PARAMS = (
     Param("shards", int, 1, "split the kNN-graph search into this many database shards and the queries "
           "into as many groups, run as Dask tasks when the job runs on a Dask cluster "
           "(visrep.sharding); same ranking either way", low=1),
+    Param("query_batch", int, None, "queries solved together in one block (None = 64, fewer when the dense "
+          "(n, batch) blocks would pass 128 MiB). 1 = one query at a time, each timed: the record then carries "
+          "per-query online times (per-item timings.query and timings.query_solve; diffusion, rwr and fsr with "
+          "shards = 1; the regional-* methods solve one at a time but record no per-query times), on which speed "
+          "claims are decided; a block's time divided by its queries is not a per-query time", low=1),
 )
 
 
@@ -82,7 +88,11 @@ class GraphMethod(Method):
     """
 
     task = "retrieval"
-    batch = 64
+
+    @property
+    def batch(self) -> int:
+        """Queries per block: the ``query_batch`` parameter, 64 when None."""
+        return self.cfg.get("query_batch") or 64
 
     def index(self, graph, ctx, key):
         return None
@@ -132,39 +142,16 @@ class GraphMethod(Method):
         ranks = np.empty((n_img if topk is None else topk, nq), np.int64)
         iters_all = []
         solve_s = 0.0
+        per_item = None
         t_online = time.perf_counter()
         with ctx.phase("online"):
-            if query_of is None:
-                Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"])
+            if self.cfg["query_batch"] == 1 and self.cfg["shards"] == 1:
+                iters_all, per_item = self._one_by_one(graph, state, db, q, image_of, query_of, coeff, n_img,
+                                                       ranks, ctx)
+                solve_s = float(per_item["query_solve"].sum())
             else:
-                Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"], query_of=query_of, n_queries=nq)
-            # queries per batch: dense (n, batch) float64 blocks stay around 128 MiB each at any n
-            batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
-            if self.cfg["shards"] > 1 and query_of is None:
-                # query groups as separate tasks (Dask tasks when the job runs on a cluster)
-                from visrep.sharding import shard_map
-                edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
-                groups = [slice(int(a), int(b)) for a, b in pairwise(edges)]
-                t_s = time.perf_counter()
-                solved = shard_map(_score_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
-                solve_s += time.perf_counter() - t_s
-                for cols, (F, iters) in zip(groups, solved):
-                    iters_all.append(iters)
-                    ranks[:, cols] = ranks_from_scores(F, db @ q[cols].T, topk)
-            else:
-                for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
-                                      total=-(-nq // batch), unit="batch"):
-                    cols = slice(s, min(s + batch, nq))
-                    t_s = time.perf_counter()
-                    F, iters = self.score(graph, state, QueryBatch(Y[:, cols], cols, db, q, query_of))
-                    solve_s += time.perf_counter() - t_s
-                    iters_all.append(iters)
-                    if image_of is None:
-                        sims = db @ q[cols].T
-                    else:
-                        F = pool_regions(F, image_of, coeff, n_img)
-                        sims = _image_sims(db, q, image_of, query_of, cols, n_img)
-                    ranks[:, cols] = ranks_from_scores(F, sims, topk)
+                solve_s = self._in_blocks(graph, state, db, q, image_of, query_of, coeff, n_img, ranks, iters_all,
+                                          ctx)
         per_query = (time.perf_counter() - t_online) / max(nq, 1)
         iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
         # "query": whole online time per query (y, solve, pooling, sorting); "query_solve": the solver only
@@ -172,7 +159,76 @@ class GraphMethod(Method):
         timings.update(getattr(self, "_extra_timings", {}))
         stats = {"graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0}
         stats.update(getattr(self, "_extra_stats", {}))
-        return {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
+        out = {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
+        if per_item is not None:
+            out["per_item_timings"] = per_item
+        return out
+
+    def _in_blocks(self, graph, state, db, q, image_of, query_of, coeff, n_img, ranks, iters_all, ctx) -> float:
+        """Queries solved in blocks of ``batch`` columns (or as shard groups); fills `ranks` (topk or
+        n_img, nq) and `iters_all`, returns the solver's seconds (a block's time is not split per query)."""
+        nq, topk = ranks.shape[1], self.cfg["topk"]
+        solve_s = 0.0
+        if query_of is None:
+            Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"])
+        else:
+            Y = query_vectors(db, q, self.cfg["kq"], self.cfg["gamma"], query_of=query_of, n_queries=nq)
+        # queries per batch: dense (n, batch) float64 blocks stay around 128 MiB each at any n
+        batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+        if self.cfg["shards"] > 1 and query_of is None:
+            # query groups as separate tasks (Dask tasks when the job runs on a cluster)
+            from visrep.sharding import shard_map
+            edges = np.linspace(0, nq, min(self.cfg["shards"], nq) + 1).astype(int)
+            groups = [slice(int(a), int(b)) for a, b in pairwise(edges)]
+            t_s = time.perf_counter()
+            solved = shard_map(_score_group, groups, method=self, graph=graph, state=state, Y=Y, db=db, q=q)
+            solve_s += time.perf_counter() - t_s
+            for cols, (F, iters) in zip(groups, solved):
+                iters_all.append(iters)
+                ranks[:, cols] = ranks_from_scores(F, db @ q[cols].T, topk)
+            return solve_s
+        for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries",
+                              total=-(-nq // batch), unit="batch"):
+            cols = slice(s, min(s + batch, nq))
+            t_s = time.perf_counter()
+            F, iters = self.score(graph, state, QueryBatch(Y[:, cols], cols, db, q, query_of))
+            solve_s += time.perf_counter() - t_s
+            iters_all.append(iters)
+            ranks[:, cols] = self._rank_block(F, db, q, image_of, query_of, coeff, cols, n_img, topk)
+        return solve_s
+
+    def _one_by_one(self, graph, state, db, q, image_of, query_of, coeff, n_img, ranks, ctx):
+        """Each query alone (``query_batch = 1``), timed: its y (``query_vectors`` of its own vectors),
+        the solve and the ranking. Fills `ranks`; returns (iterations per query, per-item timings
+        {"query": (nq,) s, "query_solve": (nq,) s})."""
+        nq, topk, kq, gamma = ranks.shape[1], self.cfg["topk"], self.cfg["kq"], self.cfg["gamma"]
+        t_query, t_solve = np.zeros(nq), np.zeros(nq)
+        iters_all = []
+        for j in ctx.progress(range(nq), desc=f"{self.name} queries", total=nq, unit="query"):
+            cols = slice(j, j + 1)
+            t0 = time.perf_counter()
+            if query_of is None:
+                y = query_vectors(db, q[cols], kq, gamma)
+            elif (mine := query_of == j).any():
+                y = query_vectors(db, q[mine], kq, gamma, query_of=np.zeros(int(mine.sum()), np.int64), n_queries=1)
+            else:                                         # a query without regions: y = 0, as in a block
+                y = sp.csc_matrix((db.shape[0], 1), dtype=np.float32)
+            t1 = time.perf_counter()
+            F, iters = self.score(graph, state, QueryBatch(y, cols, db, q, query_of))
+            t2 = time.perf_counter()
+            ranks[:, cols] = self._rank_block(F, db, q, image_of, query_of, coeff, cols, n_img, topk)
+            t_query[j], t_solve[j] = time.perf_counter() - t0, t2 - t1
+            iters_all.append(iters)
+        return iters_all, {"query": t_query, "query_solve": t_solve}
+
+    @staticmethod
+    def _rank_block(F, db, q, image_of, query_of, coeff, cols, n_img, topk):
+        """Ranks (topk or n_img, m) of the solved scores F (n, m) of query columns `cols`, ties broken by
+        the descriptor similarity (regional: scores pooled per image first)."""
+        if image_of is None:
+            return ranks_from_scores(F, db @ q[cols].T, topk)
+        F = pool_regions(F, image_of, coeff, n_img)
+        return ranks_from_scores(F, _image_sims(db, q, image_of, query_of, cols, n_img), topk)
 
 
 def _image_sims(db, q, image_of, query_of, cols, n_img):

@@ -10,10 +10,10 @@ import time
 from functools import partial
 
 import numpy as np
-
-from visrep.api import Method
 from visrep.methods.search.pipeline import check_topk
 from visrep.methods.search.ranking import ranks_from_scores
+
+from visrep.api import Method
 from visrep.params import Param, check_at_most
 from visrep.registry import register
 
