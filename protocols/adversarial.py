@@ -15,7 +15,7 @@ C&W / DDN papers it compares with:
   attacked images) and seconds per image;
 - graph smoothness of the perturbation r = x_adv - x on the graph of the clean image x (Zhang,
   Avrithis, Furon & Amsaleg, Smooth adversarial examples, EURASIP JIS 2020, §3): 4-neighbour
-  weights w_ij = exp(-lam (x_i - x_j)^2), W_n = D^{-1/2} W D^{-1/2}, L = I - W_n, and the
+  weights w_ij = exp(-lam ||x_i - x_j||^2) (colour distance for RGB images), W_n = D^{-1/2} W D^{-1/2}, L = I - W_n, and the
   Rayleigh quotient r^T L r / r^T r = sum_{i~j} w_ij (r_i / sqrt(d_i) - r_j / sqrt(d_j))^2 / ||r||^2
   in [0, 2] (0: r proportional to D^{1/2} 1, constant on connected flat regions; large: r
   alternates across flat areas), mean over successful examples; lam = 10 as in the paper's MNIST
@@ -28,7 +28,10 @@ optional ``clean`` float (n, ...) in [0, 1] (default: ``data.x`` / 255 for uint8
 ``timings["attack"]``), ``indices`` int (m,): when an attack covers only some items of the
 dataset (e.g. the first 1000 test images), every array above has m rows, one per listed item,
 and the labels and clean images are those items'. Metrics: ``success_rate``, ``l2_mean``, ``l2_median``, ``linf_mean``,
-``iterations_mean``, ``time_per_image``, ``n_attacked``, ``graph_smoothness``.
+``iterations_mean``, ``time_per_image``, ``n_attacked``, ``graph_smoothness``. Per item (the record's
+``per_item``): ``success_rate`` (1 / 0 per attacked image, NaN if left out), ``l2_mean`` (the L2 of each
+successful example, NaN otherwise) and ``graph_smoothness``: :func:`robustness_curve` turns them into the
+success-vs-distortion curve of the report.
 """
 from __future__ import annotations
 
@@ -49,15 +52,17 @@ def perturbation_norms(clean: np.ndarray, adv: np.ndarray) -> tuple[np.ndarray, 
 def graph_smoothness(clean: np.ndarray, adv: np.ndarray, lam: float = 10.0) -> np.ndarray:
     """(n,) r^T (I - D^{-1/2} W D^{-1/2}) r / r^T r of r = adv - clean on each clean image's 4-neighbour graph.
 
-    clean, adv (n, H, W) or (n, H, W, C) in [0, 1] (one graph per channel, energies summed); NaN where r = 0.
+    clean, adv (n, H, W) or (n, H, W, C) in [0, 1]: one graph on the pixels, weights from the squared colour
+    distance summed over the C channels (the grey-level difference when C = 1), the energies of the C channels of
+    r on it summed; NaN where r = 0.
     Zhang et al., Smooth adversarial examples, EURASIP JIS 2020, §3 (the graph and Laplacian of the attack).
     """
     x = np.asarray(clean, np.float64)
     r = np.asarray(adv, np.float64) - x
     if x.ndim == 3:
         x, r = x[..., None], r[..., None]
-    wr = np.exp(-lam * (x[:, :, 1:] - x[:, :, :-1]) ** 2)      # (n, H, W-1, C)
-    wd = np.exp(-lam * (x[:, 1:] - x[:, :-1]) ** 2)            # (n, H-1, W, C)
+    wr = np.exp(-lam * ((x[:, :, 1:] - x[:, :, :-1]) ** 2).sum(-1, keepdims=True))    # (n, H, W-1, 1)
+    wd = np.exp(-lam * ((x[:, 1:] - x[:, :-1]) ** 2).sum(-1, keepdims=True))          # (n, H-1, W, 1)
     d = np.zeros_like(x)
     d[:, :, 1:] += wr
     d[:, :, :-1] += wr
@@ -69,6 +74,42 @@ def graph_smoothness(clean: np.ndarray, adv: np.ndarray, lam: float = 10.0) -> n
     norm = (r * r).reshape(len(x), -1).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norm > 0, energy / np.where(norm > 0, norm, 1.0), np.nan)
+
+
+def success_at_distortion(l2: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """(m,) fraction of attacked images whose adversarial example has L2 <= eps[j] (success vs distortion budget).
+
+    l2 (n,): the per-image L2 of each attacked image's successful adversarial example, NaN (or inf)
+    where the attack failed (a failure counts as never successful); images not attacked are left
+    out by the caller (the protocol's per-item ``success_rate`` is NaN for them). eps (m,) budgets.
+    The curve is the empirical CDF of the successful L2s scaled by the success rate: it rises from
+    0 to ``success_rate`` at eps >= max L2 (the "success rate vs distortion" curve of e.g. Rony et
+    al. CVPR 2019, Fig. 4, and Zhang et al. TIFS 2021).
+    """
+    d = np.asarray(l2, np.float64).ravel()
+    e = np.asarray(eps, np.float64).ravel()
+    if d.size == 0:
+        return np.full(e.shape, np.nan)
+    ok = np.sort(d[np.isfinite(d)])
+    return np.searchsorted(ok, e, side="right") / d.size
+
+
+def robustness_curve(per_item: dict, eps: np.ndarray | None = None, n_eps: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(eps (m,), fraction (m,)) of a record's per-item values of this protocol (lists with None = NaN).
+
+    per_item["success_rate"] (n,): 1 / 0 per attacked image, NaN for images left out; per_item["l2_mean"]
+    (n,): L2 of the successful examples, NaN for failures. eps defaults to n_eps points on [0, 1.05 max L2].
+    """
+    s = np.array([np.nan if v is None else v for v in per_item.get("success_rate", [])], np.float64)
+    d = np.array([np.nan if v is None else v for v in per_item.get("l2_mean", [])], np.float64)
+    if s.shape != d.shape:
+        raise UserError(f"per-item success_rate {s.shape} and l2_mean {d.shape} differ in length")
+    attacked = np.isfinite(s)
+    d = np.where(attacked & (s > 0), d, np.nan)[attacked]
+    if eps is None:
+        top = np.nanmax(d) if np.isfinite(d).any() else 1.0
+        eps = np.linspace(0.0, 1.05 * top, n_eps)
+    return np.asarray(eps, np.float64), success_at_distortion(d, eps)
 
 
 @register

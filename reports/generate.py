@@ -379,6 +379,120 @@ def _plots(out: Path, records, results, asv_dir: Path | None) -> list[tuple[str,
     return made
 
 
+def _robustness(out: Path, records) -> tuple[str, list[str]]:
+    """(html, markdown) of the "Adversarial robustness" section: success vs L2 budget curves of every
+    attack on each MNIST model (records of the adversarial protocol on mnist-adversarial with per-image
+    values; the newest record per method x model x parameters), and the perturbation pictures of
+    :func:`_perturbation_figure`; ("", []) when there is no such record."""
+    from visrep.protocols.adversarial import robustness_curve
+
+    from . import plots
+    pdir = out / "plots"
+    pdir.mkdir(parents=True, exist_ok=True)
+    newest: dict[tuple, dict] = {}
+    for _, rec in records:
+        pi = rec.get("per_item") or {}
+        if rec.get("protocol") != "adversarial" or rec.get("dataset") != "mnist-adversarial" \
+                or "l2_mean" not in pi or "success_rate" not in pi:
+            continue
+        params = dict(rec.get("params") or {})
+        model = params.pop("model", "walking")
+        key = (model, rec["method"], json.dumps(params, sort_keys=True, default=str))
+        if key not in newest or str(rec.get("created", "")) > str(newest[key].get("created", "")):
+            newest[key] = rec
+    from visrep.registry import methods
+    panels: dict[str, dict] = {}
+    names = {"clean": "1. clean LeNet", "adv": "2. adversarially trained LeNet", "walking": "3. BP paper's CNN (walking)"}
+    attacked: dict[str, set] = {}
+    for (model, method, params), rec in sorted(newest.items()):
+        try:
+            defaults = {q.name: q.default for q in methods.get(method).params}
+        except Exception:  # noqa: BLE001 -- a record of a method no longer registered: show all its parameters
+            defaults = {}
+        p = json.loads(params)
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(p.items()) if k not in ("n_images", "batch_size", "weights")
+                          and k in defaults and v != defaults[k])
+        label = f"{method} ({extra})" if extra else method
+        panel = names.get(model, model)
+        panels.setdefault(panel, {})[label] = robustness_curve(rec["per_item"])
+        attacked.setdefault(panel, set()).add(sum(v is not None for v in rec["per_item"]["success_rate"]))
+    panels = {f"{m} ({'/'.join(str(n) for n in sorted(attacked[m]))} attacked)": c for m, c in panels.items()}
+    html, md = [], []
+    if panels:
+        p = plots.robustness_curves(panels, "Success rate against L2 distortion budget (MNIST)",
+                                    pdir / "robustness_curves.png")
+        if p:
+            cap = ("For each model and attack, the fraction of the attacked MNIST test images whose adversarial example "
+                   "has L2 <= eps (pixels in [0, 1]), against eps; a failure never counts, so each curve ends at the "
+                   "attack's success rate. From the records' per-image values of the adversarial protocol.")
+            html.append(f'<figure><a href="plots/{p.name}"><img src="plots/{p.name}" alt="{_e(cap)}"></a>'
+                        f'<figcaption class="meta">{_e(cap)}</figcaption></figure>')
+            md += [f"![Success rate against L2 distortion budget](plots/{p.name})", "", cap, ""]
+    pic = _perturbation_figure(pdir, records)
+    if pic:
+        src, cap = pic
+        html.append(f'<figure><a href="{src}"><img src="{src}" alt="{_e(cap)}"></a>'
+                    f'<figcaption class="meta">{_e(cap)}</figcaption></figure>')
+        md += [f"![Perturbations of one photograph]({src})", "", cap, ""]
+    if not html:
+        return "", []
+    return ('<section id="robustness" class="plots"><h2>Adversarial robustness</h2>' + "".join(html) + "</section>",
+            ["## Adversarial robustness", "", *md])
+
+
+def _perturbation_figure(pdir: Path, records) -> tuple[str, str] | None:
+    """(src, caption) of the picture of one photograph's C&W and smooth perturbations, or None.
+
+    Records hold no arrays, so the picture re-runs, for the first photograph of the newest
+    smooth-adv records on photos-adversarial (one with alpha = 0: C&W, one with alpha > 0: sC&W),
+    the same attack with the record's parameters on that photograph alone. C&W and sC&W have no
+    random step, so this is the record's own adversarial example up to floating-point differences
+    of batch size; the caption gives the record's L2 of that image beside the re-run's.
+    """
+    chosen: dict[str, dict] = {}
+    for _, rec in records:
+        params = rec.get("params") or {}
+        if rec.get("method") != "smooth-adv" or rec.get("dataset") != "photos-adversarial":
+            continue
+        kind = "C&W" if not params.get("alpha") else "sC&W (smooth)"
+        if kind not in chosen or str(rec.get("created", "")) > str(chosen[kind].get("created", "")):
+            chosen[kind] = rec
+    if len(chosen) < 2:
+        return None
+    try:
+        import numpy as np
+
+        from visrep.context import RunContext
+        from visrep.registry import datasets, methods
+
+        from . import plots
+        rec0 = chosen["C&W"]
+        data = datasets.create("photos-adversarial", **(rec0.get("dataset_params") or {})).load(RunContext())
+        data = data.subset(np.arange(1))
+        rs, caps = {}, []
+        for kind in ("C&W", "sC&W (smooth)"):
+            rec = chosen[kind]
+            params = {**rec["params"], "n_images": 1}
+            outputs = methods.create("smooth-adv", **params).run(data, RunContext(seed=rec.get("seed", 0)))
+            r = outputs["adversarial"][0] - outputs["clean"][0]
+            rs[kind] = r
+            l2_rec = (rec.get("per_item") or {}).get("l2_mean", [None])[0]
+            caps.append(f"{kind}: L2 {np.sqrt((r * r).sum()):.3f} here, {l2_rec if l2_rec is None else round(l2_rec, 3)} "
+                        f"in its record, top-1 {int(outputs['clean_top1'][0])} -> {int(outputs['adv_top1'][0])}")
+        p = plots.perturbation_panels(outputs["clean"][0], rs, "Perturbations of one photograph (EfficientNet-Lite0)",
+                                      pdir / "perturbations_photo.png")
+    except Exception as e:  # noqa: BLE001 -- a picture must not stop the report; say why it is missing
+        print(f"report: perturbation picture skipped: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    if p is None:
+        return None
+    cap = (f"The clean photograph {Path(data.paths[0]).name} (224 x 224) and the C&W and smooth (sC&W) perturbations "
+           f"x_adv - x of EfficientNet-Lite0 attacked on its own top-1 class, amplified with one common gain around grey. "
+           f"Re-run here on this photograph alone with the records' parameters (deterministic attacks): "
+           + "; ".join(caps) + ".")
+    return f"plots/{p.name}", cap
+
+
 # ------------------------------------------------------------------------------ markdown
 def _md_table(tr, link) -> list[str]:
     t = tr.table
@@ -657,6 +771,11 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
         body.append(f'<section id="plots" class="plots"><h2>Plots</h2>{imgs}</section>')
         md += ["## Plots", ""] + [f"![{cap}]({src})" for cap, src in plot_list] + [""]
         nav.append('<a href="#plots">plots</a>')
+    rob_html, rob_md = _robustness(out, resolver.index.records)
+    if rob_html:
+        body.append(rob_html)
+        md += rob_md
+        nav.append('<a href="#robustness">robustness</a>')
     if rehearsal is not None:
         r_html, r_md = _readiness(Path(rehearsal))
         body.append(r_html)

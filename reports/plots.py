@@ -259,3 +259,69 @@ def forest(rows: list[dict], title: str, path: Path) -> Path | None:
     axes[0, 0].legend(handles=handles, fontsize=7.5, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def robustness_curves(panels: dict[str, dict[str, tuple]], title: str, path: Path) -> Path | None:
+    """Success rate against L2 distortion budget, one panel per model, one line per attack.
+
+    panels: {model: {attack: (eps (m,), fraction (m,))}}, the fraction of attacked images whose
+    adversarial example has L2 <= eps (:func:`visrep.protocols.adversarial.robustness_curve`);
+    the same colour names the same attack in every panel, one legend beside the last panel.
+    """
+    panels = {m: {a: c for a, c in curves.items() if len(c[0]) >= 2} for m, curves in panels.items()}
+    panels = {m: c for m, c in panels.items() if c}
+    if not panels:
+        return None
+    plt = _plt()
+    attacks = sorted({a for c in panels.values() for a in c})
+    cmap = plt.get_cmap("tab10" if len(attacks) <= 10 else "tab20")
+    colors = {a: cmap(i % cmap.N) for i, a in enumerate(attacks)}
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n + 1.6, 3.4), sharey=True, squeeze=False)
+    for ax, (model, curves) in zip(axes[0], sorted(panels.items())):
+        for a in attacks:
+            if a in curves:
+                eps, frac = curves[a]
+                ax.step(eps, frac, where="post", color=colors[a], linewidth=1.4, label=a)
+        ax.set_title(_wrap(model, 34), fontsize=9)
+        ax.set_xlabel("L2 budget ε (pixels in [0, 1])", fontsize=8.5)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("success rate (L2 ≤ ε)")
+    handles = [plt.Line2D([], [], color=colors[a], linewidth=1.6) for a in attacks]
+    axes[0, -1].legend(handles, [_wrap(a, 26) for a in attacks], fontsize=7.5, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0), frameon=False, title="attack", title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def perturbation_panels(clean, perturbations: dict, title: str, path: Path, gain: float | None = None) -> Path | None:
+    """The clean image and each named perturbation, amplified, side by side.
+
+    clean (H, W, 3) or (H, W) in [0, 1]; perturbations {label: r (same shape) = x_adv - x}. Each r is shown
+    as 0.5 + gain * r clipped to [0, 1], the same gain for all (default 0.5 / max |r| over all of them),
+    written in each panel's title, so that the panels compare by eye.
+    """
+    import numpy as np
+    if not perturbations:
+        return None
+    plt = _plt()
+    rs = {k: np.asarray(v, np.float64) for k, v in perturbations.items()}
+    top = max(float(np.abs(r).max()) for r in rs.values())
+    gain = gain or (0.5 / top if top > 0 else 1.0)
+    n = 1 + len(rs)
+    fig, axes = plt.subplots(1, n, figsize=(2.7 * n, 3.0), squeeze=False)
+    cmap = "gray" if np.asarray(clean).ndim == 2 else None
+    axes[0, 0].imshow(np.clip(clean, 0, 1), cmap=cmap, vmin=0, vmax=1)
+    axes[0, 0].set_title("clean", fontsize=9)
+    for ax, (label, r) in zip(axes[0, 1:], rs.items()):
+        ax.imshow(np.clip(0.5 + gain * r, 0, 1), cmap=cmap, vmin=0, vmax=1)
+        ax.set_title(_wrap(f"{label} (L2 {np.sqrt((r * r).sum()):.2f}, x{gain:.0f})", 30), fontsize=8.5)
+    for ax in axes[0]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

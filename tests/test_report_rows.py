@@ -37,6 +37,7 @@ UNSTATED = {
     "fsr_speed": "no rows (a claim only)",
     "hpm": "no rows (a figure)",
     "nsod": "proxy rows only; the talk states no setting (a figure with a claim)",
+    "robustness": "no rows (a figure: curves and one claim)",
     "smooth_adv": "proxy rows only; the slide's two numbers are cited",
     "scene_maps": "the talk states no vocabulary or parameter for European Cities 1M",
     "object_discovery": "the talk states no backbone for its GeM / EGM rows",

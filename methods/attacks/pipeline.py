@@ -13,11 +13,14 @@ from visrep.api import Method
 from visrep.errors import UserError
 from visrep.params import Param, check_at_most
 
+from .imagenet_models import IMAGENET_MODEL_NAMES
 from .mnist_models import MODEL_NAMES
 
 ATTACK_PARAMS = (
     Param("model", str, "walking", "target model: clean / adv (advertorch LeNet5, normally / adversarially "
-          "trained) or walking (the BP paper's SmallCNN)", choices=MODEL_NAMES),
+          "trained) or walking (the BP paper's SmallCNN) on MNIST; efficientnet-lite0 (the real ImageNet "
+          "network, [0, 1] RGB photos, labels = its own top-1 on the clean image)",
+          choices=MODEL_NAMES + IMAGENET_MODEL_NAMES),
     Param("weights", str, None, "state_dict file of the model (default: the shared data folder's)"),
     Param("n_images", int, 1000, "attack the first N images of the dataset (0 = all)", low=0),
     Param("batch_size", int, 100, "images per attacked batch", low=1),
@@ -50,6 +53,8 @@ class AttackMethod(Method):
     def run(self, data, ctx) -> dict:
         import torch
 
+        if self.cfg["model"] in IMAGENET_MODEL_NAMES:
+            return self.run_photos(data, ctx)
         from .mnist_models import (
             load_model,
             mnist_to_tensor,
@@ -83,4 +88,48 @@ class AttackMethod(Method):
             "time": elapsed,
             "timings": {"attack": elapsed, "per_image": elapsed / max(n, 1)},
             "stats": {"clean_accuracy": float((clean_pred == y).float().mean()) if n else 0.0},
+        }
+
+    def run_photos(self, data, ctx) -> dict:
+        """Attack RGB photographs (n, H, W, 3) with the ImageNet network named by ``model``.
+
+        The photographs have no ImageNet ground truth: the label attacked is the network's own top-1
+        class on the clean image (so every image is attacked and "success" = the top-1 changed).
+        Outputs as :meth:`run`, with ``success`` (n,) instead of the predictions against the
+        dataset's labels, ``clean_top1`` / ``adv_top1`` (n,) and ``adversarial`` / ``clean``
+        (m, H, W, 3) float32 in [0, 1].
+        """
+        from .imagenet_models import (
+            load_imagenet_model,
+            photos_to_tensor,
+            predict_logits,
+        )
+        if getattr(data, "x", None) is None or np.asarray(data.x).ndim != 4:
+            raise UserError(f"method '{self.name}' with model={self.cfg['model']} needs (n, H, W, 3) photographs; "
+                            f"dataset {getattr(data, 'name', '?')} has none (use photos-adversarial)")
+        check_at_most(self.cfg["n_images"], len(data.labels), "n_images", f"method '{self.name}'",
+                      f"{getattr(data, 'name', 'the dataset')} has {len(data.labels)} images", "or n_images=0 for all")
+        n = self.cfg["n_images"] or len(data.labels)
+        idx = np.arange(n)
+        model = load_imagenet_model(self.cfg["model"], self.cfg["weights"])
+        x = photos_to_tensor(data.x[idx])
+        y = predict_logits(model, x).argmax(1)
+        with ctx.phase("attack"):
+            t0 = time.perf_counter()
+            x_adv, iterations = self.attack(model, x, y, seed=ctx.seed)
+            elapsed = time.perf_counter() - t0
+        if x_adv.shape != x.shape or not bool(np.isfinite(x_adv.numpy()).all()):
+            raise RuntimeError(f"attack '{self.name}' returned a bad batch: shape {tuple(x_adv.shape)}")
+        x_adv = x_adv.clamp(0, 1)
+        adv_top1 = predict_logits(model, x_adv).argmax(1)
+        return {
+            "adversarial": x_adv.permute(0, 2, 3, 1).numpy(),
+            "clean": x.permute(0, 2, 3, 1).numpy(),
+            "indices": idx,
+            "success": (adv_top1 != y).numpy(),
+            "clean_top1": y.numpy(),
+            "adv_top1": adv_top1.numpy(),
+            "iterations": iterations.numpy(),
+            "time": elapsed,
+            "timings": {"attack": elapsed, "per_image": elapsed / max(n, 1)},
         }

@@ -5,8 +5,9 @@ Zhang, Avrithis, Furon & Amsaleg, Smooth adversarial examples, EURASIP J. on Inf
 be 'smooth like' the input image".
 
 The graph (paper §3, "graph Laplacian smoothing"; the authors' ``knn.py`` / ``matlabGenerate``):
-one node per pixel (per channel), edges between 4-neighbours, weight w_ij = exp(-lam (x_i - x_j)^2)
-on the clean image x (values in [0, 1]; lam = 10 in the authors' MNIST graphs), degree
+one node per pixel, edges between 4-neighbours, weight w_ij = exp(-lam ||x_i - x_j||^2) on the clean
+image x (values in [0, 1], ||.|| over the colour channels of an RGB image; lam = 10 in the authors'
+MNIST graphs), the same graph smoothing each channel of the perturbation, degree
 d_i = sum_j w_ij, normalised adjacency W_n = D^{-1/2} W D^{-1/2}, Laplacian L = I - W_n and its
 regularised form L_alpha = I - alpha W_n (alpha in [0, 1); 0.95 for MNIST in the authors' graphs).
 Laplacian smoothing of a signal r (Zhou et al., Learning with local and global consistency, NIPS
@@ -35,8 +36,8 @@ image is y = clip_[0,1](x + phi(z)) and Adam minimises
 code), keeping the adversarial y of least L2 seen, with the binary search over c of C&W.
 With alpha = 0, phi is the identity and the attack is C&W with a clipped box (the authors' baseline).
 
-Shapes: images (b, C, H, W) float32 in [0, 1]; edge weights (b, C, H, W-1) horizontal and
-(b, C, H-1, W) vertical; signals like the images. torch is imported inside functions only.
+Shapes: images (b, C, H, W) float32 in [0, 1]; edge weights (b, 1, H, W-1) horizontal and
+(b, 1, H-1, W) vertical (shared by the C channels); signals like the images. torch is imported inside functions only.
 """
 from __future__ import annotations
 
@@ -45,9 +46,15 @@ from .common import logit_margin
 
 
 def image_affinities(x, lam: float):
-    """4-neighbour weights exp(-lam (x_i - x_j)^2) of images x (b, C, H, W): (right (b,C,H,W-1), down (b,C,H-1,W))."""
-    wr = (-lam * (x[..., :, 1:] - x[..., :, :-1]) ** 2).exp()
-    wd = (-lam * (x[..., 1:, :] - x[..., :-1, :]) ** 2).exp()
+    """4-neighbour weights exp(-lam ||x_i - x_j||^2) of images x (b, C, H, W): (right (b,1,H,W-1), down (b,1,H-1,W)).
+
+    One graph per image on its pixels: ||x_i - x_j||^2 is summed over the C channels (the colour
+    distance of an RGB image, the grey-level difference squared when C = 1), and the same weights
+    smooth every channel of the perturbation (paper §3: the image x in R^{n x d} has one node per
+    pixel and d = 3 values per node for colour images).
+    """
+    wr = (-lam * ((x[..., :, 1:] - x[..., :, :-1]) ** 2).sum(-3, keepdim=True)).exp()
+    wd = (-lam * ((x[..., 1:, :] - x[..., :-1, :]) ** 2).sum(-3, keepdim=True)).exp()
     return wr, wd
 
 
