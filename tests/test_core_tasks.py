@@ -45,6 +45,8 @@ PAIRS = {
     "supervised": ("cifar10", "classification"),
     "mnist-model": ("mnist", "classification"),
     "mom": ("cub200", "metric-learning"),
+    "mom-head": ("cub200", "metric-learning"),
+    "pretrained-net": ("mnist-unseen", "metric-learning"),
     "pretrained": ("cub200", "metric-learning"),
     **{m: ("fashion-mnist-unseen", "metric-learning") for m in ("contrastive", "triplet")},
     "cosine-classifier": ("miniimagenet", "few-shot"),
@@ -53,11 +55,11 @@ PAIRS = {
     **{m: ("fashion-mnist-fewshot", "few-shot") for m in ("imprinting", "protonet", "matching-net")},
     **{m: _ADV for m in ("bp", "cw", "ddn", "fgsm", "pgd")},
     "smooth-adv": ("mnist-adversarial", "adversarial"),
-    "fsfsl": ("fashion-mnist-fewshot", "few-shot"),
     "nsod": ("cluttered-detection", "detection"),
     "aml": ("sample-views", "oxford"),
     "active-learning": ("fashion-mnist", "classification"),
     "gcn-noisy": ("fashion-mnist-noisy", "classification"),
+    "fsfsl": ("fashion-mnist-fewshot", "few-shot"),
 }
 
 

@@ -100,8 +100,8 @@ def test_mom_and_pretrained_outputs(digits_split):
     from visrep.registry import methods
     base = methods.create("pretrained", pca_dim=16).run(digits_split, RunContext(quiet=True))
     kw = {"pca_dim": 16, "k": 10, "n_anchors": 100, "k_euclidean": 10, "k_manifold": 20, "epochs": 2}
-    r1 = methods.create("mom", **kw).run(digits_split, RunContext(quiet=True, seed=3))
-    r2 = methods.create("mom", **kw).run(digits_split, RunContext(quiet=True, seed=3))
+    r1 = methods.create("mom-head", **kw).run(digits_split, RunContext(quiet=True, seed=3))
+    r2 = methods.create("mom-head", **kw).run(digits_split, RunContext(quiet=True, seed=3))
     assert r1["embeddings"].shape == (len(digits_split), 16)
     assert np.array_equal(r1["embeddings"], r2["embeddings"])
     assert np.allclose(np.linalg.norm(r1["embeddings"], axis=1), 1, atol=1e-5)

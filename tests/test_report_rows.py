@@ -41,7 +41,6 @@ UNSTATED = {
     "smooth_adv": "proxy rows only; the slide's two numbers are cited",
     "scene_maps": "the talk states no vocabulary or parameter for European Cities 1M",
     "object_discovery": "the talk states no backbone for its GeM / EGM rows",
-    "mom_cub": "GoogLeNet backbone of the metric-learning room: no backbone parameter there yet",
 }
 
 
@@ -129,6 +128,14 @@ def check_dense(row, col, cfg, dcfg):
     return [("n_way", dcfg["n_way"], 5), ("k_shot", dcfg["k_shot"], int(col.label.split("-")[0]))]
 
 
+def check_mom_cub(row, col, cfg, dcfg):
+    if row.method == "mom":                  # the paper fine-tunes GoogLeNet end to end
+        return [("backbone (GoogLeNet)", cfg["backbone"], "googlenet")]
+    if row.method == "triplet":              # FaceNet's loss and negatives
+        return [("margin", cfg["margin"], 0.2), ("semi-hard negatives", cfg["negatives"], "hardest")]
+    return []                                # the baseline: the given GoogLeNet descriptor files
+
+
 def check_reference(row, col, cfg, dcfg):
     return [("features", Path(dcfg["features"]).name, "oxford_features_caffenet_pca128.fvecs"),
             ("protocol", col.protocol, "oxford")]
@@ -139,6 +146,7 @@ STATED = {
     "asmk": check_asmk,
     "dsm": check_dsm,
     "mom_retrieval": check_mom_retrieval,
+    "mom_cub": check_mom_cub,
     "regional_diffusion": check_regional_diffusion,
     "dlp": check_dlp,
     "dense_classification": check_dense,

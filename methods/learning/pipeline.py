@@ -264,7 +264,7 @@ class EpisodicMethod(Method):
 
 
 # ---------------------------------------------------------------- metric learning on pre-trained descriptors (MoM and its supervised baselines)
-#: the head and optimizer shared by `mom`, `contrastive`, `triplet` (defaults as `mom` has always had)
+#: the head and optimizer shared by `mom-head`, `contrastive`, `triplet` (defaults as `mom-head` has always had)
 HEAD_TRAIN_PARAMS = (
     Param("epochs", int, 20, "training epochs", low=1),
     Param("lr", float, 1e-3, "Adam learning rate", low=0, open_low=True),
@@ -273,7 +273,7 @@ HEAD_TRAIN_PARAMS = (
 
 
 def train_head(x: np.ndarray, cfg, ctx, epoch_batches, batch_loss, desc: str):
-    """The training loop of `mom` and of its supervised baselines: head ``g(x) = normalize(L x + B relu(A x))``
+    """The training loop of `mom-head` and of its supervised baselines: head ``g(x) = normalize(L x + B relu(A x))``
     (:func:`.mining.make_head`, identity at start) on frozen descriptors x (n, d) float32, Adam.
 
     ``epoch_batches(epoch) -> list of index arrays`` gives one epoch's minibatches;
@@ -305,7 +305,7 @@ SUPERVISED_METRIC_PARAMS = FEATURE_PARAMS + HEAD_TRAIN_PARAMS + (
 
 
 class SupervisedMetricMethod(Method):
-    """Supervised metric learning with the training loop of `mom` (:func:`train_head`): labels of the training
+    """Supervised metric learning with the training loop of `mom-head` (:func:`train_head`): labels of the training
     split (data.train.labels) define positives and negatives; class-balanced minibatches; a plugin gives
     ``batch_loss(emb (b, d) torch, labels (b,) numpy, rng) -> scalar``. Outputs ``embeddings`` of the test split.
     """
@@ -343,3 +343,153 @@ class SupervisedMetricMethod(Method):
             emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
         tail = hist[-min(20, len(hist)):]
         return {"embeddings": emb, "stats": {"steps": len(hist), "final_loss": float(np.mean(tail))}}
+
+
+# ---------------------------------------------------------------- end-to-end MoM: the pre-trained network, images, fine-tuning
+MOM_NET_PARAMS = (
+    Param("backbone", str, "convnet", "network fine-tuned end to end: 'convnet' (the proxy CNN of convnets.py, "
+          "pre-trained on pretrain_data) or a torchvision/timm name with weights ('googlenet' as the paper on CUB; "
+          "'efficientnet_lite0' for photographs: its packaged ImageNet weights when weights is None)"),
+    Param("weights", str, None, "state dict of the backbone (None: convnet -> pre-trained here on pretrain_data)"),
+    Param("pretrain_data", str, None, "convnet: folder holding an MNIST-layout training split "
+          "(train-images/labels-idx*-ubyte[.gz]) of ANOTHER domain, on which the network is pre-trained with its "
+          "labels; it stands for the paper's ImageNet pre-training (proxy: Fashion-MNIST for digits)"),
+    Param("pretrain_size", int, 6000, "convnet: images of pretrain_data used (seeded subset)", low=10),
+    Param("pretrain_epochs", int, 2, "convnet: epochs of supervised pre-training on pretrain_data", low=1),
+    Param("width", int, 16, "convnet: channels of the first conv block (x2 per block, at most x4)", low=1),
+    Param("blocks", int, 3, "convnet: conv blocks", low=1, high=6),
+    Param("imsize", int, 224, "photographs: side of the square network input (GoogLeNet: 224)", low=16),
+)
+
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _photo_trunk(arch: str, weights):
+    """(trunk: images (B, 3, S, S) -> maps (B, C, h, w), C) of a torchvision/timm network with its weights."""
+    import torch
+    from torch import nn
+    from visrep.methods.cnn.backbones import (
+        _read_state_dict,
+        load_backbone,
+        make_architecture,
+        match_state_dict,
+        retrieval_trunk,
+    )
+    if arch == "googlenet":                          # torchvision GoogLeNet: no `features`; cut before avgpool
+        if weights is None:
+            raise UserError("backbone 'googlenet' needs a weights file (torchvision's googlenet-1378be20.pth)")
+        model = make_architecture("googlenet")
+        sd = match_state_dict(model.state_dict(), _read_state_dict(__import__("pathlib").Path(weights)),
+                              f"weights {weights} for 'googlenet'")
+        model.load_state_dict(sd, strict=True)
+
+        class ToInception(nn.Module):
+            """ImageNet-normalized input -> the (x - 0.5) / 0.5 input of torchvision's ported GoogLeNet weights
+            (what its ``transform_input = True`` does)."""
+
+            def forward(self, x):
+                m = torch.tensor(_IMAGENET[0], device=x.device).view(1, 3, 1, 1)
+                s = torch.tensor(_IMAGENET[1], device=x.device).view(1, 3, 1, 1)
+                return (x * s + m - 0.5) / 0.5
+
+        trunk = nn.Sequential(ToInception(), *[m for name, m in model.named_children()
+                                               if name not in ("aux1", "aux2", "avgpool", "dropout", "fc")])
+    else:
+        import copy
+        model = copy.deepcopy(load_backbone(arch, weights).model)      # fine-tuning must not touch the cached one
+        trunk = retrieval_trunk(model, arch)
+        if not isinstance(trunk, nn.Module):                          # timm: the bound forward_features
+
+            class Features(nn.Module):
+                def __init__(self, net):
+                    super().__init__()
+                    self.net = net
+
+                def forward(self, x):
+                    return self.net.forward_features(x)
+
+            trunk = Features(model)
+    trunk.eval()                                     # (a probe in train mode would move the BN statistics)
+    with torch.no_grad():
+        c = trunk(torch.zeros(2, 3, 64, 64)).shape[1]
+    return trunk, int(c)
+
+
+def mom_images(part, cfg):
+    """Images of a split as a torch tensor (n, C, S, S) (uint8, or float32 in [0, 1] for float arrays) and
+    ``to_input(batch) -> float network input``.
+
+    Grey/colour arrays in ``part.x`` (n, H, W[, C]) are used as they are for the convnet; photographs
+    (``part.image(i)`` or 4-d x with a photo backbone) are resized to imsize x imsize and normalized
+    with the ImageNet mean/std at batch time.
+    """
+    import torch
+    import torch.nn.functional as F
+    x = None if part.x is None else np.asarray(part.x)
+    if cfg["backbone"] == "convnet":
+        if x is None or x.ndim not in (3, 4):
+            raise UserError(f"{part.name}: backbone 'convnet' needs images (n, H, W[, C]) in x")
+        if x.dtype != np.uint8:                      # float images: scaled as images_to_tensor does
+            from .convnets import images_to_tensor
+            return images_to_tensor(x), lambda b: b
+        u8 = torch.from_numpy(np.ascontiguousarray(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)))
+        return u8, lambda b: b.float() / 255.0
+    s = cfg["imsize"]
+    out = torch.empty((len(part), 3, s, s), dtype=torch.uint8)
+    for i in range(len(part)):
+        img = np.asarray(x[i] if x is not None and x.ndim in (3, 4) else part.image(i))
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].float()
+        out[i] = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False)[0].round().clamp(0, 255).byte()
+    mean = torch.tensor(_IMAGENET[0]).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET[1]).view(1, 3, 1, 1)
+    return out, lambda b: (b.float() / 255.0 - mean.to(b.device)) / std.to(b.device)
+
+
+def mom_network(data, cfg, ctx):
+    """(trunk, channels): the pre-trained network MoM starts from (Iscen et al. CVPR 2018: ImageNet
+    GoogLeNet on CUB). ``convnet``: the proxy CNN pre-trained with labels on `pretrain_data`, another
+    domain (cached: the same parameters and seed give the same weights)."""
+    import torch
+
+    from .convnets import images_to_tensor, make_convnet, seed_torch, train_classifier
+    if cfg["backbone"] != "convnet":
+        return _photo_trunk(cfg["backbone"], cfg["weights"])
+    x = np.asarray(data.train.x) if data.train is not None and data.train.x is not None else None
+    in_ch = 1 if x is None or x.ndim == 3 else x.shape[3]
+    net = make_convnet(in_ch=in_ch, width=cfg["width"], blocks=cfg["blocks"], n_classes=0)
+    if cfg["weights"]:
+        sd = torch.load(cfg["weights"], map_location="cpu", weights_only=True)
+        net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in sd.items() if not k.startswith("head.")})
+        return net.trunk, net.dim
+    if not cfg["pretrain_data"]:
+        raise UserError("method 'mom': backbone 'convnet' needs weights=FILE or pretrain_data=FOLDER (a labelled "
+                        "training split of another domain, e.g. /usr/share/datasets/fashion-mnist)")
+
+    def compute():
+        from visrep.datasets.mnist import read_mnist_split
+        src = read_mnist_split(cfg["pretrain_data"], "train", "pretrain")
+        keep = np.sort(np.random.default_rng(ctx.seed).permutation(len(src))[:cfg["pretrain_size"]])
+        xs = np.asarray(src.x)[keep]
+        ys = np.asarray(src.labels)[keep]
+        seed_torch(ctx.seed)
+        m = make_convnet(in_ch=in_ch, width=cfg["width"], blocks=cfg["blocks"], n_classes=int(ys.max()) + 1)
+        train_classifier(m, images_to_tensor(xs), ys, cfg["pretrain_epochs"], seed=ctx.seed)
+        return {k: v.detach().numpy().copy() for k, v in m.trunk.state_dict().items()}
+
+    what = {k: cfg[k] for k in ("pretrain_data", "pretrain_size", "pretrain_epochs", "width", "blocks")}
+    sd = ctx.cached("mom-pretrained-convnet", {**what, "seed": ctx.seed, "in_ch": in_ch}, (mom_network,), compute)
+    net.trunk.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()})
+    return net.trunk, net.dim
+
+
+def embed_images(net, u8, to_input, device: str = "cpu", batch: int = 256) -> np.ndarray:
+    """net (eval mode) over uint8 images (n, C, S, S) -> (n, d) float32."""
+    import torch
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(u8), batch):
+            out.append(net(to_input(u8[s:s + batch].to(device))).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -1,6 +1,6 @@
 """The method plugins of methods/learning/ (talk Part III): `supervised`, `dlp`, `mean-teacher`,
-`pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `cosine-classifier`, `dense-classification`,
-`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`.
+`pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `mom-head`, `pretrained-net`, `cosine-classifier`, `dense-classification`,
+`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`, `fsfsl` (talk Part IV slide, few-shot room).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -15,16 +15,26 @@ from visrep.params import Param, check_at_most
 from visrep.registry import register
 
 from .few_shot import CITE as FEW_SHOT_CITE
-from .few_shot import _last_block, implant_episode
+from .few_shot import frozen_activations, implant_episode
 from .label_propagation import CITE as LP_CITE
 from .label_propagation import class_weights, dlp_graph, propagate, pseudo_labels
 from .metric_few_shot import CITE_IMPRINT, CITE_MATCH, CITE_PROTO
 from .metric_losses import CITE_CONTRASTIVE, CITE_TRIPLET
 from .mining import CITE as MOM_CITE
-from .mining import mine, select_anchors, triplet_loss, tuples_from_pools
+from .mining import (
+    make_embedder,
+    mine,
+    mine_pools,
+    sample_triplets,
+    select_anchors,
+    triplet_loss,
+    tuples_from_pools,
+    weighted_triplet_loss,
+)
 from .pipeline import (
     FEATURE_PARAMS,
     FEW_SHOT_PARAMS,
+    MOM_NET_PARAMS,
     MT_PARAMS,
     NET_PARAMS,
     PROPAGATION_PARAMS,
@@ -36,6 +46,9 @@ from .pipeline import (
     _net,
     _scores,
     _train_split,
+    embed_images,
+    mom_images,
+    mom_network,
     mt_kwargs,
     predict_with,
     pretrained_features,
@@ -167,11 +180,12 @@ class Pretrained(Method):
 
 
 @register
-class MoM(Method):
-    name = "mom"
+class MoMHead(Method):
+    name = "mom-head"
     task = "metric-learning"
-    summary = "unsupervised metric learning: hard positives/negatives from manifold vs Euclidean neighbours, triplet loss"
-    cite = MOM_CITE
+    summary = ("MoM mining, a residual head trained on frozen descriptors (a simplification of the paper, which "
+               "fine-tunes the network: see `mom`)")
+    cite = MOM_CITE + " (simplified: head on frozen descriptors)"
     params = FEATURE_PARAMS + (
         Param("k", int, 50, "neighbours per point in the kNN graph", low=2),
         Param("gamma", float, 3.0, "affinity exponent s^gamma", low=0, open_low=True),
@@ -227,10 +241,140 @@ class MoM(Method):
             return triplet_loss(head(xt[b[:, 0]]), head(xt[b[:, 1]]), head(xt[b[:, 2]]), c["margin"])
 
         with ctx.phase("train"):
-            head, _ = train_head(tr, c, ctx, epoch_batches, batch_loss, "mom epochs")
+            head, _ = train_head(tr, c, ctx, epoch_batches, batch_loss, "mom-head epochs")
         with torch.no_grad():
             emb = head(torch.from_numpy(te)).numpy().astype(np.float32)
         return {"embeddings": emb, "stats": stats}
+
+
+@register
+class MoM(Method):
+    name = "mom"
+    task = "metric-learning"
+    summary = ("mining on manifolds, end to end: the pre-trained network fine-tuned with triplets whose positives are "
+               "manifold but not Euclidean neighbours and negatives the reverse (pools mined once, negatives re-ranked "
+               "by the current embedding every epoch)")
+    cite = MOM_CITE
+    params = MOM_NET_PARAMS + (
+        Param("k", int, 30, "neighbours per point in the kNN graph (authors' CUB code: 30)", low=2),
+        Param("gamma", float, 3.0, "affinity exponent s^gamma (paper: 3)", low=0, open_low=True),
+        Param("alpha", float, 0.99, "diffusion alpha (paper: 0.99)", low=0, high=1, open_low=True, open_high=True),
+        Param("n_anchors", int, None, "anchors: None = every training image (the paper on CUB); N = the N of highest "
+              "stationary probability (degree), spread out (the paper on retrieval)", low=1),
+        Param("k_pos", int, 50, "k of Eq. 6 for positives: P+ = NN^m_k \\ NN^e_k (authors' CUB code: 50)", low=1),
+        Param("k_neg", int, 100, "k of Eq. 6 for negatives: P- = NN^e_k \\ NN^m_k (authors' CUB code: 100)", low=1),
+        Param("max_pool", int, 50, "at most this many positives / negatives per anchor (authors' code: 50)", low=1),
+        Param("n_hard", int, 10, "negative drawn among the n_hard pool members nearest to the anchor in the current "
+              "embedding (authors' code: 10)", low=1),
+        Param("weighted", bool, True, "weight each triplet by the positive's manifold similarity (authors' code), "
+              "rescaled to mean 1 over all pools"),
+        Param("emb_dim", int, 64, "linear embedding on the pooled features (authors' code: 64; 0 = none)", low=0),
+        Param("margin", float, 0.5, "triplet margin on squared distances of unit vectors (authors' code: 0.5)", low=0),
+        Param("epochs", int, 100, "epochs (authors' code: 100); each draws triplets_per_epoch tuples", low=0),
+        Param("triplets_per_epoch", int, None, "tuples per epoch (None = training images, as the authors' loader)",
+              low=1),
+        Param("lr", float, 0.01, "SGD learning rate (authors' code: 0.01, momentum 0.9, dampening 0.9, weight "
+              "decay 5e-4)", low=0, open_low=True),
+        Param("step_size", int, 50, "learning rate x 0.1 every step_size epochs (authors' code: 50)", low=1),
+        Param("batch", int, 42, "triplets per minibatch (authors' code: 42)", low=2),
+        Param("remine_every", int, 0, "re-mine the pools on the current embedding every this many epochs (0 = "
+              "never: the paper mines once on the pre-trained descriptors)", low=0),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+        from visrep.methods.manifolds.knn_graph import build_graph
+
+        from .convnets import seed_torch
+        c = self.cfg
+        train = getattr(data, "train", None)
+        if train is None:
+            raise UserError(f"{data.name}: metric learning needs the training split (data.train) of unseen-class data")
+        dev = ctx.torch_device()
+        with ctx.phase("features"):
+            trunk, dim = mom_network(data, c, ctx)
+            seed_torch(ctx.seed)
+            base = make_embedder(trunk, dim, 0)
+            xtr, to_in = mom_images(train, c)
+            xte, _ = mom_images(data, c)
+            desc = embed_images(base.to(dev), xtr, to_in, dev)          # pre-trained descriptors of the training split
+        check_at_most(c["k"], len(desc), "k", f"method '{self.name}'",
+                      f"{data.name} has {len(desc)} training images (the graph's lists include the image itself)")
+
+        def mine(x):
+            graph = build_graph(x, k=c["k"], gamma=c["gamma"], seed=ctx.seed)
+            if c["n_anchors"] is None:
+                anchors = np.arange(len(x), dtype=np.int64)
+            else:
+                anchors = select_anchors(x, np.asarray(graph.A.sum(1)).ravel(), c["n_anchors"], c["k_pos"])
+            pools = mine_pools(x, graph.W, anchors, c["k_pos"], c["k_neg"], c["alpha"], c["max_pool"])
+            allw = np.concatenate([p[2] for p in pools if len(p[2])] or [np.ones(1)])
+            scale = float(allw.mean()) if allw.mean() > 0 else 1.0
+            return [(a, p, (w / scale) if c["weighted"] else np.ones(len(p)), q) for a, p, w, q in pools]
+
+        with ctx.phase("mine"):
+            pools = mine(desc)
+        stats = {"n_anchors": len(pools), "mean_positives": float(np.mean([len(p[1]) for p in pools])),
+                 "mean_negatives": float(np.mean([len(p[3]) for p in pools]))}
+        labels = getattr(train, "labels", None)
+        if labels is not None and len(labels) == len(desc):   # diagnostics from hidden labels, never used to train
+            ps = [labels[p] == labels[a] for a, p, _, _ in pools if len(p)]
+            ns = [labels[q] == labels[a] for a, _, _, q in pools if len(q)]
+            stats["positive_purity"] = float(np.mean(np.concatenate(ps))) if ps else 0.0
+            stats["negative_same_class"] = float(np.mean(np.concatenate(ns))) if ns else 0.0
+        seed_torch(ctx.seed)
+        net = make_embedder(trunk, dim, c["emb_dim"]).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=c["lr"], momentum=0.9, dampening=0.9, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c["step_size"], gamma=0.1)
+        rng = ctx.rng(17)
+        n_t = c["triplets_per_epoch"] or len(desc)
+        losses = []
+        with ctx.phase("train"):
+            for ep in ctx.progress(range(c["epochs"]), desc="mom epochs", total=c["epochs"], unit="epoch"):
+                emb = embed_images(net, xtr, to_in, dev)                  # re-extracted every epoch
+                if c["remine_every"] and ep and ep % c["remine_every"] == 0:
+                    pools = mine(emb)
+                trip, w = sample_triplets(pools, emb, n_t, c["n_hard"], rng)
+                if len(trip) == 0:
+                    raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; raise "
+                                    f"k_pos / k_neg")
+                net.train()
+                tot = []
+                for s in range(0, len(trip) - c["batch"] + 1, c["batch"]):     # drop_last, as the authors' loader
+                    b = torch.from_numpy(trip[s:s + c["batch"]])
+                    g = [net(to_in(xtr[b[:, i]].to(dev))) for i in range(3)]
+                    loss = weighted_triplet_loss(*g, torch.as_tensor(w[s:s + c["batch"]], dtype=torch.float32,
+                                                                     device=dev), c["margin"])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    tot.append(float(loss.detach()))
+                sched.step()
+                losses.append(float(np.mean(tot)) if tot else 0.0)
+        with ctx.phase("embed"):
+            out = embed_images(net, xte, to_in, dev)
+        stats.update(epoch_losses=losses, final_loss=losses[-1] if losses else 0.0)
+        return {"embeddings": out, "stats": stats}
+
+
+@register
+class PretrainedNet(Method):
+    name = "pretrained-net"
+    task = "metric-learning"
+    summary = "the pre-trained network of `mom` as the embedding (L2-normalized global average pooled features)"
+    cite = MOM_CITE + " (Baseline row: the network before fine-tuning)"
+    params = MOM_NET_PARAMS
+
+    def run(self, data, ctx) -> dict:
+        from .convnets import seed_torch
+        if getattr(data, "train", None) is None:
+            raise UserError(f"{data.name}: metric learning needs the training split (data.train) of unseen-class data")
+        dev = ctx.torch_device()
+        with ctx.phase("features"):
+            trunk, dim = mom_network(data, self.cfg, ctx)
+            seed_torch(ctx.seed)
+            x, to_in = mom_images(data, self.cfg)
+            return {"embeddings": embed_images(make_embedder(trunk, dim, 0).to(dev), x, to_in, dev)}
 
 
 @register
@@ -251,7 +395,9 @@ class DenseClassification(FewShotMethod):
     dense = True
     params = FEW_SHOT_PARAMS + (
         Param("implanting", bool, False, "train implanted conv filters on each episode's support set (DC + IMP)"),
-        Param("implant_width", int, 16, "output channels of the implanted filters", low=1),
+        Param("implant_layers", int, 2, "implant new filters alongside the last this many conv layers (the paper: the "
+              "last layers; 1 = beside the last layer only, the single-layer variant)", low=1),
+        Param("implant_width", int, 16, "output channels of the implanted filters of each layer", low=1),
         Param("implant_steps", int, 30, "SGD steps on the support set per episode", low=1),
         Param("implant_lr", float, 0.01, "learning rate of the implants and novel weights", low=0, open_low=True),
     )
@@ -259,24 +405,19 @@ class DenseClassification(FewShotMethod):
     def run(self, data, ctx) -> dict:
         if not self.cfg["implanting"]:
             return super().run(data, ctx)
-        import torch
-
         from .convnets import images_to_tensor
+        c = self.cfg
+        check_at_most(c["implant_layers"], c["blocks"], "implant_layers", f"method '{self.name}'",
+                      f"the backbone has {c['blocks']} conv layers (blocks)")
         model, hist = self._backbone(data, ctx)
-        last = _last_block(model)
-        pre = torch.nn.Sequential(*list(model.trunk.children())[:last])
-        post = torch.nn.Sequential(*list(model.trunk.children())[last:])
-        with torch.no_grad(), ctx.phase("episodes"):
-            x = images_to_tensor(data.pool.x)
-            inner = torch.cat([pre(x[s:s + 512]) for s in range(0, len(x), 512)])        # (n, C_in, h, w)
-            outer = torch.cat([post(inner[s:s + 512]) for s in range(0, len(inner), 512)])  # (n, C, h, w)
+        with ctx.phase("episodes"):
+            acts, pools = frozen_activations(model, images_to_tensor(data.pool.x), c["implant_layers"])
         scores = []
         with ctx.phase("episodes"):
             for e in ctx.progress(range(data.n_episodes), desc="implanting", total=data.n_episodes, unit="episode"):
-                scores.append(implant_episode(inner, outer, data.support[e], data.support_labels[e], data.query[e],
-                                              data.n_way, self.cfg["implant_width"], self.cfg["implant_lr"],
-                                              self.cfg["implant_steps"], seed=ctx.seed + e,
-                                              scale=float(model.scale.detach())))
+                scores.append(implant_episode(acts, pools, data.support[e], data.support_labels[e], data.query[e],
+                                              data.n_way, c["implant_width"], c["implant_lr"], c["implant_steps"],
+                                              seed=ctx.seed + e, scale=float(model.scale.detach())))
         return {"scores": np.stack(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}
 
 
@@ -473,7 +614,7 @@ class MatchingNet(EpisodicMethod):
 class Contrastive(SupervisedMetricMethod):
     name = "contrastive"
     summary = ("supervised contrastive loss (margin form of Radenovic et al.): per query one positive and the hardest "
-               "negatives of the minibatch, one per class; the head and training loop of `mom`")
+               "negatives of the minibatch, one per class; the head and training loop of `mom-head`")
     cite = CITE_CONTRASTIVE
     params = SUPERVISED_METRIC_PARAMS + (
         Param("margin", float, 0.7, "margin tau on Euclidean distances of unit vectors (Radenovic et al.'s code: 0.7)",
@@ -495,7 +636,7 @@ class Contrastive(SupervisedMetricMethod):
 class Triplet(SupervisedMetricMethod):
     name = "triplet"
     summary = ("supervised triplet loss with semi-hard negatives (FaceNet): all anchor-positive pairs of a "
-               "class-balanced minibatch; the head and training loop of `mom`")
+               "class-balanced minibatch; the head and training loop of `mom-head`")
     cite = CITE_TRIPLET
     params = SUPERVISED_METRIC_PARAMS + (
         Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,

@@ -1,0 +1,204 @@
+"""End-to-end mining on manifolds (Iscen, Tolias, Avrithis & Chum, CVPR 2018): the pools of Eq. 6 on a
+hand graph and against a dense-inverse reference, the authors' triplet sampling and weighted loss, and
+tiny runs of `mom` (network fine-tuned) and `pretrained-net` (its starting point)."""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from visrep.methods.learning.mining import (
+    mine_pools,
+    sample_triplets,
+    weighted_triplet_loss,
+)
+
+from visrep.context import RunContext
+from visrep.errors import UserError
+from visrep.registry import methods
+
+
+def _sym_norm(A):
+    d = np.asarray(A.sum(1)).ravel()
+    dm = sp.diags(1 / np.sqrt(np.maximum(d, 1e-12)))
+    return (dm @ A @ dm).tocsr()
+
+
+def _unit(angles_deg):
+    a = np.deg2rad(np.asarray(angles_deg, float))
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+
+def test_pools_on_a_hand_graph():
+    """Two chains (manifolds) 0-1-2-3 and 4-5-6-7; point 4 is Euclidean-close to anchor 0 but on the other
+    chain. k = 3: E = {0, 4, 1}, M = {0, 1, 2} -> P+ = M \\ E = {2} (manifold, not Euclidean),
+    P- = E \\ M = {4} (Euclidean, not manifold)."""
+    x = _unit([0, 20, 40, 60, 5, 80, 100, 120])
+    edges = [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)]
+    r, c = zip(*edges)
+    A = sp.coo_matrix((np.ones(len(edges)), (r, c)), shape=(8, 8))
+    W = _sym_norm((A + A.T).tocsr())
+    [(a, pos, w, neg)] = mine_pools(x, W, np.array([0]), k_pos=3, k_neg=3, alpha=0.99, max_pool=50)
+    assert a == 0 and pos.tolist() == [2] and neg.tolist() == [4]
+    assert w.shape == (1,) and w[0] > 0
+    # a larger k: every chain-A point is a manifold neighbour, the other chain never a positive
+    [(_, pos, w, neg)] = mine_pools(x, W, np.array([0]), k_pos=4, k_neg=4, alpha=0.99, max_pool=50)
+    assert set(pos.tolist()) <= {1, 2, 3} and 4 not in pos and 4 in neg and 0 not in neg
+    assert np.all(np.diff(w) <= 0)                       # sorted by manifold similarity
+
+
+def test_pools_match_a_dense_reference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    s = np.maximum(x @ x.T, 0) ** 3
+    np.fill_diagonal(s, 0)
+    keep = s >= np.sort(s, 1)[:, [-6]]
+    A = sp.csr_matrix(np.where(keep & keep.T, s, 0))
+    W = _sym_norm(A)
+    alpha, kp, kn = 0.9, 8, 12
+    anchors = np.arange(0, 60, 7)
+    F = np.linalg.solve(np.eye(60) - alpha * W.toarray(), np.eye(60)[:, anchors])   # (n, a)
+    pools = mine_pools(x, W, anchors, kp, kn, alpha, max_pool=100, maxiter=200)
+    for j, (a, pos, w, neg) in enumerate(pools):
+        e = np.argsort(-(x @ x[a]), kind="stable")
+        m = np.argsort(-F[:, j], kind="stable")
+        assert set(pos.tolist()) == set(m[:kp].tolist()) - set(e[:kp].tolist())
+        assert set(neg.tolist()) == set(e[:kn].tolist()) - set(m[:kn].tolist())
+        assert a not in pos and a not in neg
+        assert np.allclose(w / w.max(), F[pos, j] / F[pos, j].max(), atol=1e-4) if len(pos) else True
+
+
+def test_max_pool_keeps_the_top_of_each_order():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    from visrep.methods.manifolds.knn_graph import build_graph
+    g = build_graph(x, k=6)
+    full = mine_pools(x, g.W, np.arange(5), 20, 30, 0.99, max_pool=100)
+    cut = mine_pools(x, g.W, np.arange(5), 20, 30, 0.99, max_pool=3)
+    for (_, p, _, n), (_, pc, _, nc) in zip(full, cut):
+        assert pc.tolist() == p[:3].tolist() and nc.tolist() == n[:3].tolist()
+
+
+def test_triplet_sampling_takes_hard_negatives_in_the_current_embedding():
+    emb = _unit([0, 10, 30, 50, 70, 90])
+    pools = [(0, np.array([1, 2]), np.array([2.0, 1.0]), np.array([5, 3, 4])), (1, np.array([], int), np.zeros(0),
+                                                                                 np.array([2]))]
+    rows, w = sample_triplets(pools, emb, 200, n_hard=1, rng=np.random.default_rng(0))
+    assert rows.shape == (200, 3) and set(rows[:, 0]) == {0}       # anchor 1 has no positive: never drawn
+    assert set(rows[:, 2]) == {3}                                   # the pool member nearest in emb
+    assert set(rows[:, 1]) == {1, 2} and np.all(w == np.where(rows[:, 1] == 1, 2.0, 1.0))
+    rows, _ = sample_triplets(pools, emb, 300, n_hard=2, rng=np.random.default_rng(0))
+    assert set(rows[:, 2]) == {3, 4}
+    empty, _ = sample_triplets(pools[1:], emb, 10, 1, np.random.default_rng(0))
+    assert empty.shape == (0, 3)
+
+
+def test_weighted_triplet_loss_known_answer():
+    import torch
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]])          # d_ap = 2, 0
+    n = torch.tensor([[-1.0, 0.0], [0.0, 1.0]])         # d_an = 4, 2
+    w = torch.tensor([3.0, 1.0])
+    # [0.5 + 2 - 4]_+ = 0, [0.5 + 0 - 2]_+ = 0 -> 0; margin 3: [1]_+ * 3 = 3, [1]_+ * 1 = 1 -> mean 2
+    assert float(weighted_triplet_loss(a, p, n, w, 0.5)) == 0.0
+    assert float(weighted_triplet_loss(a, p, n, w, 3.0)) == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- tiny end-to-end runs
+def _write_idx(folder, x, y):
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, len(x), x.shape[1], x.shape[2]) + x.astype(np.uint8).tobytes())
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, len(y)) + y.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """sklearn digits 8x8: unseen-class split 0-4 / 5-9 (120 + 120 images) and, as the 'other domain' of
+    pre-training, the same images transposed and inverted."""
+    from sklearn.datasets import load_digits
+
+    from visrep.data import LabelledData
+    d = load_digits()
+    x = (d.images * (255 / 16)).astype(np.uint8)
+    y = d.target
+    tr = np.flatnonzero(y < 5)[:120]
+    te = np.flatnonzero(y >= 5)[:120]
+    names = [str(i) for i in range(10)]
+    train = LabelledData("digits", y[tr], names[:5], "train", x=x[tr])
+    test = LabelledData("digits", y[te] - 5, names[5:], "test", x=x[te])
+    test.train = train
+    src = tmp_path_factory.mktemp("other-domain")
+    _write_idx(src, 255 - x[:300].transpose(0, 2, 1), y[:300])
+    return test, str(src)
+
+
+def _kw(src, **extra):
+    return {"pretrain_data": src, "pretrain_size": 300, "pretrain_epochs": 1, "width": 4, "blocks": 2, "k": 10,
+            "k_pos": 10, "k_neg": 20, "max_pool": 10, "n_hard": 3, "batch": 8, "triplets_per_epoch": 32,
+            "epochs": 1, **extra}
+
+
+def test_mom_end_to_end_is_seeded_and_changes_the_network(tiny):
+    data, src = tiny
+    r1 = methods.create("mom", **_kw(src)).run(data, RunContext(quiet=True, seed=2))
+    r2 = methods.create("mom", **_kw(src)).run(data, RunContext(quiet=True, seed=2))
+    assert r1["embeddings"].shape == (len(data), 64)
+    assert np.array_equal(r1["embeddings"], r2["embeddings"])
+    assert np.allclose(np.linalg.norm(r1["embeddings"], axis=1), 1, atol=1e-5)
+    assert r1["stats"]["n_anchors"] == len(data.train) and r1["stats"]["mean_positives"] > 0
+    # without the linear embedding, zero epochs is the pre-trained network; one epoch moves the trunk's weights
+    base = methods.create("pretrained-net", **{k: v for k, v in _kw(src).items() if k in
+                                               ("pretrain_data", "pretrain_size", "pretrain_epochs", "width",
+                                                "blocks")}).run(data, RunContext(quiet=True, seed=2))
+    e0 = methods.create("mom", **_kw(src, emb_dim=0, epochs=0)).run(data, RunContext(quiet=True, seed=2))
+    e1 = methods.create("mom", **_kw(src, emb_dim=0, epochs=1, lr=0.1)).run(data, RunContext(quiet=True, seed=2))
+    assert np.allclose(e0["embeddings"], base["embeddings"], atol=1e-6)
+    assert np.abs(e1["embeddings"] - e0["embeddings"]).max() > 1e-3
+
+
+def test_mom_weights_file_and_bad_input(tiny, tmp_path):
+    import torch
+    from visrep.methods.learning.convnets import make_convnet
+    data, _ = tiny
+    torch.manual_seed(0)
+    net = make_convnet(1, 4, 2)
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    kw = _kw(None, weights=str(tmp_path / "w.pth"), epochs=0, emb_dim=0)
+    out = methods.create("pretrained-net", weights=str(tmp_path / "w.pth"), width=4, blocks=2).run(
+        data, RunContext(quiet=True))
+    e0 = methods.create("mom", **kw).run(data, RunContext(quiet=True))
+    assert np.allclose(out["embeddings"], e0["embeddings"], atol=1e-6)
+    with pytest.raises(UserError, match="pretrain_data"):
+        methods.create("mom", **_kw(None)).run(data, RunContext(quiet=True))
+
+
+def test_mom_head_keeps_the_simplified_variant():
+    m = methods.create("mom-head")
+    assert "head" in m.summary and "simplification" in m.summary
+    assert "features" in m.cfg and "backbone" in methods.create("mom").cfg
+
+
+@pytest.mark.slow
+def test_googlenet_trunk_of_the_full_scale_row(tmp_path):
+    """The CUB row's backbone: torchvision GoogLeNet cut before its average pooling, fed as its ported weights
+    expect (transform_input), from a state-dict file (random weights here: no download)."""
+    import torch
+    import torchvision
+    from visrep.methods.learning.pipeline import _photo_trunk
+    m = torchvision.models.get_model("googlenet", weights=None, init_weights=False, transform_input=True).eval()
+    torch.save(m.state_dict(), tmp_path / "g.pth")
+    trunk, c = _photo_trunk("googlenet", str(tmp_path / "g.pth"))
+    trunk.eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        f = trunk(x)
+        m.fc = torch.nn.Identity()
+        m.dropout = torch.nn.Identity()
+        assert c == 1024 and f.shape[:2] == (2, 1024)
+        assert torch.allclose(f.mean(dim=(2, 3)), m(x), atol=1e-5)     # GAP of the trunk = the network's pooled output
