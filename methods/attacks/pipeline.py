@@ -50,6 +50,17 @@ class AttackMethod(Method):
             its.append(torch.as_tensor(it).reshape(-1))
         return torch.cat(advs), torch.cat(its)
 
+    def _timed_attack(self, model, x, y, ctx):
+        """:meth:`attack` under the "attack" phase -> (x_adv, iterations, seconds); a bad batch is an error."""
+        import torch
+        with ctx.phase("attack"):
+            t0 = time.perf_counter()
+            x_adv, iterations = self.attack(model, x, y, seed=ctx.seed)
+            elapsed = time.perf_counter() - t0
+        if x_adv.shape != x.shape or not torch.isfinite(x_adv).all():
+            raise RuntimeError(f"attack '{self.name}' returned a bad batch: shape {tuple(x_adv.shape)}")
+        return x_adv, iterations, elapsed
+
     def run(self, data, ctx) -> dict:
         import torch
 
@@ -71,12 +82,7 @@ class AttackMethod(Method):
         x = mnist_to_tensor(data.x[idx])
         y = torch.as_tensor(np.asarray(data.labels)[idx], dtype=torch.int64)
         clean_pred = predict(model, x).argmax(1)
-        with ctx.phase("attack"):
-            t0 = time.perf_counter()
-            x_adv, iterations = self.attack(model, x, y, seed=ctx.seed)
-            elapsed = time.perf_counter() - t0
-        if x_adv.shape != x.shape or not torch.isfinite(x_adv).all():
-            raise RuntimeError(f"attack '{self.name}' returned a bad batch: shape {tuple(x_adv.shape)}")
+        x_adv, iterations, elapsed = self._timed_attack(model, x, y, ctx)
         adv_pred = predict(model, x_adv).argmax(1)
         return {
             "adversarial": x_adv.squeeze(1).clamp(0, 1).numpy(),
@@ -114,12 +120,7 @@ class AttackMethod(Method):
         model = load_imagenet_model(self.cfg["model"], self.cfg["weights"])
         x = photos_to_tensor(data.x[idx])
         y = predict_logits(model, x).argmax(1)
-        with ctx.phase("attack"):
-            t0 = time.perf_counter()
-            x_adv, iterations = self.attack(model, x, y, seed=ctx.seed)
-            elapsed = time.perf_counter() - t0
-        if x_adv.shape != x.shape or not bool(np.isfinite(x_adv.numpy()).all()):
-            raise RuntimeError(f"attack '{self.name}' returned a bad batch: shape {tuple(x_adv.shape)}")
+        x_adv, iterations, elapsed = self._timed_attack(model, x, y, ctx)
         x_adv = x_adv.clamp(0, 1)
         adv_top1 = predict_logits(model, x_adv).argmax(1)
         return {
