@@ -50,6 +50,15 @@ class AttackMethod(Method):
             its.append(torch.as_tensor(it).reshape(-1))
         return torch.cat(advs), torch.cat(its)
 
+    def _chosen(self, data, ndim: int, missing: str) -> np.ndarray:
+        """Indices (n,) of the images to attack: the first ``n_images`` (0 = all); UserError `missing`
+        when the dataset has no ``ndim``-dimensional image array."""
+        if getattr(data, "x", None) is None or np.asarray(data.x).ndim != ndim:
+            raise UserError(missing)
+        check_at_most(self.cfg["n_images"], len(data.labels), "n_images", f"method '{self.name}'",
+                      f"{getattr(data, 'name', 'the dataset')} has {len(data.labels)} images", "or n_images=0 for all")
+        return np.arange(self.cfg["n_images"] or len(data.labels))
+
     def _timed_attack(self, model, x, y, ctx):
         """:meth:`attack` under the "attack" phase -> (x_adv, iterations, seconds); a bad batch is an error."""
         import torch
@@ -71,13 +80,9 @@ class AttackMethod(Method):
             mnist_to_tensor,
             predict,
         )
-        if getattr(data, "x", None) is None or np.asarray(data.x).ndim != 3:
-            raise UserError(f"method '{self.name}' needs (n, 28, 28) images; dataset {getattr(data, 'name', '?')} "
-                            f"has none")
-        check_at_most(self.cfg["n_images"], len(data.labels), "n_images", f"method '{self.name}'",
-                      f"{getattr(data, 'name', 'the dataset')} has {len(data.labels)} images", "or n_images=0 for all")
-        n = self.cfg["n_images"] or len(data.labels)
-        idx = np.arange(n)
+        idx = self._chosen(data, 3, f"method '{self.name}' needs (n, 28, 28) images; dataset "
+                                    f"{getattr(data, 'name', '?')} has none")
+        n = len(idx)
         model = load_model(self.cfg["model"], self.cfg["weights"])
         x = mnist_to_tensor(data.x[idx])
         y = torch.as_tensor(np.asarray(data.labels)[idx], dtype=torch.int64)
@@ -110,13 +115,9 @@ class AttackMethod(Method):
             photos_to_tensor,
             predict_logits,
         )
-        if getattr(data, "x", None) is None or np.asarray(data.x).ndim != 4:
-            raise UserError(f"method '{self.name}' with model={self.cfg['model']} needs (n, H, W, 3) photographs; "
-                            f"dataset {getattr(data, 'name', '?')} has none (use photos-adversarial)")
-        check_at_most(self.cfg["n_images"], len(data.labels), "n_images", f"method '{self.name}'",
-                      f"{getattr(data, 'name', 'the dataset')} has {len(data.labels)} images", "or n_images=0 for all")
-        n = self.cfg["n_images"] or len(data.labels)
-        idx = np.arange(n)
+        idx = self._chosen(data, 4, f"method '{self.name}' with model={self.cfg['model']} needs (n, H, W, 3) "
+                                    f"photographs; dataset {getattr(data, 'name', '?')} has none (use photos-adversarial)")
+        n = len(idx)
         model = load_imagenet_model(self.cfg["model"], self.cfg["weights"])
         x = photos_to_tensor(data.x[idx])
         y = predict_logits(model, x).argmax(1)
