@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from visrep.context import shared_data_dir
@@ -83,3 +84,18 @@ def toy_plugin_env(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: visrep-testplugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[visrep.plugins]\ntoy = visrep_testplugin\n")
     return {**os.environ, "PYTHONPATH": f"{tmp_path / 'ep'}:{plugin_dir}"}
+
+
+@pytest.fixture(scope="session")
+def digit_classes():
+    """(base, novel) LabelledData of scikit-learn's real 8x8 digits: digits 0-4 base, 5-9 novel (renumbered 0-4),
+    uint8 images, for the few-shot tests."""
+    from sklearn.datasets import load_digits
+
+    from visrep.data import LabelledData
+    d = load_digits()
+    x, y = (d.images * (255 / 16)).astype(np.uint8), d.target
+    names = [str(i) for i in range(10)]
+    base = LabelledData("digits", y[y < 5], names[:5], "base", x=x[y < 5])
+    novel = LabelledData("digits", y[y >= 5] - 5, names[5:], "novel", x=x[y >= 5])
+    return base, novel

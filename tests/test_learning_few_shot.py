@@ -38,16 +38,9 @@ def test_dense_loss_equals_gap_loss_on_constant_maps():
 
 
 @pytest.fixture(scope="module")
-def digit_episodes():
-    from sklearn.datasets import load_digits
+def digit_episodes(digit_classes):
     from visrep.datasets.episodes import sample_episodes
-
-    from visrep.data import LabelledData
-    d = load_digits()
-    x, y = (d.images * (255 / 16)).astype(np.uint8), d.target
-    names = [str(i) for i in range(10)]
-    base = LabelledData("digits", y[y < 5], names[:5], "base", x=x[y < 5])
-    novel = LabelledData("digits", y[y >= 5] - 5, names[5:], "novel", x=x[y >= 5])
+    base, novel = digit_classes
     ep = sample_episodes(novel, 5, 5, 10, 20, seed=0)
     ep.base = base
     return ep
