@@ -436,7 +436,7 @@ def _robustness(out: Path, records) -> tuple[str, list[str]]:
         md += [f"![Perturbations of one photograph]({src})", "", cap, ""]
     if not html:
         return "", []
-    return ('<section id="robustness" class="plots"><h2>Adversarial robustness</h2>' + "".join(html) + "</section>",
+    return ('<section id="adversarial-robustness" class="plots"><h2>Adversarial robustness</h2>' + "".join(html) + "</section>",
             ["## Adversarial robustness", "", *md])
 
 
@@ -775,7 +775,7 @@ def generate(out_dir: str | Path = "report", results_dir: str | Path | None = No
     if rob_html:
         body.append(rob_html)
         md += rob_md
-        nav.append('<a href="#robustness">robustness</a>')
+        nav.append('<a href="#adversarial-robustness">adversarial robustness</a>')
     if rehearsal is not None:
         r_html, r_md = _readiness(Path(rehearsal))
         body.append(r_html)
