@@ -99,3 +99,20 @@ def digit_classes():
     base = LabelledData("digits", y[y < 5], names[:5], "base", x=x[y < 5])
     novel = LabelledData("digits", y[y >= 5] - 5, names[5:], "novel", x=x[y >= 5])
     return base, novel
+
+
+@pytest.fixture(scope="module")
+def digits_unseen():
+    """scikit-learn's real 8x8 digits as an unseen-class metric-learning split: test = digits 5-9 (renumbered
+    0-4, uint8 images) whose ``train`` is digits 0-4 (split names 'train' / 'test')."""
+    from sklearn.datasets import load_digits
+
+    from visrep.data import LabelledData
+    d = load_digits()
+    x = (d.images * (255 / 16)).astype(np.uint8)
+    y = d.target
+    names = [str(i) for i in range(10)]
+    train = LabelledData("digits", y[y < 5], names[:5], "train", x=x[y < 5])
+    test = LabelledData("digits", y[y >= 5] - 5, names[5:], "test", x=x[y >= 5])
+    test.train = train
+    return test

@@ -183,20 +183,12 @@ def test_losses_match_pytorch_metric_learning():
 
 # ---------------------------------------------------------------- the plugins end to end
 @pytest.fixture(scope="module")
-def digits_split():
-    from sklearn.datasets import load_digits
-
+def digits_split(digits_unseen):
     from visrep.data import LabelledData
-    d = load_digits()
-    x = (d.images * (255 / 16)).astype(np.uint8)
-    y = d.target
-    names = [str(i) for i in range(10)]
-    train = LabelledData("digits", y[y < 5], names[:5], "train", x=x[y < 5])
-    test = LabelledData("digits", y[y >= 5] - 5, names[5:], "test", x=x[y >= 5])
-    test.train = train
-    seen = LabelledData("digits", y[y < 5], names[:5], "test", x=x[y < 5])   # the training classes as test set
+    train = digits_unseen.train
+    seen = LabelledData("digits", train.labels, train.class_names, "test", x=train.x)   # the training classes as test set
     seen.train = train
-    return test, seen
+    return digits_unseen, seen
 
 
 def _violated(emb, labels, n=20000, seed=0):

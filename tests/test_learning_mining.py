@@ -18,18 +18,8 @@ from visrep.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def digits_split():
-    from sklearn.datasets import load_digits
-
-    from visrep.data import LabelledData
-    d = load_digits()
-    x = (d.images * (255 / 16)).astype(np.uint8)
-    y = d.target
-    names = [str(i) for i in range(10)]
-    train = LabelledData("digits", y[y < 5], names[:5], "train", x=x[y < 5])
-    test = LabelledData("digits", y[y >= 5] - 5, names[5:], "test", x=x[y >= 5])
-    test.train = train
-    return test
+def digits_split(digits_unseen):
+    return digits_unseen
 
 
 def test_mined_sets_follow_the_definitions(digits_split):
