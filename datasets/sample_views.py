@@ -11,6 +11,12 @@ Ground truth has the structure of the real datasets: ``ok`` (all views) and ``ju
 for the original Oxford protocol, and ``easy`` / ``hard`` for the revisitop protocol. The
 homography from the object photograph to each view is in ``data.extra["homographies"]``.
 
+For geo clustering and location / tag suggestion every image also carries PROXY metadata
+(made up, never real geo-tags; :mod:`visrep.datasets.sample_views_meta`):
+``data.extra["meta"]`` (database images) and ``data.extra["query_meta"]`` (queries) hold
+``lat``, ``lon`` (n,) degrees, ``tags`` (per image, a seeded subset of its scene's tags plus
+noise tags) and ``scene_tags`` (the scene's full tag set).
+
 This is a *proxy* benchmark: small (about 130 images), easy for strong descriptors, and
 useful to check orderings between methods, not to compare with published numbers.
 """
@@ -267,8 +273,21 @@ class SampleViews(Dataset):
             return images[src][int(y1):int(y2), int(x1):int(x2)].copy()
 
         homographies = [v.object_H if v.object_H is not None else v.H for v in db_views]
+        # PROXY geo-tags and tags (datasets/sample_views_meta.toml; never real geo-tags): the scene of a
+        # view is its object's source photograph, or its own photograph for a distractor view
+        # (absent from an install without the TOML: the images and ground truth are unchanged, geo methods then
+        # raise MissingDataError)
+        from .sample_views_meta import META_FILE, image_meta, load_meta_table
+        meta_extra = {}
+        if META_FILE.exists():
+            table = load_meta_table()
+            h.update(META_FILE.read_bytes())
+            scene_of_view = [names[queries[v.object][0]] if v.object >= 0 else names[v.source] for v in db_views]
+            meta_extra = {"meta": image_meta(table, scene_of_view, [v.name for v in db_views]),
+                          "query_meta": image_meta(table, [names[s] for s, _ in queries],
+                                                   [f"{names[s]}_query" for s, _ in queries])}
         return RetrievalData(
             name=self.name, db_names=[v.name for v in db_views], query_names=[names[s] for s, _ in queries],
             gnd=gnd, db_image=db_image, query_image=query_image, manifest=h.hexdigest()[:16],
             extra={"homographies": homographies, "object_of_view": object_of_view,
-                   "default_descriptor": "histogram", "proxy": True})
+                   "default_descriptor": "histogram", "proxy": True, **meta_extra})

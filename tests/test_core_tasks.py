@@ -37,6 +37,7 @@ PAIRS = {
     **{m: ("cluttered-objects", "oxford") for m in ("fs-saliency", "fs-egm", "os-saliency", "os-egm")},
     "lowe-hough": ("sample-views", "oxford"),
     **{m: _IMAGES for m in ("total-recall", "scene-maps", "scene-maps-qe")}, "view-clustering": ("sample-views", "clustering"),
+    **{m: ("sample-views", "suggestion") for m in ("location-suggest", "tag-suggest")},
     # vocabularies: learned on a retrieval dataset's local features (or a train file)
     **{m: ("sample-views", "vocabulary") for m in ("kmeans", "akm", "rakm", "agm")},
     # compact codes: ranks + codes, scored by the quantization protocol

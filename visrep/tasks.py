@@ -27,6 +27,10 @@ task                a dataset of this task gives                  a method of th
 ``detection``       images with per-image boxes and classes,      per test image: ``boxes`` (m, 4) float
                     image-level labels, and a split into few      (x0, y0, x1, y1) pixels, ``scores`` (m,),
                     weakly-labeled, many unlabeled, test images   ``classes`` (m,) int (lists over test images)
+``suggestion``      no dataset of its own: the protocol reads     leave-one-out over the database images:
+                    retrieval datasets whose database images      ``locations`` (n_db, 2) (lat, lon) degrees,
+                    carry geo-tags and tags (``extra["meta"]``)   NaN = no estimate, and/or ``tags`` (n_db
+                                                                  ranked lists of suggested tags)
 ==================  ============================================  ==========================================
 
 The rule (:func:`fits`): a **protocol** scores one method output contract (its ``task``) and
@@ -49,6 +53,7 @@ FEW_SHOT = "few-shot"
 ADVERSARIAL = "adversarial"
 CLUSTERING = "clustering"
 DETECTION = "detection"
+SUGGESTION = "suggestion"
 
 #: task -> (what a dataset of that task gives, what a method of that task outputs)
 TASKS: dict[str, tuple[str, str]] = {
@@ -69,6 +74,9 @@ TASKS: dict[str, tuple[str, str]] = {
     DETECTION: (("images with boxes + classes per image and image-level labels, split into few weakly-labeled, "
                  "many unlabeled and test images"),
                 "per test image: boxes (m, 4) (x0, y0, x1, y1), scores (m,), classes (m,) int"),
+    SUGGESTION: ("none of its own: retrieval datasets whose database images carry geo-tags and tags (extra['meta'])",
+                 ("leave-one-out per database image: locations (n_db, 2) lat/lon degrees (NaN = none) and/or "
+                  "tags (n_db ranked lists)")),
 }
 
 

@@ -27,6 +27,24 @@ VERIFY_PARAMS = (
           "either image (0 = keep all)", low=0),
 )
 
+#: geo clustering / location vote (Avrithis et al. 2010, VIRaL): KVQ radius in metres
+GEO_PARAMS = (
+    Param("geo_radius", float, 1000.0, "KVQ radius of geo clustering in metres: every image lies within this "
+          "great-circle distance of its cluster's centre, so members are at most 2 km apart (the authors' "
+          "example: images taken 2 km apart are unlikely to show the same building)", low=0, open_low=True),
+)
+
+
+def geo_meta(data, where: str) -> dict:
+    """The per-database-image metadata ``data.extra["meta"]`` (lat, lon (n_db,) degrees, tags, scene_tags);
+    MissingDataError naming `where` when the dataset has none (sample-views carries proxy ones)."""
+    from visrep.errors import MissingDataError
+    meta = (getattr(data, "extra", None) or {}).get("meta")
+    if not meta or "lat" not in meta or len(meta["lat"]) != data.n_db:
+        raise MissingDataError(f"{where}: dataset {data.name} carries no per-image geo-tags (extra['meta'] with "
+                               f"lat, lon, tags for its {data.n_db} database images); sample-views has proxy ones")
+    return meta
+
 
 @dataclass
 class Collection:

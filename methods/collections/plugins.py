@@ -1,5 +1,6 @@
-"""The method plugins of methods/collections/: `total-recall`, `scene-maps`, `scene-maps-qe`, `view-clustering`
-(talk Part I: exploring photo collections; the talk's QE1, scene maps and QE2).
+"""The method plugins of methods/collections/: `total-recall`, `scene-maps`, `scene-maps-qe`, `view-clustering`,
+`location-suggest`, `tag-suggest` (talk Part I: exploring photo collections; the talk's QE1, scene maps and QE2,
+geo + visual clustering, VIRaL's estimated location and suggested tags).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -13,7 +14,8 @@ import numpy as np
 from visrep.params import Param
 from visrep.registry import register
 
-from .pipeline import CollectionRetrieval
+from .geo import geo_clusters, location_vote, tag_votes
+from .pipeline import GEO_PARAMS, CollectionRetrieval, geo_meta
 from .query_expansion import (
     average_expansion,
     back_project_inside,
@@ -223,19 +225,142 @@ class SceneMaps(_CollectionGraph):
 
 @register
 class ViewClustering(_CollectionGraph):
+    """Avrithis et al. ACM-MM 2010, Sec. 3: geo clustering (:func:`geo.geo_clusters`, KVQ by great-circle
+    distance), visual clustering (:func:`scene_maps.kvq_clusters`, KVQ on verified inliers), or both in the
+    paper's order. Simplification of "geo+visual": the verified pairs are those of the shared collection graph
+    (each image against its BoW top `shortlist` over the whole collection), and pairs across geo clusters are
+    dropped before the visual KVQ; the paper verifies pairs inside each geo cluster only (cheaper at scale, the
+    same clusters whenever the shortlist holds an image's same-scene views). labels (n_db,) int64."""
+
     name = "view-clustering"
     task = "clustering"
-    summary = ("visual clustering of a collection: KVQ centres (reference views) covering every image within "
-               "min_inliers spatially verified inliers")
+    summary = ("view clustering of a collection: visual (KVQ centres covering every image within min_inliers "
+               "verified inliers), geo (KVQ by great-circle distance) or geo then visual inside each geo cluster")
     cite = ("Avrithis, Kalantidis, Tolias & Spyrou, Retrieving landmark and non-landmark images from community "
-            "photo collections, ACM-MM 2010 (visual clustering; KVQ: Tipping & Schölkopf, AISTATS 2001)")
+            "photo collections, ACM-MM 2010 (geo and visual clustering; KVQ: Tipping & Schölkopf, AISTATS 2001)")
+    params = CollectionRetrieval.params + (
+        Param("mode", str, "visual", "visual: KVQ on verified inliers; geo: KVQ on the images' geo-tags "
+              "(great-circle distance, geo_radius); geo+visual: the paper's two stages, visual clusters inside each "
+              "geo cluster (pairs across geo clusters never link)", choices=("visual", "geo", "geo+visual")),
+    ) + GEO_PARAMS
 
     def run(self, data, ctx) -> dict:
+        mode = self.cfg["mode"]
+        if mode == "geo":                       # geo-tags only: no features, no verification
+            meta = geo_meta(data, f"{self.name} (mode geo)")
+            t0 = time.perf_counter()
+            with ctx.phase("offline"):
+                labels, centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"])
+            sizes = np.bincount(labels)
+            return {"labels": labels, "centres": centres, "timings": {"clustering": time.perf_counter() - t0},
+                    "stats": {"clusters": len(sizes), "singletons": int((sizes == 1).sum()),
+                              "largest_cluster": int(sizes.max()) if len(sizes) else 0, "geo_clusters": len(sizes)}}
+        meta = geo_meta(data, f"{self.name} (mode {mode})") if mode == "geo+visual" else None
         col = self.collection(data, ctx)
         t0 = time.perf_counter()
         g = self.graph(data, ctx, col)
-        sizes = np.bincount(g["labels"])
-        return {"labels": g["labels"], "centres": g["centres"],
+        labels, centres, stats = g["labels"], g["centres"], {}
+        if mode == "geo+visual":
+            with ctx.phase("offline"):
+                geo, geo_centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"])
+                # KVQ on inliers with cross-geo-cluster pairs removed = KVQ inside each geo cluster (the greedy
+                # cover of disjoint blocks picks the same centres block by block)
+                labels, centres = kvq_clusters(np.where(geo[:, None] == geo[None], g["inliers"], 0.0),
+                                               self.cfg["min_inliers"])
+            stats["geo_clusters"] = len(geo_centres)
+        sizes = np.bincount(labels)
+        return {"labels": labels, "centres": centres,
                 "timings": {"clustering": time.perf_counter() - t0, "vocabulary": col.vocabulary_seconds},
                 "stats": {"clusters": len(sizes), "singletons": int((sizes == 1).sum()),
-                          "largest_cluster": int(sizes.max()) if len(sizes) else 0, "verified_pairs": g["pairs"]}}
+                          "largest_cluster": int(sizes.max()) if len(sizes) else 0, "verified_pairs": g["pairs"],
+                          **stats}}
+
+
+class _VerifiedNeighbours(_CollectionGraph):
+    """Shared step of `location-suggest` and `tag-suggest` (VIRaL, leave-one-out): every database image is a
+    query against the others; its verified neighbours are the images sharing >= min_inliers inliers with it in
+    the collection graph (BoW top `shortlist`, fast spatial matching; the graph `view-clustering` and
+    `scene-maps` build, cached). :meth:`neighbours` gives (graph, [(neighbours (m_i,) int64, votes (m_i,)
+    float64) per database image]); votes are the inliers with the image, or ones."""
+
+    task = "suggestion"
+    vote_param = Param("vote", str, "inliers", "weight of a verified neighbour's vote: its inlier count with the "
+                       "query, or 1 (count)", choices=("inliers", "count"))
+
+    def neighbours(self, data, ctx) -> tuple[dict, list]:
+        col = self.collection(data, ctx)
+        g = self.graph(data, ctx, col)
+        g = {**g, "vocabulary_seconds": col.vocabulary_seconds}
+        W = g["inliers"]
+        out = []
+        for i in range(data.n_db):
+            nb = np.flatnonzero(W[i] >= self.cfg["min_inliers"])
+            nb = nb[nb != i]
+            out.append((nb, W[i, nb] if self.cfg["vote"] == "inliers" else np.ones(len(nb))))
+        return g, out
+
+
+@register
+class LocationSuggest(_VerifiedNeighbours):
+    """VIRaL (Kalantidis et al. MTAP 2011), estimated location, my reading (see :mod:`geo`): the verified
+    neighbours' geo-tags are geo-clustered (KVQ, geo_radius), the cluster of largest vote wins, the estimate
+    is its members' vote-weighted spherical mean (:func:`geo.location_vote`). locations (n_db, 2) lat/lon
+    degrees, NaN rows for images with no verified neighbour."""
+
+    name = "location-suggest"
+    summary = ("VIRaL's estimated location: geo-cluster the query's spatially verified neighbours, the cluster of "
+               "largest (inlier-weighted) vote wins, estimate = its weighted centre (leave-one-out over the database)")
+    cite = ("Kalantidis, Tolias, Avrithis, Phinikettos, Spyrou, Mylonas & Kollias, VIRaL: visual image retrieval "
+            "and localization, MTAP 2011; geo clustering as Avrithis et al., ACM-MM 2010")
+    params = CollectionRetrieval.params + GEO_PARAMS + (_VerifiedNeighbours.vote_param,)
+
+    def run(self, data, ctx) -> dict:
+        meta = geo_meta(data, self.name)
+        lat, lon = np.asarray(meta["lat"], np.float64), np.asarray(meta["lon"], np.float64)
+        locations = np.full((data.n_db, 2), np.nan)
+        g, nbs = self.neighbours(data, ctx)
+        n_nb = np.array([len(nb) for nb, _ in nbs], np.int64)
+        t0 = time.perf_counter()
+        with ctx.phase("online"):
+            for i, (nb, w) in enumerate(nbs):
+                if len(nb):
+                    la, lo, _ = location_vote(lat[nb], lon[nb], w, self.cfg["geo_radius"])
+                    locations[i] = la, lo
+        return {"locations": locations, "neighbours": n_nb,
+                "timings": {"suggest": time.perf_counter() - t0, "vocabulary": g["vocabulary_seconds"]},
+                "stats": {"neighbours_per_image": float(n_nb.mean()) if len(n_nb) else 0.0,
+                          "answered": float((n_nb > 0).mean()) if len(n_nb) else 0.0,
+                          "verified_pairs": g["pairs"]}}
+
+
+@register
+class TagSuggest(_VerifiedNeighbours):
+    """VIRaL's suggested tags, my reading: tags of the verified neighbours ranked by sum of votes / total vote
+    (:func:`geo.tag_votes`). tags: n_db lists of at most max_tags str, best first; tag_scores alike."""
+
+    name = "tag-suggest"
+    summary = ("VIRaL's suggested tags: the tags of the query's spatially verified neighbours ranked by summed "
+               "(inlier-weighted) votes (leave-one-out over the database)")
+    cite = ("Kalantidis, Tolias, Avrithis, Phinikettos, Spyrou, Mylonas & Kollias, VIRaL: visual image retrieval "
+            "and localization, MTAP 2011")
+    params = CollectionRetrieval.params + (
+        _VerifiedNeighbours.vote_param,
+        Param("max_tags", int, 10, "suggest at most this many tags per image", low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        meta = geo_meta(data, self.name)
+        g, nbs = self.neighbours(data, ctx)
+        n_nb = np.array([len(nb) for nb, _ in nbs], np.int64)
+        tags, scores = [], []
+        t0 = time.perf_counter()
+        with ctx.phase("online"):
+            for nb, w in nbs:
+                ranked = tag_votes([meta["tags"][k] for k in nb], w)[:self.cfg["max_tags"]]
+                tags.append([t for t, _ in ranked])
+                scores.append([s for _, s in ranked])
+        return {"tags": tags, "tag_scores": scores, "neighbours": n_nb,
+                "timings": {"suggest": time.perf_counter() - t0, "vocabulary": g["vocabulary_seconds"]},
+                "stats": {"neighbours_per_image": float(n_nb.mean()) if len(n_nb) else 0.0,
+                          "tags_per_image": float(np.mean([len(t) for t in tags])) if tags else 0.0,
+                          "verified_pairs": g["pairs"]}}
