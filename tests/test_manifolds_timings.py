@@ -138,3 +138,35 @@ def test_regional_vectors_one_query_at_a_time_rank_as_in_a_block():
     t = one["per_item_timings"]["query_solve"]
     assert t.shape == (3,) and np.all(t > 0)
     assert {tuple(sorted(one["ranks"][:2, j])) for j in range(3)} == {(0, 1), (2, 3), (4, 5)}
+
+
+@pytest.mark.parametrize("method", ["regional-diffusion", "regional-fsr"])
+def test_regional_graph_methods_time_each_query_alone(monkeypatch, method):
+    """RegionalGraphMethod (regional-diffusion / regional-fsr, the graph over all database regions):
+    ``query_batch = 1`` gives the same ranks as one block, and one positive time per query whose
+    solve is part of it; a block records none."""
+    from visrep.data import RetrievalData
+    from visrep.methods.manifolds import pipeline as mp
+    from visrep.registry import methods
+    rng = np.random.default_rng(2)
+    centres = np.eye(3, 8, dtype=np.float32)
+    image_of = np.repeat(np.arange(6), 3)                     # 6 images x 3 regions, 2 images per cluster
+    db = centres[image_of // 2] + 0.1 * rng.standard_normal((18, 8)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    query_of = np.array([0, 0, 1, 1, 2, 2])
+    q = centres[query_of] + 0.1 * rng.standard_normal((6, 8)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    regions = mp.RegionalVectors(db=db, q=q, image_of=image_of, query_of=query_of, coeff=np.ones(len(db)))
+    monkeypatch.setattr(mp, "regional_search_vectors", lambda method, data, ctx: regions)
+    gnd = [{"ok": np.array([2 * c, 2 * c + 1]), "junk": np.zeros(0, np.int64)} for c in range(3)]
+    data = RetrievalData(name="regional-toy", db_names=[f"db{i}" for i in range(6)],
+                         query_names=[f"q{j}" for j in range(3)], gnd=gnd, manifest="regional-toy")
+    extra = {"rank": 6} if method == "regional-fsr" else {}
+    ctx = RunContext(quiet=True)
+    one = methods.create(method, k=4, kq=3, query_batch=1, **extra).run(data, ctx)
+    block = methods.create(method, k=4, kq=3, **extra).run(data, ctx)
+    np.testing.assert_array_equal(one["ranks"], block["ranks"])
+    t, ts = one["per_item_timings"]["query"], one["per_item_timings"]["query_solve"]
+    assert t.shape == ts.shape == (3,) and np.all(ts > 0) and np.all(ts <= t)
+    assert "per_item_timings" not in block
+    assert {tuple(sorted(one["ranks"][:2, j])) for j in range(3)} == {(0, 1), (2, 3), (4, 5)}

@@ -381,21 +381,36 @@ class RegionalGraphMethod(GraphMethod):
         ranks = np.empty((n_img if topk is None else topk, nq), np.int64)
         iters_all, solve_s = [], 0.0
         t_online = time.perf_counter()
+        batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+        one = batch == 1        # each query alone (query_batch = 1): its y, solve, pooling and ranking timed
+        t_query, t_solve = np.zeros(nq), np.zeros(nq)
         with ctx.phase("online"):
-            Y = query_vectors(db, q, cfg["kq"], cfg["gamma"], query_of=R.query_of, n_queries=nq)
-            batch = max(1, min(self.batch, (1 << 24) // max(db.shape[0], 1)))
+            if not one:
+                Y = query_vectors(db, q, cfg["kq"], cfg["gamma"], query_of=R.query_of, n_queries=nq)
             for s in ctx.progress(range(0, nq, batch), desc=f"{self.name} queries", total=-(-nq // batch),
                                   unit="batch"):
                 cols = slice(s, min(s + batch, nq))
+                t_q = time.perf_counter()
+                if not one:
+                    y = Y[:, cols]
+                elif (own := R.query_of == s).any():
+                    y = query_vectors(db, q[own], cfg["kq"], cfg["gamma"], query_of=np.zeros(int(own.sum()), np.int64),
+                                      n_queries=1)
+                else:                                     # a query without regions: y = 0, as in a block
+                    y = sp.csc_matrix((db.shape[0], 1), dtype=np.float32)
                 t_s = time.perf_counter()
-                F, iters = self.score(graph, state, QueryBatch(Y[:, cols], cols, db, q, R.query_of))
+                F, iters = self.score(graph, state, QueryBatch(y, cols, db, q, R.query_of))
                 solve_s += time.perf_counter() - t_s
+                if one:
+                    t_solve[s] = time.perf_counter() - t_s
                 iters_all.append(iters)
                 S = rd.pool_region_scores(F, R.image_of, n_img, cfg["pooling"], R.coeff)
                 mine = (R.query_of >= cols.start) & (R.query_of < cols.stop)
                 tie = rd.rmatch(db, R.image_of, n_img, q[mine], R.query_of[mine] - cols.start,
                                 cols.stop - cols.start)
                 ranks[:, cols] = ranks_from_scores(S, tie, topk)
+                if one:
+                    t_query[s] = time.perf_counter() - t_q
         per_query = (time.perf_counter() - t_online) / max(nq, 1)
         iters = np.concatenate(iters_all) if iters_all else np.zeros(0)
         timings = {"query": per_query, "query_solve": solve_s / max(nq, 1), "offline_total": offline_s}
@@ -403,4 +418,7 @@ class RegionalGraphMethod(GraphMethod):
         stats = {"graph_mb": graph.nbytes / 2**20, "mean_iterations": float(iters.mean()) if iters.size else 0.0,
                  "regions": int(db.shape[0]), "query_regions": int(q.shape[0])}
         stats.update(getattr(self, "_extra_stats", {}))
-        return {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
+        out = {"ranks": ranks, "timings": timings, "stats": stats, "iterations": iters}
+        if one:
+            out["per_item_timings"] = {"query": t_query, "query_solve": t_solve}
+        return out
