@@ -88,19 +88,75 @@ def test_greedy_cover_hand_made():
 
 
 def test_geo_plus_visual_equals_visual_kvq_inside_each_geo_cluster():
+    from visrep.methods.collections.kvq import kvq_lp_weights
     from visrep.methods.collections.scene_maps import kvq_clusters
     rng = np.random.default_rng(3)
     n = 30
     W = np.triu(rng.integers(0, 40, (n, n)).astype(float), 1)
     W = W + W.T
     geo = rng.integers(0, 3, n)
-    masked, _ = kvq_clusters(np.where(geo[:, None] == geo[None], W, 0.0), 20)
-    for g in range(3):                                  # the same partition as KVQ block by block
+    Wm = np.where(geo[:, None] == geo[None], W, 0.0)
+    masked, _ = kvq_clusters(Wm, 20, "greedy")
+    for g in range(3):                                  # greedy: the same partition as KVQ block by block
         idx = np.flatnonzero(geo == g)
-        lab, _ = kvq_clusters(W[np.ix_(idx, idx)], 20)
+        lab, _ = kvq_clusters(W[np.ix_(idx, idx)], 20, "greedy")
         a, b = masked[idx], lab
         assert len(set(zip(a, b))) == len(set(a)) == len(set(b))
     assert all(len(set(geo[masked == c])) == 1 for c in np.unique(masked))
+    # LP: the program of disjoint blocks separates (its optimum is the sum of the blocks' optima) and no
+    # cluster spans two geo clusters (an image only joins a centre that covers it)
+    masked, _ = kvq_clusters(Wm, 20, "lp")
+    assert all(len(set(geo[masked == c])) == 1 for c in np.unique(masked))
+    def cover(M):
+        return (M >= 20) | np.eye(len(M), dtype=bool)
+    blocks = sum(kvq_lp_weights(cover(W[np.ix_(geo == g, geo == g)]))[1] for g in range(3))
+    assert kvq_lp_weights(cover(Wm))[1] == pytest.approx(blocks, abs=1e-7)
+
+
+def test_geo_clusters_lp_on_a_street():
+    """Images every 600 m along a meridian, radius 1 km: each covers its two neighbours only (600 m in,
+    1200 m out), a path, so the paper's LP takes the domination number ceil(n / 3) of centres (the
+    covering matrix is an interval matrix: the LP's vertex is integral), each image within 1 km of its centre."""
+    from visrep.datasets.sample_views_meta import offset_latlon
+    from visrep.methods.collections.geo import geo_clusters, haversine_m
+    for n in (5, 9, 13):
+        lat, lon = offset_latlon(np.full(n, 45.0), np.full(n, 7.0), np.zeros(n), 600.0 * np.arange(n))
+        labels, centres = geo_clusters(lat, lon, 1000.0, "lp")
+        assert len(centres) == int(np.ceil(n / 3)) and (labels[centres] == np.arange(len(centres))).all()
+        assert (haversine_m(lat, lon, lat[centres[labels]], lon[centres[labels]]) <= 1000.0).all()
+        assert len(geo_clusters(lat, lon, 1000.0, "greedy")[1]) >= len(centres)
+    with pytest.raises(UserError, match="solver"):
+        geo_clusters(lat, lon, 1000.0, "simplex")
+
+
+@pytest.mark.slow
+def test_kvq_lp_scales_to_5000_geo_points():
+    """Timing of the paper's LP at n = 5000 random geo points (a 20 km square, radius 1 km: ~40 images per
+    disc; ~194k covering pairs). The time is printed, never judged; the test checks the distortion bound of
+    the LP's clusters and LP value <= greedy's number of centres (the LP is a relaxation). Measured (1 core):
+    LP 16 s, value 137.9, optimum fractional on ~1800 images, so alpha > 0 gives ~1800 centres vs greedy's 210."""
+    import time
+
+    from visrep.datasets.sample_views_meta import offset_latlon
+    from visrep.methods.collections.geo import (
+        geo_clusters,
+        haversine_m,
+        pairwise_haversine_m,
+    )
+    from visrep.methods.collections.kvq import kvq_lp_weights
+    rng = np.random.default_rng(0)
+    n = 5000
+    lat, lon = offset_latlon(np.full(n, 48.0), np.full(n, 2.0), rng.uniform(0, 20e3, n), rng.uniform(0, 20e3, n))
+    cover = pairwise_haversine_m(lat, lon) <= 1000.0
+    t0 = time.perf_counter()
+    alpha, value = kvq_lp_weights(cover)
+    t_lp = time.perf_counter() - t0
+    labels, centres = geo_clusters(lat, lon, 1000.0, "lp")
+    _, greedy = geo_clusters(lat, lon, 1000.0, "greedy")
+    print(f"n={n} nnz={int(cover.sum())} LP {t_lp:.2f} s value {value:.3f}, lp centres {len(centres)}, "
+          f"greedy centres {len(greedy)}, fractional {int(((alpha > 1e-6) & (alpha < 1 - 1e-6)).sum())}")
+    assert (haversine_m(lat, lon, lat[centres[labels]], lon[centres[labels]]) <= 1000.0).all()
+    assert value <= len(greedy) + 1e-9
 
 
 # ---------------------------------------------------------------- location vote and tag votes

@@ -1,4 +1,5 @@
-"""Known answers of the photo-collection kernels: total recall's expansion, KVQ clusters, scene maps."""
+"""Known answers of the photo-collection kernels: total recall's expansion, KVQ clusters (the paper's linear
+program and the greedy simplification), scene maps."""
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_kvq_clusters_two_scenes_and_a_singleton():
     W = np.zeros((6, 6))
     for a, b, w in [(0, 1, 40), (0, 2, 30), (1, 2, 25), (3, 4, 60), (2, 3, 5)]:   # 2-3: below the threshold
         W[a, b] = W[b, a] = w
-    labels, centres = S.kvq_clusters(W, 20)
+    labels, centres = S.kvq_clusters(W, 20, "greedy")
     assert centres.tolist() == [0, 3, 5]           # 0 covers {0,1,2} (ties with 1 and 2 broken by inliers)
     assert labels.tolist() == [0, 0, 0, 1, 1, 2]
     assert (labels[centres] == np.arange(len(centres))).all()
@@ -82,16 +83,157 @@ def test_kvq_clusters_star_and_assignment_to_the_strongest_centre():
     # a hub covering everybody gives one cluster; with two centres, a shared image joins the stronger
     W = np.zeros((5, 5))
     W[0, 1:] = W[1:, 0] = 30
-    labels, centres = S.kvq_clusters(W, 20)
+    labels, centres = S.kvq_clusters(W, 20, "greedy")
     assert centres.tolist() == [0] and (labels == 0).all()
     W = np.zeros((6, 6))
     for a, b, w in [(0, 1, 30), (0, 2, 30), (3, 4, 30), (3, 5, 30), (3, 2, 90)]:
         W[a, b] = W[b, a] = w
-    labels, centres = S.kvq_clusters(W, 20)
+    labels, centres = S.kvq_clusters(W, 20, "greedy")
     assert centres.tolist() == [3, 0]                # 3 covers {2, 3, 4, 5}, then 0 covers {0, 1}
     assert labels.tolist() == [1, 1, 0, 0, 0, 0]     # 2 is covered by both: it joins 3 (90 > 30 inliers)
     with pytest.raises(UserError, match="square"):
         S.kvq_clusters(np.zeros((2, 3)), 1)
+
+
+# ------------------------------------------------------------------ KVQ: the paper's LP vs the greedy cover
+
+def _graph(n, edges, w=30.0):
+    W = np.zeros((n, n))
+    for a, b in edges:
+        W[a, b] = W[b, a] = w
+    return W
+
+
+def _cover(W, t=20):
+    return (np.maximum(W, W.T) >= t) | np.eye(len(W), dtype=bool)
+
+
+def _assert_valid(W, labels, centres, t=20):
+    """Every image joins a centre that covers it (the distortion bound), and each centre keeps itself."""
+    C = _cover(W, t)
+    n = len(W)
+    assert C[centres[labels], np.arange(n)].all()
+    assert (labels[centres] == np.arange(len(centres))).all() and len(set(centres.tolist())) == len(centres)
+
+
+def test_kvq_lp_finds_two_centres_where_greedy_takes_three():
+    """Set-cover counterexample for the greedy rule: a hub m covers 8 images, more than either true centre
+    a (covers a, a1..a4, m) or b (covers b, b1..b4), but {a, b} is the only cover by 2 (a4's and b4's
+    constraints share no image, so the LP value is >= 2; m's and b1's force alpha_a = alpha_b = 1)."""
+    from visrep.methods.collections.kvq import kvq_greedy, kvq_lp, kvq_lp_weights
+    a, b, m = 0, 5, 10
+    A, B = [1, 2, 3, 4], [6, 7, 8, 9]
+    edges = [(a, x) for x in A] + [(b, x) for x in B] + [(m, x) for x in A[:3] + B[:3]] + [(m, a)]
+    W = _graph(11, edges)
+    C = _cover(W)
+    assert kvq_greedy(C, W).tolist() == [m, b, a]     # m first (gain 8), then b ({b, b4}), then a ({a4})
+    alpha, value = kvq_lp_weights(C)
+    assert value == pytest.approx(2.0, abs=1e-9)
+    np.testing.assert_allclose(alpha, np.eye(11)[a] + np.eye(11)[b], atol=1e-9)
+    assert kvq_lp(C).tolist() == [a, b]
+    for kvq, k in (("lp", 2), ("greedy", 3)):
+        labels, centres = S.kvq_clusters(W, 20, kvq)
+        assert len(centres) == k
+        _assert_valid(W, labels, centres)
+    labels, centres = S.kvq_clusters(W, 20, "lp")
+    assert labels.tolist() == [0] * 5 + [1] * 5 + [0]   # m is covered by a only
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 11, 30, 31, 32])
+def test_kvq_lp_on_a_path_takes_the_domination_number(n):
+    """Images on a path (each verified with its two neighbours): the fewest centres is the domination
+    number ceil(n / 3); the covering matrix is an interval matrix (totally unimodular), so the LP's
+    vertex solution is integral and takes exactly that many."""
+    from visrep.methods.collections.kvq import kvq_lp_weights
+    W = _graph(n, [(i, i + 1) for i in range(n - 1)])
+    alpha, value = kvq_lp_weights(_cover(W))
+    assert value == pytest.approx(np.ceil(n / 3), abs=1e-9)
+    assert np.allclose(alpha, np.round(alpha), atol=1e-9)
+    labels, centres = S.kvq_clusters(W, 20, "lp")
+    assert len(centres) == int(np.ceil(n / 3))
+    _assert_valid(W, labels, centres)
+
+
+def test_kvq_lp_two_cliques_and_a_singleton():
+    """Two cliques (4 and 3 images) and an unmatched image: one centre per clique, the singleton alone;
+    the clusters are the cliques whichever member the LP picks."""
+    W = _graph(8, [(i, j) for i in range(4) for j in range(i + 1, 4)] + [(4, 5), (4, 6), (5, 6)])
+    labels, centres = S.kvq_clusters(W, 20, "lp")
+    assert len(centres) == 3 and centres[0] < 4 <= centres[1] < 7 and centres[2] == 7
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 2]
+    _assert_valid(W, labels, centres)
+
+
+@pytest.mark.parametrize("W", [
+    _graph(6, [(i, i + 1) for i in range(5)]),                                      # path of 6: {1, 4}
+    _graph(10, [(0, i) for i in range(1, 5)] + [(5, i) for i in range(6, 9)]),     # two stars and a singleton
+], ids=["path6", "stars"])
+def test_kvq_lp_and_greedy_agree_on_a_unique_optimum(W):
+    """When the optimal cover is unique (and greedy finds it), both solvers give the same clusters: the same
+    centre for every image (centre ids; the LP lists centres ascending, greedy in the order taken)."""
+    from visrep.methods.collections.kvq import kvq_lp_weights
+    lab_lp, c_lp = S.kvq_clusters(W, 20, "lp")
+    lab_g, c_g = S.kvq_clusters(W, 20, "greedy")
+    assert sorted(c_g.tolist()) == c_lp.tolist()
+    np.testing.assert_array_equal(c_lp[lab_lp], c_g[lab_g])
+    assert kvq_lp_weights(_cover(W))[1] == pytest.approx(len(c_lp), abs=1e-9)
+
+
+def test_kvq_lp_fractional_optimum_of_an_odd_cycle_still_covers():
+    """The LP is a relaxation: on a 5-cycle its unique optimum is alpha = 1/3 everywhere (value 5/3; summing
+    the 5 constraints gives 3 sum(alpha) >= 5, and the tight system is invertible), so every image has
+    alpha > 0 and is a centre -- 5 centres where 2 suffice -- yet every image is covered."""
+    from visrep.methods.collections.kvq import kvq_lp_weights
+    W = _graph(5, [(i, (i + 1) % 5) for i in range(5)])
+    alpha, value = kvq_lp_weights(_cover(W))
+    assert value == pytest.approx(5 / 3, abs=1e-9)
+    np.testing.assert_allclose(alpha, 1 / 3, atol=1e-9)
+    labels, centres = S.kvq_clusters(W, 20, "lp")
+    assert centres.tolist() == [0, 1, 2, 3, 4] and labels.tolist() == [0, 1, 2, 3, 4]
+    assert len(S.kvq_clusters(W, 20, "greedy")[1]) == 2
+
+
+def test_kvq_lp_bounds_against_exact_set_cover_and_greedy():
+    """Random verification graphs: LP value <= exact minimum cover (scipy's MILP, and brute force on 10
+    images) <= greedy; an integral LP solution is an optimal cover; both solvers always cover every image."""
+    from itertools import combinations
+
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from visrep.methods.collections.kvq import kvq_lp_weights
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        n = 10 if trial < 4 else 40
+        W = np.triu(rng.integers(0, 40, (n, n)) * (rng.random((n, n)) < 0.25), 1).astype(float)
+        W = W + W.T
+        C = _cover(W)
+        alpha, value = kvq_lp_weights(C)
+        exact = milp(np.ones(n), constraints=LinearConstraint(C.T.astype(float), lb=1), integrality=np.ones(n),
+                     bounds=Bounds(0, 1))
+        best = round(exact.fun)
+        if n == 10:                                     # brute force: the smallest k with a covering k-subset
+            brute = next(k for k in range(1, n + 1) for S_ in combinations(range(n), k) if C[list(S_)].any(0).all())
+            assert brute == best
+        lab_lp, c_lp = S.kvq_clusters(W, 20, "lp")
+        lab_g, c_g = S.kvq_clusters(W, 20, "greedy")
+        _assert_valid(W, lab_lp, c_lp)
+        _assert_valid(W, lab_g, c_g)
+        assert value <= best + 1e-9 and best <= len(c_g)
+        if np.allclose(alpha, np.round(alpha), atol=1e-9):
+            assert len(c_lp) == best
+
+
+def test_kvq_lp_failure_is_a_user_error_naming_greedy(monkeypatch):
+    import scipy.optimize
+    from visrep.methods.collections.kvq import kvq_lp
+
+    class Failed:
+        status, x, fun, message = 4, None, None, "numerical difficulties"
+
+    monkeypatch.setattr(scipy.optimize, "linprog", lambda *a, **k: Failed())
+    with pytest.raises(UserError, match='kvq="greedy"'):
+        kvq_lp(np.eye(3, dtype=bool))
+    with pytest.raises(UserError, match="solver"):
+        S.kvq_clusters(np.zeros((3, 3)), 20, "exact")
 
 
 # ---------------------------------------------------------------------------------------- scene maps

@@ -12,10 +12,11 @@ Papers and my reading of them:
   (great-circle) distance and r a radius in metres (the authors' project page draws the geo
   clusters as "codebook vectors and cluster boundaries" -- circles -- and motivates the radius
   by "two images taken 2 km apart are unlikely to depict the same building": with r = 1 km every
-  two members of a cluster are at most 2r = 2 km apart). :func:`geo_clusters` solves the KVQ
-  covering problem greedily, as :func:`visrep.methods.collections.scene_maps.kvq_clusters` does
-  for the visual step (a simplification of KVQ's linear program), and assigns each image to its
-  nearest covering centre.
+  two members of a cluster are at most 2r = 2 km apart). :func:`geo_clusters` solves KVQ as the
+  paper does, by its linear program (:mod:`visrep.methods.collections.kvq`; or, with kvq="greedy",
+  by the greedy set-cover approximation, a simplification), as
+  :func:`visrep.methods.collections.scene_maps.kvq_clusters` does for the visual step, and assigns
+  each image to its nearest covering centre.
 - VIRaL, Sec. 6 ("location recognition") and the demo's "Estimated location" / "Suggested tags":
   the query is matched against the collection, the spatially verified results vote. My reading:
   the locations of the verified results are geo-clustered (same KVQ, radius r), the cluster with
@@ -64,7 +65,7 @@ def _check_latlon(lat, lon, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def greedy_cover(cover: np.ndarray, affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """KVQ's covering problem solved greedily (see the module docstring).
+    """KVQ's covering problem solved greedily -- a simplification of the paper's LP (see the module docstring).
 
     cover (n, n) bool: cover[c, j] when image c as a centre covers image j (cover[i, i] must hold);
     affinity (n, n) float: larger = closer (tie-breaks and assignment). Repeatedly take as centre
@@ -72,41 +73,25 @@ def greedy_cover(cover: np.ndarray, affinity: np.ndarray) -> tuple[np.ndarray, n
     lower index); then each image joins the covering centre of largest affinity (a centre keeps
     itself). Returns (labels (n,) int64 in [0, n_clusters), centres (n_clusters,) int64).
     """
-    cover = np.asarray(cover, bool)
-    A = np.asarray(affinity, np.float64)
-    n = len(cover)
-    if cover.shape != (n, n) or A.shape != (n, n):
-        raise UserError(f"greedy_cover: cover and affinity must be (n, n), got {cover.shape} and {A.shape}")
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if not cover[np.arange(n), np.arange(n)].all():
-        raise UserError("greedy_cover: every image must cover itself (cover[i, i] True)")
-    uncovered = np.ones(n, bool)
-    centres: list[int] = []
-    while uncovered.any():
-        gain = cover[:, uncovered].sum(1)
-        weight = np.where(cover[:, uncovered], A[:, uncovered], 0.0).sum(1)
-        c = int(np.lexsort((np.arange(n), -weight, -gain))[0])
-        centres.append(c)
-        uncovered &= ~cover[c]
-    C = np.asarray(centres, np.int64)
-    aff = np.where(cover[C], A[C], -np.inf)                     # (n_clusters, n)
-    aff[np.arange(len(C)), C] = np.inf                          # a centre keeps itself
-    return aff.argmax(0).astype(np.int64), C
+    from .kvq import kvq_solve
+    return kvq_solve(cover, affinity, "greedy")
 
 
-def geo_clusters(lat, lon, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+def geo_clusters(lat, lon, radius_m: float, kvq: str = "lp") -> tuple[np.ndarray, np.ndarray]:
     """Geo clusters by KVQ with great-circle distance (Avrithis et al. 2010, Sec. 3; VIRaL Sec. 3).
 
     lat, lon (n,) degrees; radius_m > 0: every image lies within radius_m metres of its cluster's
-    centre (an image), so two members are at most 2 radius_m apart. Returns (labels (n,) int64,
-    centres (n_clusters,) int64 image ids; labels[centres[c]] == c); images join the nearest
+    centre (an image), so two members are at most 2 radius_m apart. K_ij = [d(i, j) <= radius_m].
+    kvq="lp": Tipping & Schölkopf's linear program (:func:`visrep.methods.collections.kvq.kvq_lp`,
+    centres alpha_i > 1e-6); kvq="greedy": the greedy set-cover simplification. Returns (labels (n,)
+    int64, centres (n_clusters,) int64 image ids; labels[centres[c]] == c); images join the nearest
     covering centre.
     """
+    from .kvq import kvq_solve
     if not radius_m > 0:
         raise UserError(f"geo_clusters: radius_m must be > 0 metres, got {radius_m}")
     D = pairwise_haversine_m(lat, lon)
-    return greedy_cover(D <= radius_m, -D)
+    return kvq_solve(D <= radius_m, -D, kvq)
 
 
 def spherical_mean(lat, lon, weights=None) -> tuple[float, float]:
@@ -121,11 +106,11 @@ def spherical_mean(lat, lon, weights=None) -> tuple[float, float]:
     return float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))), float(np.degrees(np.arctan2(v[1], v[0])))
 
 
-def location_vote(lat, lon, weights, radius_m: float) -> tuple[float, float, np.ndarray]:
+def location_vote(lat, lon, weights, radius_m: float, kvq: str = "lp") -> tuple[float, float, np.ndarray]:
     """Estimated location of a query from its verified neighbours (VIRaL, my reading: see above).
 
     lat, lon (m,) degrees of the m verified neighbours; weights (m,) > 0 their votes (inliers, or
-    ones). The neighbours are geo-clustered (:func:`geo_clusters`, radius_m); the cluster of
+    ones). The neighbours are geo-clustered (:func:`geo_clusters`, radius_m, solver `kvq`); the cluster of
     largest summed vote wins (ties: more members, then the cluster of the lower centre index);
     the estimate is the vote-weighted :func:`spherical_mean` of its members.
     Returns (lat, lon, members (k,) int64 indices into the m neighbours); (nan, nan, empty) when
@@ -137,7 +122,7 @@ def location_vote(lat, lon, weights, radius_m: float) -> tuple[float, float, np.
         raise UserError(f"location_vote: need one positive weight per neighbour, got {len(w)} for {len(lat)}")
     if len(lat) == 0:
         return float("nan"), float("nan"), np.zeros(0, np.int64)
-    labels, centres = geo_clusters(lat, lon, radius_m)
+    labels, centres = geo_clusters(lat, lon, radius_m, kvq)
     vote = np.bincount(labels, w, len(centres))
     count = np.bincount(labels, minlength=len(centres))
     best = int(np.lexsort((centres, -count, -vote))[0])

@@ -15,7 +15,7 @@ from visrep.params import Param
 from visrep.registry import register
 
 from .geo import geo_clusters, location_vote, tag_votes
-from .pipeline import GEO_PARAMS, CollectionRetrieval, geo_meta
+from .pipeline import GEO_PARAMS, KVQ_PARAMS, CollectionRetrieval, geo_meta
 from .query_expansion import (
     average_expansion,
     back_project_inside,
@@ -133,13 +133,15 @@ class SceneMapsQE(CollectionRetrieval):
 
 
 class _CollectionGraph(CollectionRetrieval):
-    """Shared offline step of `scene-maps` and `view-clustering`: verify every image against its
-    top `shortlist` BoW neighbours, then visual clusters (:func:`kvq_clusters`)."""
+    """Shared offline step of `scene-maps`, `view-clustering`, `location-suggest`, `tag-suggest`: verify every
+    image against its top `shortlist` BoW neighbours (cached), then, for the clustering methods, visual clusters
+    (:func:`kvq_clusters`, solver `kvq`)."""
 
     model = "homography"
 
-    def graph(self, data, ctx, col) -> dict:
-        """{"inliers": (n, n) float64, "T": {(a, b): (3, 3) a -> b}, "labels": (n,), "centres": (c,)}."""
+    def graph(self, data, ctx, col, kvq: str | None = None) -> dict:
+        """{"inliers": (n, n) float64, "T": {(a, b): (3, 3) a -> b}, "pairs": int}, plus "labels": (n,) and
+        "centres": (c,) of :func:`kvq_clusters` when a KVQ solver `kvq` ("lp" / "greedy") is given."""
         cfg = self.cfg
         n = data.n_db
 
@@ -157,14 +159,17 @@ class _CollectionGraph(CollectionRetrieval):
                     W[a, b] = W[b, a] = score
                     T[(int(a), int(b))] = Tab
                     T[(int(b), int(a))] = np.linalg.inv(Tab)
-            labels, centres = kvq_clusters(W, cfg["min_inliers"])
-            return {"inliers": W, "T": T, "labels": labels, "centres": centres, "pairs": len(pairs)}
+            return {"inliers": W, "T": T, "pairs": len(pairs)}
 
         what = {k: cfg[k] for k in ("vocabulary", "k", "vocab_niter", "vocab_train", "vocab_limit", "local_features",
                                     "max_features", "shortlist", "threshold", "min_inliers", "max_per_word")}
         with ctx.phase("offline"):
-            return ctx.cached("collection_graph", {**what, "model": self.model, "seed": ctx.seed},
-                              [kvq_clusters, type(self)], compute, data=data)
+            g = ctx.cached("collection_graph", {**what, "model": self.model, "seed": ctx.seed},
+                           [kvq_clusters, type(self)], compute, data=data)
+            if kvq is not None:
+                labels, centres = kvq_clusters(g["inliers"], cfg["min_inliers"], kvq)
+                g = {**g, "labels": labels, "centres": centres}
+        return g
 
 
 @register
@@ -177,7 +182,7 @@ class SceneMaps(_CollectionGraph):
     params = CollectionRetrieval.params + (
         Param("merge_radius", float, 4.0, "merge same-word features landing within this many pixels of each "
               "other in the reference frame", low=0),
-    )
+    ) + KVQ_PARAMS
 
     def scene_maps(self, data, ctx, col, g) -> dict:
         """Scene maps of the clusters of graph `g`: {"words": (F,), "map": (F,) map id, "members": list of
@@ -205,7 +210,7 @@ class SceneMaps(_CollectionGraph):
 
     def run(self, data, ctx) -> dict:
         col = self.collection(data, ctx)
-        g = self.graph(data, ctx, col)
+        g = self.graph(data, ctx, col, self.cfg["kvq"])
         with ctx.phase("offline"):
             sm = self.scene_maps(data, ctx, col, g)
         ranks = np.zeros((data.n_db, data.n_queries), np.int64)
@@ -227,7 +232,8 @@ class SceneMaps(_CollectionGraph):
 class ViewClustering(_CollectionGraph):
     """Avrithis et al. ACM-MM 2010, Sec. 3: geo clustering (:func:`geo.geo_clusters`, KVQ by great-circle
     distance), visual clustering (:func:`scene_maps.kvq_clusters`, KVQ on verified inliers), or both in the
-    paper's order. Simplification of "geo+visual": the verified pairs are those of the shared collection graph
+    paper's order; KVQ is solved by Tipping & Schölkopf's linear program (kvq="lp", the default) or the greedy
+    set-cover approximation (kvq="greedy", a simplification). Simplification of "geo+visual": the verified pairs are those of the shared collection graph
     (each image against its BoW top `shortlist` over the whole collection), and pairs across geo clusters are
     dropped before the visual KVQ; the paper verifies pairs inside each geo cluster only (cheaper at scale, the
     same clusters whenever the shortlist holds an image's same-scene views). labels (n_db,) int64."""
@@ -242,7 +248,7 @@ class ViewClustering(_CollectionGraph):
         Param("mode", str, "visual", "visual: KVQ on verified inliers; geo: KVQ on the images' geo-tags "
               "(great-circle distance, geo_radius); geo+visual: the paper's two stages, visual clusters inside each "
               "geo cluster (pairs across geo clusters never link)", choices=("visual", "geo", "geo+visual")),
-    ) + GEO_PARAMS
+    ) + GEO_PARAMS + KVQ_PARAMS
 
     def run(self, data, ctx) -> dict:
         mode = self.cfg["mode"]
@@ -250,7 +256,7 @@ class ViewClustering(_CollectionGraph):
             meta = geo_meta(data, f"{self.name} (mode geo)")
             t0 = time.perf_counter()
             with ctx.phase("offline"):
-                labels, centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"])
+                labels, centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"], self.cfg["kvq"])
             sizes = np.bincount(labels)
             return {"labels": labels, "centres": centres, "timings": {"clustering": time.perf_counter() - t0},
                     "stats": {"clusters": len(sizes), "singletons": int((sizes == 1).sum()),
@@ -258,15 +264,16 @@ class ViewClustering(_CollectionGraph):
         meta = geo_meta(data, f"{self.name} (mode {mode})") if mode == "geo+visual" else None
         col = self.collection(data, ctx)
         t0 = time.perf_counter()
-        g = self.graph(data, ctx, col)
+        g = self.graph(data, ctx, col, self.cfg["kvq"])
         labels, centres, stats = g["labels"], g["centres"], {}
         if mode == "geo+visual":
             with ctx.phase("offline"):
-                geo, geo_centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"])
-                # KVQ on inliers with cross-geo-cluster pairs removed = KVQ inside each geo cluster (the greedy
-                # cover of disjoint blocks picks the same centres block by block)
+                geo, geo_centres = geo_clusters(meta["lat"], meta["lon"], self.cfg["geo_radius"], self.cfg["kvq"])
+                # KVQ on inliers with cross-geo-cluster pairs removed = KVQ inside each geo cluster (the LP of
+                # disjoint blocks separates, its optimum is the sum of the blocks'; the greedy cover picks the
+                # same centres block by block)
                 labels, centres = kvq_clusters(np.where(geo[:, None] == geo[None], g["inliers"], 0.0),
-                                               self.cfg["min_inliers"])
+                                               self.cfg["min_inliers"], self.cfg["kvq"])
             stats["geo_clusters"] = len(geo_centres)
         sizes = np.bincount(labels)
         return {"labels": labels, "centres": centres,
@@ -312,7 +319,7 @@ class LocationSuggest(_VerifiedNeighbours):
                "largest (inlier-weighted) vote wins, estimate = its weighted centre (leave-one-out over the database)")
     cite = ("Kalantidis, Tolias, Avrithis, Phinikettos, Spyrou, Mylonas & Kollias, VIRaL: visual image retrieval "
             "and localization, MTAP 2011; geo clustering as Avrithis et al., ACM-MM 2010")
-    params = CollectionRetrieval.params + GEO_PARAMS + (_VerifiedNeighbours.vote_param,)
+    params = CollectionRetrieval.params + GEO_PARAMS + (_VerifiedNeighbours.vote_param,) + KVQ_PARAMS
 
     def run(self, data, ctx) -> dict:
         meta = geo_meta(data, self.name)
@@ -324,7 +331,7 @@ class LocationSuggest(_VerifiedNeighbours):
         with ctx.phase("online"):
             for i, (nb, w) in enumerate(nbs):
                 if len(nb):
-                    la, lo, _ = location_vote(lat[nb], lon[nb], w, self.cfg["geo_radius"])
+                    la, lo, _ = location_vote(lat[nb], lon[nb], w, self.cfg["geo_radius"], self.cfg["kvq"])
                     locations[i] = la, lo
         return {"locations": locations, "neighbours": n_nb,
                 "timings": {"suggest": time.perf_counter() - t0, "vocabulary": g["vocabulary_seconds"]},

@@ -8,9 +8,9 @@ community photo collections*, ACM Multimedia 2010:
   verified transformation has at least ``min_inliers`` inliers. Clusters come from kernel vector
   quantization (KVQ, Tipping & Schölkopf AISTATS 2001): the fewest centres such that every image
   lies within the radius of one; the centre of a cluster is its *reference view*.
-  :func:`kvq_clusters` solves KVQ's covering problem by the greedy set-cover approximation
-  (a simplification of the linear program of Tipping & Schölkopf), then assigns every image to
-  the covering centre it shares most inliers with.
+  :func:`kvq_clusters` solves KVQ's covering problem by the paper's linear program (default) or
+  the greedy set-cover approximation (a simplification; :mod:`visrep.methods.collections.kvq`),
+  then assigns every image to the covering centre it shares most inliers with.
 - **scene maps** (Sec. 4): every image of a cluster is aligned to the reference view by its
   verified homography, its local features are projected into the reference frame, and features
   of the same visual word that land within ``merge_radius`` pixels of each other are merged
@@ -51,17 +51,20 @@ def verify_pair(frames_a: np.ndarray, words_a: np.ndarray, frames_b: np.ndarray,
     return int(r["score"]), r["T"]
 
 
-def kvq_clusters(inliers: np.ndarray, min_inliers: float) -> tuple[np.ndarray, np.ndarray]:
-    """Visual clusters by KVQ's covering problem, solved greedily (see the module docstring).
+def kvq_clusters(inliers: np.ndarray, min_inliers: float, kvq: str = "lp") -> tuple[np.ndarray, np.ndarray]:
+    """Visual clusters by KVQ (Tipping & Schölkopf AISTATS 2001; Avrithis et al. 2010, Sec. 3).
 
-    inliers (n, n) symmetric, non-negative (the diagonal is ignored): verified inliers of
-    each pair. Image j is covered by centre c when j == c or inliers[c, j] >= min_inliers.
-    Greedy: repeatedly take as centre the image covering most uncovered images (ties: more
-    inliers to them, then the lower index). Each image then joins the covering centre with most
-    inliers to it (a centre keeps itself).
+    inliers (n, n) non-negative, symmetrised (the diagonal is ignored): verified inliers of each pair.
+    Image j lies within the radius of centre c when j == c or inliers[c, j] >= min_inliers (the 0/1
+    kernel K). kvq="lp": the paper's linear program (:func:`visrep.methods.collections.kvq.kvq_lp`,
+    centres alpha_c > 1e-6, ascending); kvq="greedy": the greedy set-cover simplification
+    (:func:`~visrep.methods.collections.kvq.kvq_greedy`, centres in the order taken). Each image then
+    joins the covering centre with most inliers to it (a centre keeps itself).
     Returns (labels (n,) int64 in [0, n_clusters), centres (n_clusters,) int64 image ids,
     labels[centres[c]] == c).
     """
+    from .kvq import kvq_solve
+
     W = np.asarray(inliers, np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise UserError(f"kvq_clusters: inliers must be a square (n, n) matrix, got shape {W.shape}")
@@ -69,19 +72,7 @@ def kvq_clusters(inliers: np.ndarray, min_inliers: float) -> tuple[np.ndarray, n
     W = np.maximum(W, W.T)
     np.fill_diagonal(W, 0.0)
     cover = (W >= min_inliers) | np.eye(n, dtype=bool)
-    uncovered = np.ones(n, bool)
-    centres: list[int] = []
-    while uncovered.any():
-        gain = cover[:, uncovered].sum(1)
-        weight = (W[:, uncovered] * cover[:, uncovered]).sum(1)
-        c = int(np.lexsort((np.arange(n), -weight, -gain))[0])
-        centres.append(c)
-        uncovered &= ~cover[c]
-    C = np.asarray(centres, np.int64)
-    affinity = np.where(cover[C], W[C], -1.0)                  # (n_clusters, n)
-    affinity[np.arange(len(C)), C] = np.inf                    # a centre keeps itself
-    labels = affinity.argmax(0).astype(np.int64)
-    return labels, C
+    return kvq_solve(cover, np.where(cover, W, -1.0), kvq)
 
 
 def project_points(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
