@@ -193,3 +193,26 @@ def test_user_error_types():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Cache(enabled=False).get_or_compute("x", {}, lambda: 1) == 1
+
+
+def test_parallel_workers_compute_a_missing_cache_entry_once(tmp_path):
+    """Two processes that miss the same entry at once: one computes it (under the entry's lock), the
+    other waits and reads the stored value (the computation runs once; both get the same value)."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, time, numpy as np\n"
+        "from visrep.cache import Cache\n"
+        "def compute():\n"
+        "    open(sys.argv[2], 'a').write('computed\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    return np.arange(4)\n"
+        "v = Cache(sys.argv[1]).get_or_compute('net', {'seed': 0}, compute)\n"
+        "print(v.tolist())\n")
+    log = tmp_path / "log.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache"), str(log)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["[0, 1, 2, 3]"] * 2
+    assert log.read_text().count("computed") == 1

@@ -163,3 +163,63 @@ def test_mt_loss_known_answer():
     j = softmax_mse(s, t).sum().item()
     want = (0.5 * ce0 + 2.0 * ce2) / 3 + 10.0 * math.exp(-5 * 0.25) * j / 3
     assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_supervised_network_is_trained_once_and_is_dlp_step_one(mnist, tmp_path):
+    """`supervised` and step 1 of `dlp` (same seed, labelled subset and settings) share one training through
+    the cache: DLP after `supervised` is a cache hit and gives exactly the scores of DLP on an empty cache;
+    a different labelled subset is another entry."""
+    from visrep.cache import Cache
+    from visrep.context import RunContext
+    from visrep.registry import methods
+    data, base_ctx = mnist
+    net = {"width": 4, "blocks": 2}
+
+    def ctx_at(folder):
+        ctx = RunContext(base_ctx.data_root, cache=Cache(tmp_path / folder), quiet=True)
+        ctx.loader_version = base_ctx.loader_version
+        return ctx
+
+    shared = ctx_at("shared")
+    sup = methods.create("supervised", epochs=3, **net).run(data, shared)
+    hits = shared.cache.hits
+    dlp_shared = methods.create("dlp", sup_epochs=3, rounds=1, k=10, **net).run(data, shared)
+    assert shared.cache.hits == hits + 1
+    dlp_alone = methods.create("dlp", sup_epochs=3, rounds=1, k=10, **net).run(data, ctx_at("alone"))
+    np.testing.assert_array_equal(dlp_shared["scores"], dlp_alone["scores"])
+    assert not np.array_equal(sup["scores"], dlp_alone["scores"])        # the rounds did train further
+    # another labelled subset: a miss, not the stored network
+    other = data.subset(np.arange(300))
+    other.train = data.train.subset(np.arange(len(data.train.labels))[::-1].copy())
+    other.train.labelled_idx = np.sort(len(data.train.labels) - 1 - np.asarray(data.train.labelled_idx))
+    misses = shared.cache.misses
+    methods.create("supervised", epochs=3, **net).run(other, shared)
+    assert shared.cache.misses > misses
+
+
+def test_mean_teacher_row_is_mt_dlp_stage_one(mnist, tmp_path):
+    """`mean-teacher` and stage 1 of `mt-dlp` with the same settings (the DLP code's train_stage1 with isMT)
+    are one training through the cache: MT+DLP after MT is a hit with exactly the scores of MT+DLP alone;
+    another EMA decay is another training (a miss)."""
+    from visrep.cache import Cache
+    from visrep.context import RunContext
+    from visrep.registry import methods
+    data, base_ctx = mnist
+    common = {"width": 4, "blocks": 2, "ema_decay": 0.97, "ema_decay_after": 0.97}
+
+    def ctx_at(folder):
+        ctx = RunContext(base_ctx.data_root, cache=Cache(tmp_path / folder), quiet=True)
+        ctx.loader_version = base_ctx.loader_version
+        return ctx
+
+    shared = ctx_at("shared")
+    methods.create("mean-teacher", epochs=1, **common).run(data, shared)
+    hits = shared.cache.hits
+    both = methods.create("mt-dlp", mt_epochs=1, rounds=1, k=10, **common).run(data, shared)
+    assert shared.cache.hits == hits + 1
+    alone = methods.create("mt-dlp", mt_epochs=1, rounds=1, k=10, **common).run(data, ctx_at("alone"))
+    np.testing.assert_array_equal(both["scores"], alone["scores"])
+    assert both["stats"] == alone["stats"]
+    misses = shared.cache.misses
+    methods.create("mean-teacher", epochs=1, **{**common, "ema_decay_after": 0.99}).run(data, shared)
+    assert shared.cache.misses > misses

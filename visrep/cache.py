@@ -26,6 +26,36 @@ import numpy as np
 from . import __version__
 
 
+class _entry_lock:
+    """Exclusive advisory lock (``fcntl.flock``) on ``base.lock`` while an entry is computed; a no-op where
+    the folder cannot hold the lock file or the platform has no flock (the entry is then computed twice at
+    worst, as before)."""
+
+    def __init__(self, base: Path):
+        self.path = base.with_suffix(".lock")
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys, used for every hash in visrep."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
@@ -136,9 +166,16 @@ class Cache:
         if found:
             self.hits += 1
             return value
-        self.misses += 1
-        value = compute()
-        self._store(base, kind, key, value)
+        # one computation per entry across processes: a parallel run's workers that miss the same entry
+        # wait for the first one's value instead of computing it again (an exclusive lock on base.lock)
+        with _entry_lock(base):
+            found, value = self._read(base, kind, key)
+            if found:
+                self.hits += 1
+                return value
+            self.misses += 1
+            value = compute()
+            self._store(base, kind, key, value)
         return value
 
     def _read(self, base: Path, kind: str, key: dict) -> tuple[bool, Any]:

@@ -43,6 +43,27 @@ def images_to_tensor(x: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / np.float32(scale))
 
 
+def make_max_pool(kernel: int):
+    """``nn.MaxPool2d(kernel)`` computed in channels-last layout (the same maxima; output back in NCHW).
+
+    On one CPU thread torch's NCHW max-pool kernel was ~4x slower than its channels-last one (forward +
+    backward, (100, 16, 28, 28): 28 vs 7.5 ms), the largest cost of a training step of these small
+    networks. Outputs are equal; gradients are equal wherever the input is positive (after a ReLU the
+    others get none), so training is unchanged (tested).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ChannelsLastMaxPool2d(nn.MaxPool2d):
+        def forward(self, x):
+            y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), self.kernel_size, self.stride,
+                             self.padding, self.dilation, ceil_mode=self.ceil_mode)
+            return y.contiguous()
+
+    return ChannelsLastMaxPool2d(kernel)
+
+
 def make_convnet(in_ch: int = 1, width: int = 32, blocks: int = 3, n_classes: int = 0, cosine: bool = False,
                  scale: float = 10.0):
     """A :class:`ConvNet` (see the module docstring). ``n_classes = 0``: no classifier head."""
@@ -60,7 +81,7 @@ def make_convnet(in_ch: int = 1, width: int = 32, blocks: int = 3, n_classes: in
                 out = width * (2 ** min(b, 2))
                 layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
                 if b < blocks - 1:
-                    layers.append(nn.MaxPool2d(2))
+                    layers.append(make_max_pool(2))
                 c = out
             self.trunk = nn.Sequential(*layers)
             self.dim = c

@@ -15,6 +15,75 @@ from .few_shot import dense_loss, prototype_scores
 
 
 # ---------------------------------------------------------------- methods
+def trained_once(ctx, kind: str, models, arrays: dict, settings: dict, train):
+    """``train()`` (trains `models` in place and returns a plain result: a loss history, a step count) through
+    the cache: a run whose networks start from the same seed and train on the same arrays with the same
+    settings loads the weights instead (`supervised` is DLP's step 1, `mean-teacher` MT+DLP's stage 1, one base
+    network serves every k_shot of a few-shot table). models: a network or {name: network}. The key holds
+    each array's sha256 (content, shape, dtype), `settings` and the room's code version; the value holds the
+    state dicts (numpy), the result and torch's global RNG state after training, restored on a hit so that
+    what follows draws the same numbers either way. Returns the result."""
+    import hashlib
+
+    import torch
+    nets = models if isinstance(models, dict) else {"net": models}
+
+    def digest(a):
+        a = np.ascontiguousarray(a)
+        return f"{hashlib.sha256(a.tobytes()).hexdigest()}:{a.shape}:{a.dtype}"
+
+    def compute():
+        result = train()
+        return {"state": {name: {k: v.detach().cpu().numpy().copy() for k, v in m.state_dict().items()}
+                          for name, m in nets.items()},
+                "result": result, "rng": torch.get_rng_state().numpy().copy()}
+
+    what = {**settings, "arrays": {k: digest(v) for k, v in arrays.items()}}
+    out = ctx.cached(kind, what, (trained_once,), compute)
+    for name, m in nets.items():
+        m.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in out["state"][name].items()})
+        m.eval()
+    torch.set_rng_state(torch.from_numpy(np.asarray(out["rng"], np.uint8)))
+    return out["result"]
+
+
+def mt_stage(ctx, model, teacher, x, li, unl, y, cfg, epochs: int, progress=None) -> tuple[list, int]:
+    """Mean-teacher training (:func:`semi_supervised.train_two_stream` with :func:`semi_supervised.mt_loss`) of
+    `model` and its EMA `teacher` for `epochs`, through :func:`trained_once`: the `mean-teacher` row and stage 1
+    of `mt-dlp` with the same settings are one training (the DLP code's train_stage1 with isMT, whose
+    checkpoint its stage 2 resumes). x (n, C, H, W) torch; li, unl index arrays; y (n,) torch long, -1 where
+    unlabelled. Returns (losses per epoch, steps)."""
+    from .semi_supervised import mt_loss, train_two_stream
+    keys = ("width", "blocks", "lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "sigma",
+            "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
+    settings = {**{k: cfg[k] for k in keys}, "epochs": int(epochs), "seed": ctx.seed}
+
+    def train():
+        hist, steps = train_two_stream(model, x, li, unl, epochs, mt_loss(y, y >= 0, cfg["consistency"],
+                                       cfg["rampup_epochs"]), seed=ctx.seed, teacher=teacher, progress=progress,
+                                       **ssl_kwargs(cfg, x), **mt_kwargs(cfg))
+        return [float(h) for h in hist], int(steps)
+
+    hist, steps = trained_once(ctx, "mean-teacher-nets", {"student": model, "teacher": teacher},
+                               {"x": x.numpy(), "labelled": np.asarray(li), "unlabelled": np.asarray(unl),
+                                "y": y.numpy()}, settings, train)
+    return list(hist), int(steps)
+
+
+def supervised_step(ctx, model, train, cfg, epochs: int) -> list:
+    """Train `model` on the labelled subset of `train` (cross-entropy, :func:`convnets.train_classifier`) through
+    :func:`trained_once`: the `supervised` row and step 1 of `dlp` share it. Returns the loss history."""
+    from .convnets import images_to_tensor, train_classifier
+    li = np.asarray(train.labelled_idx, dtype=np.int64)
+    xl, yl = np.asarray(train.x)[li], np.asarray(train.labels)[li]
+    batch = min(cfg["batch"], len(li))
+    settings = {"epochs": int(epochs), "lr": cfg["lr"], "batch": batch, "width": cfg["width"],
+                "blocks": cfg["blocks"], "seed": ctx.seed, "n_out": int(model.head.out_features)}
+    return trained_once(ctx, "supervised-net", model, {"x": xl, "y": yl}, settings,
+                        lambda: train_classifier(model, images_to_tensor(xl), yl, epochs, lr=cfg["lr"], batch=batch,
+                                                 seed=ctx.seed))
+
+
 def _train_split(data):
     train = getattr(data, "train", None)
     if train is None or getattr(train, "labelled_idx", None) is None:
@@ -126,9 +195,13 @@ class FewShotMethod(Method):
         x = np.asarray(base.x)
         model = make_convnet(in_ch=1 if x.ndim == 3 else x.shape[3], width=c["width"] * (2 if c["wide"] else 1),
                              blocks=c["blocks"], n_classes=base.n_classes, cosine=True)
+        settings = {k: c[k] for k in ("width", "blocks", "wide", "epochs", "lr", "batch")}
         with ctx.phase("base_training"):
-            hist = train_classifier(model, images_to_tensor(x), base.labels, c["epochs"], lr=c["lr"], batch=c["batch"],
-                                    seed=ctx.seed, loss_fn=dense_loss if self.dense else None)
+            hist = trained_once(ctx, "few-shot-base-net", model, {"x": x, "y": np.asarray(base.labels)},
+                                {**settings, "dense": self.dense, "seed": ctx.seed},
+                                lambda: train_classifier(model, images_to_tensor(x), base.labels, c["epochs"],
+                                                         lr=c["lr"], batch=c["batch"], seed=ctx.seed,
+                                                         loss_fn=dense_loss if self.dense else None))
         return model, hist
 
     def run(self, data, ctx) -> dict:

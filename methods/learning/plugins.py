@@ -50,10 +50,12 @@ from .pipeline import (
     mom_images,
     mom_network,
     mt_kwargs,
+    mt_stage,
     predict_with,
     pretrained_features,
     ssl_kwargs,
     ssl_setup,
+    supervised_step,
     train_head,
 )
 from .semi_supervised import CITE_MT, CITE_PL, mt_loss
@@ -70,19 +72,14 @@ class Supervised(Method):
     )
 
     def run(self, data, ctx) -> dict:
-        from .convnets import (
-            images_to_tensor,
-            seed_torch,
-            train_classifier,
-        )
+        from .convnets import seed_torch
         train = _train_split(data)
         c = self.cfg
         seed_torch(ctx.seed)
         model = _net(train, c, data.n_classes)
         li = np.asarray(train.labelled_idx)
         with ctx.phase("train"):
-            hist = train_classifier(model, images_to_tensor(train.x[li]), train.labels[li], c["epochs"], lr=c["lr"],
-                                    batch=min(c["batch"], len(li)), seed=ctx.seed)
+            hist = supervised_step(ctx, model, train, c, c["epochs"])
         with ctx.phase("predict"):
             scores = _scores(model, data)
         return {"scores": scores, "stats": {"final_loss": hist[-1], "n_labelled": len(li)}}
@@ -128,8 +125,7 @@ class DLP(Method):
         stats = {"n_labelled": len(li)}
         if c["sup_epochs"]:
             with ctx.phase("train"):
-                train_classifier(model, x_all[li], yl, c["sup_epochs"], lr=c["lr"], batch=min(c["batch"], len(li)),
-                                 seed=ctx.seed)
+                supervised_step(ctx, model, train, c, c["sup_epochs"])
         unl = np.setdiff1d(np.arange(n), li)
         nl = min(c["labelled_per_batch"], len(li), c["batch"] - 1)
         nu = c["batch"] - nl
@@ -435,16 +431,14 @@ class MeanTeacher(Method):
     def run(self, data, ctx) -> dict:
         import torch
 
-        from .semi_supervised import copy_model, train_two_stream
+        from .semi_supervised import copy_model
         c = self.cfg
         train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
         teacher = copy_model(model)
         y = torch.full((len(train),), -1, dtype=torch.long)
         y[li] = torch.as_tensor(train.labels[li])
         with ctx.phase("train"):
-            hist, steps = train_two_stream(model, x, li, unl, c["epochs"], mt_loss(y, y >= 0, c["consistency"],
-                                           c["rampup_epochs"]), seed=ctx.seed, teacher=teacher,
-                                           progress=ctx.progress, **ssl_kwargs(c, x), **mt_kwargs(c))
+            hist, steps = mt_stage(ctx, model, teacher, x, li, unl, y, c, c["epochs"], progress=ctx.progress)
         with ctx.phase("predict"):
             scores = predict_with(model, teacher, data, c["predict_with"])
         return {"scores": scores, "stats": {"final_loss": hist[-1], "steps": steps, "n_labelled": len(li)}}
@@ -541,9 +535,7 @@ class MTDLP(Method):
         stats = {"n_labelled": len(li)}
         if c["mt_epochs"]:
             with ctx.phase("train"):
-                _, steps = train_two_stream(model, x, li, unl, c["mt_epochs"], mt_loss(y, y >= 0, c["consistency"],
-                                            c["rampup_epochs"]), seed=ctx.seed, teacher=teacher,
-                                            progress=ctx.progress, **ssl_kwargs(c, x), **mt_kwargs(c))
+                _, steps = mt_stage(ctx, model, teacher, x, li, unl, y, c, c["mt_epochs"], progress=ctx.progress)
         acc = []
         for r in ctx.progress(range(c["rounds"]), desc="mt-dlp rounds", total=c["rounds"], unit="round"):
             with ctx.phase("propagate"):
