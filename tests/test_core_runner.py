@@ -227,3 +227,16 @@ def test_spec_workers_key(tmp_path):
     bad.write_text('workers = 0\nmethod = "knn"\ndataset = "sample-views"\n')
     with pytest.raises(UserError, match="workers = 0"):
         read_spec(bad)
+
+
+def test_parallel_schedule_starts_reused_trainings_first():
+    """`dlp` loads the network `supervised` trains, `mt-dlp` the mean teacher's (Method.reuses): a parallel
+    run takes supervised / mean-teacher jobs first, the reusing ones last, others in between, in the
+    given order within each group."""
+    from visrep.runner import schedule
+    from visrep.spec import Job
+    names = ["dlp", "knn", "supervised", "mt-dlp", "mean-teacher", "aqe"]
+    jobs = [Job(method=m, dataset="mnist", protocol="classification") for m in names]
+    assert [names[i] for i in schedule(jobs)] == ["supervised", "mean-teacher", "knn", "aqe", "dlp", "mt-dlp"]
+    alone = [Job(method="knn", dataset="d", protocol="p"), Job(method="aqe", dataset="d", protocol="p")]
+    assert schedule(alone) == [0, 1]

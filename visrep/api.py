@@ -17,6 +17,9 @@ class Method(Plugin):
     """A technique of the talk. Subclasses set name, task, summary, cite, params; implement run()."""
 
     kind = "method"
+    #: registered names of methods whose cached training this method loads when run with the same settings
+    #: (``dlp`` starts from the network ``supervised`` trains): a parallel run starts those jobs first
+    reuses: tuple[str, ...] = ()
 
     def run(self, data, ctx) -> dict:
         """Return the outputs dict for `data` (see the task table above).

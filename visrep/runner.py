@@ -188,6 +188,20 @@ def preflight(settings: RunSettings) -> None:
     Cache(settings.cache_dir, enabled=settings.use_cache).check_writable()
 
 
+def schedule(jobs: list[Job]) -> list[int]:
+    """Order in which parallel workers take `jobs` (indices into it): jobs of methods that others reuse
+    (``Method.reuses``: their training is cached and loaded by the others) first, jobs that reuse them
+    last, the rest in between; the given order within each group. A reusing job started at once would
+    only wait on the shared cache entry while its worker idles."""
+    from .registry import methods
+    classes = {j.method: methods.get(j.method) for j in jobs}
+    reused = {name for c in classes.values() for name in getattr(c, "reuses", ())}
+
+    def group(j: Job) -> int:
+        return 0 if j.method in reused else 2 if getattr(classes[j.method], "reuses", ()) else 1
+    return sorted(range(len(jobs)), key=lambda i: group(jobs[i]))
+
+
 class LocalExecutor:
     """Runs jobs on this machine: one after another in this process (``workers`` = 1, progress bars
     inside each job), or in ``workers`` processes at once, each with an equal share of the cores'
@@ -266,7 +280,7 @@ class LocalExecutor:
         try:
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                         initargs=(relay,)) as pool:
-                futures = {pool.submit(run_job, job.to_dict(), settings_d): i for i, job in enumerate(jobs)}
+                futures = {pool.submit(run_job, jobs[i].to_dict(), settings_d): i for i in schedule(jobs)}
                 try:
                     for fut in cf.as_completed(futures):
                         rec = fut.result()

@@ -89,6 +89,7 @@ class Supervised(Method):
 class DLP(Method):
     name = "dlp"
     task = "classification"
+    reuses = ("supervised",)
     summary = "deep label propagation: train, kNN graph on features, CG diffusion of labels, weighted pseudo-labels"
     cite = LP_CITE
     params = NET_PARAMS + (
@@ -505,6 +506,7 @@ class PseudoLabel(Method):
 class MTDLP(Method):
     name = "mt-dlp"
     task = "classification"
+    reuses = ("mean-teacher",)
     summary = "MT + DLP: mean teacher, then DLP rounds (kNN graph, propagation, weighted pseudo-labels) + consistency"
     cite = LP_CITE + " (MT + DLP); " + CITE_MT
     params = SSL_PARAMS + MT_PARAMS[:2] + (
