@@ -31,6 +31,7 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
+from .download import PublishedFile
 from .image_files import crop_box, read_rgb
 from .matlab_gnd import read_instre_gnd, read_matlab_gnd
 from .oxford_paris import FEATURE_PARAMS, MatlabRetrievalDataset
@@ -38,6 +39,11 @@ from .revisitop import _features
 
 _DTFD = "https://raw.githubusercontent.com/ljkong18/DTFD/0c75f379de56ae1f41cf3a0c90df25eb992c666e"
 _INSTRE = "https://raw.githubusercontent.com/insikk/instre_evaluation/a0126ec2a460cb848bdc658a78faa7cd17448626"
+#: INRIA's Holidays images (jpg1.tar.gz, jpg2.tar.gz: members jpg/<name>.jpg), from the FTP folder
+#: that the Holidays page (lear.inrialpes.fr/people/jegou/data.php#holidays) links; no checksum or
+#: exact size is published there, so each is pinned on first download. Both merge into holidays/jpg/.
+_HOLIDAYS_FTP = "ftp://ftp.inrialpes.fr/pub/lear/douze/data"
+_HOLIDAYS_SOURCE = "no published checksum (INRIA Holidays page): sha256 pinned on first download"
 
 
 def matlab_ground_truth(dataset: MatlabRetrievalDataset, ctx) -> RetrievalData:
@@ -68,7 +74,9 @@ class Holidays(MatlabRetrievalDataset):
     )
     files = (DataFile("holidays/gnd_holidays.mat",
                       "8088e9508ca4ed1e2a09d5e76bbb20056a6e7d1f01bcb7519fc9b5036842bd53",
-                      f"{_DTFD}/gnd_holidays.mat", 12334),)
+                      f"{_DTFD}/gnd_holidays.mat", 12334),) + tuple(
+        PublishedFile(f"holidays/jpg{i}.tar.gz", None, f"{_HOLIDAYS_FTP}/jpg{i}.tar.gz", required=False,
+                      source=_HOLIDAYS_SOURCE, pin=True, layout="merge", group="images") for i in (1, 2))
 
     def __init__(self, **given):
         super().__init__(**given)
@@ -109,6 +117,8 @@ class Instre(Dataset):
         Param("query_features", str, None, "query descriptor file (1250, d) of the cropped queries"),
         Param("query_crop", bool, True, "crop query images by their bbx (the standard protocol)"),
     )
+    # images: not declared -- the owner's page (http://123.57.42.89/instre/home.html) names no archive
+    # URL or checksum that could be verified here; put INSTRE-S1/, INSTRE-S2/, INSTRE-M/ under instre/
     files = (DataFile("instre/gnd_instre.mat",
                       "d21fcd0254bf4bb3863a646dccffae5e48a849991537b9a64ef07e74627d4b5f",
                       f"{_INSTRE}/gnd_instre.mat", 223899),)

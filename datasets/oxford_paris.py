@@ -25,11 +25,31 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
+from .download import PublishedFile
 from .image_files import crop_box, read_rgb
 from .matlab_gnd import read_matlab_gnd
 
 #: the Matlab ground-truth files as published with the DTFD code (same bytes as the sha256 below)
 GND_MAT_URL = "https://raw.githubusercontent.com/ljkong18/DTFD/0c75f379de56ae1f41cf3a0c90df25eb992c666e/"
+
+#: VGG's image tarballs (face-blurred "-v1" versions), at the URLs revisitop's python/download.py
+#: (filipradenovic/revisitop be39832, download_datasets) uses; neither VGG's pages nor that script
+#: publish a checksum or an exact size, so the first download is pinned (trust on first use).
+#: Extracted flat into <folder>/jpg/, as that script does (``find -type f -exec mv``).
+VGG_OXF_URL = "https://www.robots.ox.ac.uk/~vgg/data/oxbuildings"
+VGG_PAR_URL = "https://www.robots.ox.ac.uk/~vgg/data/parisbuildings"
+VGG_SOURCE = ("no published checksum (VGG Oxford/Paris Buildings pages; revisitop python/download.py): "
+              "sha256 pinned on first download")
+
+
+def vgg_images(folder: str, oxford: bool) -> tuple:
+    """The VGG image archive(s) of Oxford (1 tarball) or Paris (2), extracted flat into ``<folder>/jpg``."""
+    names = (("oxford5k", VGG_OXF_URL, "oxbuild_images-v1.tgz"),) if oxford else tuple(
+        ("paris6k", VGG_PAR_URL, f"paris_{i}-v1.tgz") for i in (1, 2))
+    return tuple(PublishedFile(f"{home}/{name}", None, f"{url}/{name}", None, required=False, source=VGG_SOURCE,
+                               pin=True, extract_to=f"{folder}/jpg", layout="flatten", group="images")
+                 for home, url, name in names)
+
 
 FEATURE_PARAMS = (
     Param("features", str, None, "database descriptor file (n_db, d): .fvecs/.npy/...; None = use images"),
@@ -108,7 +128,7 @@ class Oxford5k(MatlabRetrievalDataset):
     cite = "Philbin et al., Object retrieval with large vocabularies and fast spatial matching, CVPR 2007"
     folder, gnd_file = "oxford5k", "gnd_oxford5k.mat"
     files = (DataFile("oxford5k/gnd_oxford5k.mat", "39b28133d7dcf6f8ada4ed63b4fcb863c55ca29f9872a22d7edf4cc87c0e1f07",
-                      url=GND_MAT_URL + "gnd_oxford5k.mat", size=22628),)
+                      url=GND_MAT_URL + "gnd_oxford5k.mat", size=22628),) + vgg_images("oxford5k", True)
 
 
 @register
@@ -118,7 +138,7 @@ class Paris6k(MatlabRetrievalDataset):
     cite = "Philbin et al., Lost in quantization, CVPR 2008"
     folder, gnd_file = "paris6k", "gnd_paris6k.mat"
     files = (DataFile("paris6k/gnd_paris6k.mat", "98064a00ce5b66e67a75d1b7f410e0cf75a9dd2728be67031a228dc7cb2c6d44",
-                      url=GND_MAT_URL + "gnd_paris6k.mat", size=34968),)
+                      url=GND_MAT_URL + "gnd_paris6k.mat", size=34968),) + vgg_images("paris6k", False)
 
 
 @register

@@ -36,9 +36,24 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
+from .download import PublishedFile
 from .image_files import crop_box, read_rgb
+from .oxford_paris import vgg_images
 
 REVISITOP_URL = "http://cmp.felk.cvut.cz/revisitop/data/datasets"
+
+#: R1M, the revisited 1M distractors, as revisitop's python/download.py (download_distractors)
+#: fetches them: 100 jpg tarballs extracted into revisitop1m/jpg/ and the image list
+#: revisitop1m/revisitop1m.txt (names relative to jpg/, no extension). No checksum or size is
+#: published (revisitop page and script), so each is pinned on first download. Not a loader of its
+#: own (``distractors`` takes R1M descriptors): ``visrep data fetch revisitop1m`` fetches this set.
+R1M_URL = "http://ptak.felk.cvut.cz/revisitop/revisitop1m"
+R1M_SOURCE = "no published checksum (revisitop python/download.py, download_distractors): sha256 pinned on first download"
+R1M_FILES = (PublishedFile("revisitop1m/revisitop1m.txt", None, f"{R1M_URL}/revisitop1m.txt", source=R1M_SOURCE,
+                           pin=True),) + tuple(
+    PublishedFile(f"revisitop1m/revisitop1m.{i}.tar.gz", None, f"{R1M_URL}/jpg/revisitop1m.{i}.tar.gz",
+                  required=False, source=R1M_SOURCE, pin=True, extract_to="revisitop1m/jpg", layout="merge",
+                  group="images") for i in range(1, 101))
 
 
 def read_revisitop_pickle(path: str | Path, dataset=None, root: str | Path | None = None) -> dict:
@@ -188,7 +203,7 @@ class ROxford5k(RevisitopDataset):
     folder = "roxford5k"
     files = (DataFile("roxford5k/gnd_roxford5k.pkl",
                       "ba7967754bd2d7d2210a5799f9c45ad5835e269a80ef9d3eba44caa35816c471",
-                      f"{REVISITOP_URL}/roxford5k/gnd_roxford5k.pkl", 149871),)
+                      f"{REVISITOP_URL}/roxford5k/gnd_roxford5k.pkl", 149871),) + vgg_images("roxford5k", True)
 
 
 @register
@@ -199,4 +214,4 @@ class RParis6k(RevisitopDataset):
     folder = "rparis6k"
     files = (DataFile("rparis6k/gnd_rparis6k.pkl",
                       "d2e729a5293dda7dda8a15c8383424a42e4964a2c4cfea2f32fa85d11d2df499",
-                      f"{REVISITOP_URL}/rparis6k/gnd_rparis6k.pkl", 276508),)
+                      f"{REVISITOP_URL}/rparis6k/gnd_rparis6k.pkl", 276508),) + vgg_images("rparis6k", False)
