@@ -2,7 +2,8 @@
 of Radenovic et al. 2016) and triplet with semi-hard negatives (FaceNet, Schroff et al. 2015 Eq. 1 and Sec. 3.2).
 
 Known answers on hand pairs / triplets / batches, properties on random batches, a cross-check against
-pytorch-metric-learning (skipped when it is absent), and tiny end-to-end runs of both plugins.
+pytorch-metric-learning (skipped when it is absent), and tiny runs of the head-on-frozen-descriptor plugins
+(`contrastive`, `triplet-head`; the end-to-end `triplet` is tested in test_learning_mom_e2e.py).
 """
 from __future__ import annotations
 
@@ -141,6 +142,8 @@ def test_class_balanced_batches():
         big = [c for c in range(5) if counts[c]]
         for c in big:                             # drawn without replacement where the class is large enough
             assert len(set(b[labels[b] == c].tolist())) == 10
+    fixed = class_balanced_batches(labels, 10, 4, np.random.default_rng(0), n_batches=3)   # a set budget
+    assert len(fixed) == 3 and all(len(b) == 40 for b in fixed)
 
 
 # ---------------------------------------------------------------- cross-check with pytorch-metric-learning
@@ -205,7 +208,7 @@ def _violated(emb, labels, n=20000, seed=0):
     return float(np.mean(((emb[a] - emb[p]) ** 2).sum(1) > ((emb[a] - emb[q]) ** 2).sum(1)))
 
 
-@pytest.mark.parametrize("name", ["contrastive", "triplet"])
+@pytest.mark.parametrize("name", ["contrastive", "triplet-head"])
 def test_plugins_end_to_end(digits_split, name):
     from visrep.context import RunContext
     from visrep.registry import methods
@@ -235,4 +238,4 @@ def test_plugins_need_training_labels(digits_split):
     bad.train = copy.copy(unseen.train)
     bad.train.labels = None
     with pytest.raises(UserError, match="labels of the training split"):
-        methods.create("triplet", pca_dim=8, epochs=1).run(bad, RunContext(quiet=True))
+        methods.create("triplet-head", pca_dim=8, epochs=1).run(bad, RunContext(quiet=True))

@@ -1,6 +1,7 @@
 """End-to-end mining on manifolds (Iscen, Tolias, Avrithis & Chum, CVPR 2018): the pools of Eq. 6 on a
 hand graph and against a dense-inverse reference, the authors' triplet sampling and weighted loss, and
-tiny runs of `mom` (network fine-tuned) and `pretrained-net` (its starting point)."""
+tiny runs of `mom` (network fine-tuned), `pretrained-net` (its starting point) and the supervised `triplet`
+baseline fine-tuned end to end the same way (FaceNet, Schroff et al. CVPR 2015: Eq. 1, semi-hard negatives)."""
 from __future__ import annotations
 
 import gzip
@@ -160,6 +161,107 @@ def test_mom_end_to_end_is_seeded_and_changes_the_network(tiny):
     e1 = methods.create("mom", **_kw(src, emb_dim=0, epochs=1, lr=0.1)).run(data, RunContext(quiet=True, seed=2))
     assert np.allclose(e0["embeddings"], base["embeddings"], atol=1e-6)
     assert np.abs(e1["embeddings"] - e0["embeddings"]).max() > 1e-3
+
+
+def test_mom_known_answer_of_the_shared_loop(tiny):
+    """`mom` through :func:`pipeline.finetune` (the loop it shares with `triplet`) gives the numbers the code had
+    before the loop was factored out (measured then on this tiny run: embeddings and losses bit-identical)."""
+    data, src = tiny
+    r = methods.create("mom", **_kw(src)).run(data, RunContext(quiet=True, seed=2))
+    e = r["embeddings"]
+    assert r["stats"]["final_loss"] == pytest.approx(0.5611499547958374, rel=1e-5)
+    assert float(np.abs(e).sum()) == pytest.approx(806.1023559570312, rel=1e-5)
+    assert np.allclose(e[0, :4], [0.1771416962146759, -0.1195257306098938, -0.13510261476039886,
+                                  -0.24260258674621582], atol=1e-5)
+
+
+def _tkw(src, **extra):
+    return {k: v for k, v in _kw(src).items() if k in ("pretrain_data", "pretrain_size", "pretrain_epochs", "width",
+                                                       "blocks", "epochs")} | {"per_class": 6, "classes_per_batch": 3,
+                                                                               **extra}
+
+
+def test_triplet_end_to_end_batches_are_class_balanced_and_semihard(tiny, monkeypatch):
+    """The e2e `triplet` (FaceNet): every minibatch holds per_class images of each of classes_per_batch classes of
+    the labelled training split, and every triplet it trains on is semi-hard (Eq. 4) in that batch's embedding:
+    d(a,p) < d(a,n) < d(a,p) + margin, with n the nearest such negative of the anchor."""
+    from visrep.methods.learning import plugins
+    from visrep.methods.learning.metric_losses import semihard_triplets
+    data, src = tiny
+    seen = []
+
+    def spy(d2, labels, margin, select="hardest"):
+        t = semihard_triplets(d2, labels, margin, select)
+        seen.append((d2, np.asarray(labels), margin, t))
+        return t
+
+    monkeypatch.setattr(plugins, "semihard_triplets", spy)
+    r = methods.create("triplet", **_tkw(src, epochs=2)).run(data, RunContext(quiet=True, seed=1))
+    assert r["stats"]["steps"] == len(seen) == 2 * -(-len(data.train) // 18)
+    for d2, labels, margin, t in seen:
+        assert margin == 0.2 and len(labels) == 18
+        assert sorted(np.bincount(labels)[np.bincount(labels) > 0].tolist()) == [6, 6, 6]
+        assert len(t) > 0
+        a, p, n = t.T
+        assert (labels[a] == labels[p]).all() and (a != p).all() and (labels[n] != labels[a]).all()
+        assert ((d2[a, p] < d2[a, n]) & (d2[a, n] < d2[a, p] + margin)).all()
+        for i, j, k in t:                              # the nearest semi-hard negative of the pair
+            neg = (labels != labels[i]) & (d2[i] > d2[i, j]) & (d2[i] < d2[i, j] + margin)
+            assert d2[i, k] == d2[i, neg].min()
+    # a constructed batch: anchor 0, positive 1 at d^2 = 0.25; negatives at d^2 0.09 (hard), 0.36 and 0.42
+    # (semi-hard), 0.49 (easy) -> the one triplet (0, 1, 3)
+    x = np.array([[0.0], [0.5], [0.3], [0.6], [0.65], [0.7]])
+    d2 = ((x[:, None] - x[None]) ** 2).sum(2)
+    assert spy(d2, np.array([0, 0, 1, 2, 3, 4]), 0.2)[:1].tolist() == [[0, 1, 3]]
+
+
+def test_triplet_end_to_end_fine_tunes_the_network(tiny, monkeypatch):
+    """The e2e `triplet` starts from the network of `mom` (zero epochs = `pretrained-net`), is seeded, and its
+    training moves the trunk's weights, not only an embedding head."""
+    import torch
+    from visrep.methods.learning import plugins
+    data, src = tiny
+    snap = {}
+    real = plugins.finetune
+
+    def spy(net, *a, **k):
+        snap["before"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
+        out = real(net, *a, **k)
+        snap["after"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
+        return out
+
+    monkeypatch.setattr(plugins, "finetune", spy)
+    r1 = methods.create("triplet", **_tkw(src)).run(data, RunContext(quiet=True, seed=2))
+    r2 = methods.create("triplet", **_tkw(src)).run(data, RunContext(quiet=True, seed=2))
+    assert r1["embeddings"].shape == (len(data), 64) and np.array_equal(r1["embeddings"], r2["embeddings"])
+    assert np.allclose(np.linalg.norm(r1["embeddings"], axis=1), 1, atol=1e-5)
+    moved = [n for n in snap["before"] if n.endswith("weight") and
+             not torch.equal(snap["before"][n], snap["after"][n])]
+    assert any("weight" in n for n in moved) and len(moved) >= 2, moved       # the conv layers, not a head
+    base = methods.create("pretrained-net", **{k: v for k, v in _tkw(src).items() if k in
+                                               ("pretrain_data", "pretrain_size", "pretrain_epochs", "width",
+                                                "blocks")}).run(data, RunContext(quiet=True, seed=2))
+    e0 = methods.create("triplet", **_tkw(src, emb_dim=0, epochs=0)).run(data, RunContext(quiet=True, seed=2))
+    assert np.allclose(e0["embeddings"], base["embeddings"], atol=1e-6)
+    # images_per_epoch sets the budget in whole minibatches
+    r = methods.create("triplet", **_tkw(src, images_per_epoch=40)).run(data, RunContext(quiet=True, seed=2))
+    assert r["stats"]["steps"] == 3 and r["stats"]["batch_size"] == 18
+
+
+def test_triplet_end_to_end_needs_training_labels(tiny):
+    import copy
+    data, src = tiny
+    bad = copy.copy(data)
+    bad.train = copy.copy(data.train)
+    bad.train.labels = None
+    with pytest.raises(UserError, match="labels of the training split"):
+        methods.create("triplet", **_tkw(src)).run(bad, RunContext(quiet=True))
+
+
+def test_head_variants_are_named_as_simplifications():
+    assert "head" in methods.create("triplet-head").summary and "simplification" in methods.create(
+        "triplet-head").summary
+    assert "end to end" in methods.create("triplet").summary and "backbone" in methods.create("triplet").cfg
 
 
 def test_mom_weights_file_and_bad_input(tiny, tmp_path):

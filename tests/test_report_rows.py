@@ -131,8 +131,9 @@ def check_dense(row, col, cfg, dcfg):
 def check_mom_cub(row, col, cfg, dcfg):
     if row.method == "mom":                  # the paper fine-tunes GoogLeNet end to end
         return [("backbone (GoogLeNet)", cfg["backbone"], "googlenet")]
-    if row.method == "triplet":              # FaceNet's loss and negatives
-        return [("margin", cfg["margin"], 0.2), ("semi-hard negatives", cfg["negatives"], "hardest")]
+    if row.method == "triplet":              # FaceNet's loss and negatives, GoogLeNet fine-tuned end to end
+        return [("margin", cfg["margin"], 0.2), ("semi-hard negatives", cfg["negatives"], "hardest"),
+                ("backbone (GoogLeNet)", cfg["backbone"], "googlenet"), ("images per class", cfg["per_class"], 40)]
     return []                                # the baseline: the given GoogLeNet descriptor files
 
 

@@ -35,9 +35,10 @@ def squared_distances(x: np.ndarray) -> np.ndarray:
 
 
 def class_balanced_batches(labels: np.ndarray, per_class: int, classes_per_batch: int,
-                           rng: np.random.Generator) -> list[np.ndarray]:
+                           rng: np.random.Generator, n_batches: int | None = None) -> list[np.ndarray]:
     """One epoch of minibatches (list of (b,) int64), each `per_class` items of each of `classes_per_batch`
-    random classes (FaceNet Sec. 3.2: ~40 per identity); ceil(n / (P K)) batches cover about n items.
+    random classes (FaceNet Sec. 3.2: ~40 per identity); `n_batches` of them (None: ceil(n / (P K)) batches,
+    which cover about n items).
 
     Items of a class are drawn without replacement while the class has enough, else with replacement.
     """
@@ -45,7 +46,8 @@ def class_balanced_batches(labels: np.ndarray, per_class: int, classes_per_batch
     classes = np.unique(labels)
     members = [np.flatnonzero(labels == c) for c in classes]
     p = min(classes_per_batch, len(classes))
-    n_batches = max(1, -(-len(labels) // (p * per_class)))
+    if n_batches is None:
+        n_batches = max(1, -(-len(labels) // (p * per_class)))
     out = []
     for _ in range(n_batches):
         chosen = rng.choice(len(classes), p, replace=False)

@@ -1,8 +1,9 @@
 """Mining on manifolds (MoM): metric learning without labels, and its pre-trained baseline.
 
 Two plugins use these kernels: ``mom`` fine-tunes the network end to end as the paper does
-(:func:`mine_pools`, :func:`sample_triplets`, :func:`weighted_triplet_loss`, :func:`make_embedder`);
-``mom-head`` is a simplification (steps 1-5 below, a residual head on frozen descriptors).
+(:func:`mine_pools`, :func:`sample_triplets`, :func:`weighted_triplet_loss`, :func:`make_embedder`; its loop,
+:func:`.pipeline.finetune`, also trains the supervised ``triplet`` baseline); ``mom-head`` is a simplification
+(steps 1-5 below, a residual head on frozen descriptors).
 
 Iscen, Tolias, Avrithis & Chum, *Mining on manifolds: metric learning without labels*, CVPR 2018
 (the talk's slides 75-79). Given pre-trained descriptors ``x_i`` of unlabelled training images:

@@ -337,7 +337,7 @@ class EpisodicMethod(Method):
 
 
 # ---------------------------------------------------------------- metric learning on pre-trained descriptors (MoM and its supervised baselines)
-#: the head and optimizer shared by `mom-head`, `contrastive`, `triplet` (defaults as `mom-head` has always had)
+#: the head and optimizer shared by `mom-head`, `contrastive`, `triplet-head` (defaults as `mom-head` has always had)
 HEAD_TRAIN_PARAMS = (
     Param("epochs", int, 20, "training epochs", low=1),
     Param("lr", float, 1e-3, "Adam learning rate", low=0, open_low=True),
@@ -377,10 +377,24 @@ SUPERVISED_METRIC_PARAMS = FEATURE_PARAMS + HEAD_TRAIN_PARAMS + (
 )
 
 
+def training_labels(data, n: int | None) -> np.ndarray:
+    """(n,) labels of the training split (data.train.labels) for supervised metric learning, checked (their
+    number against n unless n is None)."""
+    labels = getattr(getattr(data, "train", None), "labels", None)
+    if labels is None or (n is not None and len(labels) != n):
+        raise UserError(f"{data.name}: supervised metric learning needs the labels of the training split "
+                        f"(data.train.labels, one per training item)")
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise UserError(f"{data.name}: supervised metric learning needs at least 2 training classes")
+    return labels
+
+
 class SupervisedMetricMethod(Method):
-    """Supervised metric learning with the training loop of `mom-head` (:func:`train_head`): labels of the training
-    split (data.train.labels) define positives and negatives; class-balanced minibatches; a plugin gives
-    ``batch_loss(emb (b, d) torch, labels (b,) numpy, rng) -> scalar``. Outputs ``embeddings`` of the test split.
+    """Supervised metric learning with the training loop of `mom-head` (:func:`train_head`) on frozen descriptors:
+    labels of the training split (data.train.labels) define positives and negatives; class-balanced minibatches;
+    a plugin gives ``batch_loss(emb (b, d) torch, labels (b,) numpy, rng) -> scalar``. Outputs ``embeddings`` of
+    the test split. (The end-to-end supervised baseline is `triplet`: the network of `mom`, :func:`finetune`.)
     """
 
     task = "metric-learning"
@@ -396,13 +410,7 @@ class SupervisedMetricMethod(Method):
         c = self.cfg
         with ctx.phase("features"):
             tr, te = pretrained_features(data, c)
-        labels = getattr(data.train, "labels", None)
-        if labels is None or len(labels) != len(tr):
-            raise UserError(f"{data.name}: supervised metric learning needs the labels of the training split "
-                            f"(data.train.labels, one per training vector)")
-        labels = np.asarray(labels)
-        if len(np.unique(labels)) < 2:
-            raise UserError(f"{data.name}: supervised metric learning needs at least 2 training classes")
+        labels = training_labels(data, len(tr))
         rng = ctx.rng(17)
 
         def loss(head, xt, idx):
@@ -537,7 +545,7 @@ def mom_network(data, cfg, ctx):
         net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in sd.items() if not k.startswith("head.")})
         return net.trunk, net.dim
     if not cfg["pretrain_data"]:
-        raise UserError("method 'mom': backbone 'convnet' needs weights=FILE or pretrain_data=FOLDER (a labelled "
+        raise UserError("backbone 'convnet' (methods 'mom', 'triplet', 'pretrained-net') needs weights=FILE or pretrain_data=FOLDER (a labelled "
                         "training split of another domain, e.g. /usr/share/datasets/fashion-mnist)")
 
     def compute():
@@ -566,3 +574,54 @@ def embed_images(net, u8, to_input, device: str = "cpu", batch: int = 256) -> np
         for s in range(0, len(u8), batch):
             out.append(net(to_input(u8[s:s + batch].to(device))).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+#: the fine-tuning schedule shared by `mom` and the end-to-end `triplet` (:func:`finetune`)
+MOM_FINETUNE_PARAMS = (
+    Param("emb_dim", int, 64, "linear embedding on the pooled features (authors' code: 64; 0 = none)", low=0),
+    Param("epochs", int, 100, "epochs (authors' code: 100)", low=0),
+    Param("lr", float, 0.01, "SGD learning rate (authors' code: 0.01, momentum 0.9, dampening 0.9, weight "
+          "decay 5e-4)", low=0, open_low=True),
+    Param("step_size", int, 50, "learning rate x 0.1 every step_size epochs (authors' code: 50)", low=1),
+)
+
+
+def mom_inputs(data, cfg, ctx):
+    """What `mom` and the end-to-end `triplet` start from: (training split, trunk, channels, training images,
+    to_input, test images, device): the pre-trained network (:func:`mom_network`) and both splits' images
+    (:func:`mom_images`)."""
+    train = getattr(data, "train", None)
+    if train is None:
+        raise UserError(f"{data.name}: metric learning needs the training split (data.train) of unseen-class data")
+    trunk, dim = mom_network(data, cfg, ctx)
+    xtr, to_in = mom_images(train, cfg)
+    xte, _ = mom_images(data, cfg)
+    return train, trunk, dim, xtr, to_in, xte, ctx.torch_device()
+
+
+def finetune(net, cfg, ctx, epoch_batches, batch_loss, desc: str) -> list[float]:
+    """The end-to-end training loop of `mom` (Iscen et al. CVPR 2018, the authors' CUB code), shared with the
+    supervised `triplet`: SGD (lr, momentum 0.9, dampening 0.9, weight decay 5e-4) on every parameter of `net`
+    (trunk and embedding), learning rate x 0.1 every `step_size` epochs, `epochs` epochs.
+
+    ``epoch_batches(epoch) -> list`` gives one epoch's minibatches (called with `net` as it stands before the
+    epoch, so it may embed with it); ``batch_loss(batch) -> scalar tensor`` the loss of one, with `net` in
+    train mode. Returns the mean loss of each epoch.
+    """
+    import torch
+    opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=0.9, dampening=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg["step_size"], gamma=0.1)
+    losses = []
+    for ep in ctx.progress(range(cfg["epochs"]), desc=desc, total=cfg["epochs"], unit="epoch"):
+        batches = epoch_batches(ep)
+        net.train()
+        tot = []
+        for b in batches:
+            loss = batch_loss(b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot.append(float(loss.detach()))
+        sched.step()
+        losses.append(float(np.mean(tot)) if tot else 0.0)
+    return losses

@@ -1,6 +1,6 @@
 """The method plugins of methods/learning/ (talk Part III): `supervised`, `dlp`, `mean-teacher`,
 `pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `mom-head`, `pretrained-net`, `cosine-classifier`, `dense-classification`,
-`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`, `fsfsl` (talk Part IV slide, few-shot room).
+`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`, `triplet-head`, `fsfsl` (talk Part IV slide, few-shot room).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -19,7 +19,13 @@ from .few_shot import frozen_activations, implant_episodes
 from .label_propagation import CITE as LP_CITE
 from .label_propagation import class_weights, dlp_graph, propagate, pseudo_labels
 from .metric_few_shot import CITE_IMPRINT, CITE_MATCH, CITE_PROTO
-from .metric_losses import CITE_CONTRASTIVE, CITE_TRIPLET
+from .metric_losses import (
+    CITE_CONTRASTIVE,
+    CITE_TRIPLET,
+    semihard_triplets,
+    squared_distances,
+    triplet_batch_loss,
+)
 from .mining import CITE as MOM_CITE
 from .mining import (
     make_embedder,
@@ -34,6 +40,7 @@ from .mining import (
 from .pipeline import (
     FEATURE_PARAMS,
     FEW_SHOT_PARAMS,
+    MOM_FINETUNE_PARAMS,
     MOM_NET_PARAMS,
     MT_PARAMS,
     NET_PARAMS,
@@ -47,7 +54,9 @@ from .pipeline import (
     _scores,
     _train_split,
     embed_images,
+    finetune,
     mom_images,
+    mom_inputs,
     mom_network,
     mt_kwargs,
     mt_stage,
@@ -57,6 +66,7 @@ from .pipeline import (
     ssl_setup,
     supervised_step,
     train_head,
+    training_labels,
 )
 from .semi_supervised import CITE_MT, CITE_PL, mt_loss
 
@@ -265,14 +275,10 @@ class MoM(Method):
               "embedding (authors' code: 10)", low=1),
         Param("weighted", bool, True, "weight each triplet by the positive's manifold similarity (authors' code), "
               "rescaled to mean 1 over all pools"),
-        Param("emb_dim", int, 64, "linear embedding on the pooled features (authors' code: 64; 0 = none)", low=0),
+        *MOM_FINETUNE_PARAMS,
         Param("margin", float, 0.5, "triplet margin on squared distances of unit vectors (authors' code: 0.5)", low=0),
-        Param("epochs", int, 100, "epochs (authors' code: 100); each draws triplets_per_epoch tuples", low=0),
         Param("triplets_per_epoch", int, None, "tuples per epoch (None = training images, as the authors' loader)",
               low=1),
-        Param("lr", float, 0.01, "SGD learning rate (authors' code: 0.01, momentum 0.9, dampening 0.9, weight "
-              "decay 5e-4)", low=0, open_low=True),
-        Param("step_size", int, 50, "learning rate x 0.1 every step_size epochs (authors' code: 50)", low=1),
         Param("batch", int, 42, "triplets per minibatch (authors' code: 42)", low=2),
         Param("remine_every", int, 0, "re-mine the pools on the current embedding every this many epochs (0 = "
               "never: the paper mines once on the pre-trained descriptors)", low=0),
@@ -284,16 +290,10 @@ class MoM(Method):
 
         from .convnets import seed_torch
         c = self.cfg
-        train = getattr(data, "train", None)
-        if train is None:
-            raise UserError(f"{data.name}: metric learning needs the training split (data.train) of unseen-class data")
-        dev = ctx.torch_device()
         with ctx.phase("features"):
-            trunk, dim = mom_network(data, c, ctx)
+            train, trunk, dim, xtr, to_in, xte, dev = mom_inputs(data, c, ctx)
             seed_torch(ctx.seed)
             base = make_embedder(trunk, dim, 0)
-            xtr, to_in = mom_images(train, c)
-            xte, _ = mom_images(data, c)
             desc = embed_images(base.to(dev), xtr, to_in, dev)          # pre-trained descriptors of the training split
         check_at_most(c["k"], len(desc), "k", f"method '{self.name}'",
                       f"{data.name} has {len(desc)} training images (the graph's lists include the image itself)")
@@ -321,33 +321,29 @@ class MoM(Method):
             stats["negative_same_class"] = float(np.mean(np.concatenate(ns))) if ns else 0.0
         seed_torch(ctx.seed)
         net = make_embedder(trunk, dim, c["emb_dim"]).to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=c["lr"], momentum=0.9, dampening=0.9, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c["step_size"], gamma=0.1)
         rng = ctx.rng(17)
         n_t = c["triplets_per_epoch"] or len(desc)
-        losses = []
+        B = c["batch"]
+
+        def epoch_batches(ep):
+            nonlocal pools
+            emb = embed_images(net, xtr, to_in, dev)                  # re-extracted every epoch
+            if c["remine_every"] and ep and ep % c["remine_every"] == 0:
+                pools = mine(emb)
+            trip, w = sample_triplets(pools, emb, n_t, c["n_hard"], rng)
+            if len(trip) == 0:
+                raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; raise "
+                                f"k_pos / k_neg")
+            return [(torch.from_numpy(trip[s:s + B]), w[s:s + B])
+                    for s in range(0, len(trip) - B + 1, B)]           # drop_last, as the authors' loader
+
+        def batch_loss(bw):
+            b, w = bw
+            g = [net(to_in(xtr[b[:, i]].to(dev))) for i in range(3)]
+            return weighted_triplet_loss(*g, torch.as_tensor(w, dtype=torch.float32, device=dev), c["margin"])
+
         with ctx.phase("train"):
-            for ep in ctx.progress(range(c["epochs"]), desc="mom epochs", total=c["epochs"], unit="epoch"):
-                emb = embed_images(net, xtr, to_in, dev)                  # re-extracted every epoch
-                if c["remine_every"] and ep and ep % c["remine_every"] == 0:
-                    pools = mine(emb)
-                trip, w = sample_triplets(pools, emb, n_t, c["n_hard"], rng)
-                if len(trip) == 0:
-                    raise UserError(f"{data.name}: no anchor has both a hard positive and a hard negative; raise "
-                                    f"k_pos / k_neg")
-                net.train()
-                tot = []
-                for s in range(0, len(trip) - c["batch"] + 1, c["batch"]):     # drop_last, as the authors' loader
-                    b = torch.from_numpy(trip[s:s + c["batch"]])
-                    g = [net(to_in(xtr[b[:, i]].to(dev))) for i in range(3)]
-                    loss = weighted_triplet_loss(*g, torch.as_tensor(w[s:s + c["batch"]], dtype=torch.float32,
-                                                                     device=dev), c["margin"])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    tot.append(float(loss.detach()))
-                sched.step()
-                losses.append(float(np.mean(tot)) if tot else 0.0)
+            losses = finetune(net, c, ctx, epoch_batches, batch_loss, "mom epochs")
         with ctx.phase("embed"):
             out = embed_images(net, xte, to_in, dev)
         stats.update(epoch_losses=losses, final_loss=losses[-1] if losses else 0.0)
@@ -630,11 +626,12 @@ class Contrastive(SupervisedMetricMethod):
 
 
 @register
-class Triplet(SupervisedMetricMethod):
-    name = "triplet"
-    summary = ("supervised triplet loss with semi-hard negatives (FaceNet): all anchor-positive pairs of a "
-               "class-balanced minibatch; the head and training loop of `mom-head`")
-    cite = CITE_TRIPLET
+class TripletHead(SupervisedMetricMethod):
+    name = "triplet-head"
+    summary = ("supervised triplet loss with semi-hard negatives (FaceNet) trained as a residual head on frozen "
+               "descriptors, the loop of `mom-head` (a simplification of the baseline, which fine-tunes the network "
+               "end to end: see `triplet`)")
+    cite = CITE_TRIPLET + " (simplified: head on frozen descriptors)"
     params = SUPERVISED_METRIC_PARAMS + (
         Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
               open_low=True),
@@ -643,14 +640,73 @@ class Triplet(SupervisedMetricMethod):
     )
 
     def batch_loss(self, emb, labels, rng):
-        from .metric_losses import (
-            semihard_triplets,
-            squared_distances,
-            triplet_batch_loss,
-        )
         trip = semihard_triplets(squared_distances(emb.detach().numpy()), labels, self.cfg["margin"],
                                  self.cfg["negatives"])
         return triplet_batch_loss(emb, trip, self.cfg["margin"])
+
+
+@register
+class Triplet(Method):
+    """The Triplet+semi-hard baseline of the MoM tables, end to end: FaceNet (Schroff et al. CVPR 2015) Eq. 1,
+    ``mean [||f(a) - f(p)||^2 - ||f(a) - f(n)||^2 + alpha]_+`` over all anchor-positive pairs of a class-balanced
+    minibatch (``per_class`` images of ``classes_per_batch`` classes of the labelled training split, Sec. 3.2),
+    each with its nearest semi-hard negative (Eq. 4, ``d(a,p) < d(a,n) < d(a,p) + alpha``), f the network of
+    `mom` (:func:`.pipeline.mom_network`, :func:`.mining.make_embedder`: unit (n, emb_dim) rows) fine-tuned with
+    `mom`'s SGD and schedule (:func:`.pipeline.finetune`). Outputs ``embeddings`` (n_test, emb_dim) float32.
+    """
+
+    name = "triplet"
+    task = "metric-learning"
+    summary = ("supervised Triplet+semi-hard baseline end to end (FaceNet's loss and semi-hard negatives): the "
+               "pre-trained network of `mom` fine-tuned on class-balanced minibatches of the labelled training "
+               "split, with mom's optimizer and schedule")
+    cite = CITE_TRIPLET
+    params = MOM_NET_PARAMS + MOM_FINETUNE_PARAMS + (
+        Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
+              open_low=True),
+        Param("negatives", str, "hardest", "per anchor-positive pair: the nearest semi-hard negative ('hardest', as "
+              "TensorFlow's triplet_semihard_loss) or every semi-hard negative ('all')", choices=("hardest", "all")),
+        Param("per_class", int, 40, "images of each class in a minibatch (FaceNet: about 40 per identity)", low=2),
+        Param("classes_per_batch", int, 5, "classes in a minibatch (minibatch = per_class x classes_per_batch)",
+              low=2),
+        Param("images_per_epoch", int, None, "images per epoch, in whole minibatches (None = the training images)",
+              low=1),
+    )
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .convnets import seed_torch
+        from .metric_losses import class_balanced_batches
+        c = self.cfg
+        if getattr(data, "train", None) is not None:
+            training_labels(data, None)                                   # checked before the pre-training
+        with ctx.phase("features"):
+            _, trunk, dim, xtr, to_in, xte, dev = mom_inputs(data, c, ctx)
+        labels = training_labels(data, len(xtr))
+        seed_torch(ctx.seed)
+        net = make_embedder(trunk, dim, c["emb_dim"]).to(dev)
+        rng = ctx.rng(17)
+        size = c["per_class"] * min(c["classes_per_batch"], len(np.unique(labels)))
+        n_b = -(-(c["images_per_epoch"] or len(labels)) // size)
+        found = []
+
+        def batch_loss(b):
+            emb = net(to_in(xtr[torch.from_numpy(b)].to(dev)))
+            trip = semihard_triplets(squared_distances(emb.detach().cpu().numpy()), labels[b], c["margin"],
+                                     c["negatives"])
+            found.append(len(trip))
+            return triplet_batch_loss(emb, trip, c["margin"])
+
+        with ctx.phase("train"):
+            losses = finetune(net, c, ctx, lambda ep: class_balanced_batches(labels, c["per_class"],
+                                                                              c["classes_per_batch"], rng, n_b),
+                              batch_loss, "triplet epochs")
+        with ctx.phase("embed"):
+            out = embed_images(net, xte, to_in, dev)
+        return {"embeddings": out, "stats": {"steps": len(found), "batch_size": int(size),
+                                             "mean_semihard_triplets": float(np.mean(found)) if found else 0.0,
+                                             "epoch_losses": losses, "final_loss": losses[-1] if losses else 0.0}}
 
 
 # ---------------------------------------------------------------- few-shot few-shot learning (talk Part IV)
