@@ -116,3 +116,45 @@ def digits_unseen():
     test = LabelledData("digits", y[y >= 5] - 5, names[5:], "test", x=x[y >= 5])
     test.train = train
     return test
+
+
+@pytest.fixture()
+def loopback_server(tmp_path):
+    """(base URL, served folder tmp_path/'served', list of requested paths) of an HTTP server on 127.0.0.1:
+    a mirror for `visrep data fetch --mirror` and the download tests."""
+    import functools
+    import http.server
+    import threading
+    folder = tmp_path / "served"
+    folder.mkdir()
+    seen: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def send_head(self):
+            seen.append(self.path)
+            return super().send_head()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder, seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def make_tgz():
+    """members {name: bytes} -> the bytes of a .tar.gz holding them (regular files)."""
+    import io
+    import tarfile
+
+    def build(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+    return build

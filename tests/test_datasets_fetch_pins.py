@@ -9,14 +9,9 @@ pinned / unchecked / mismatch lines, a malformed pin file refused before any req
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import io
 import json
 import shutil
-import tarfile
-import threading
 import urllib.request
 
 import pytest
@@ -29,42 +24,10 @@ from visrep.registry import datasets
 SHARED = shared_data_dir()
 
 
-def _tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture()
-def served(tmp_path):
-    """(base URL, served folder, list of requested paths) of a loopback server."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    seen: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def send_head(self):
-            seen.append(self.path)
-            return super().send_head()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder, seen
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture()
-def holidays_images(monkeypatch, served):
+def holidays_images(monkeypatch, loopback_server, make_tgz):
     """Holidays reduced to its two declared image archives (the real declarations), served as fakes."""
-    url, folder, seen = served
+    url, folder, seen = loopback_server
     Holidays = datasets.get("holidays")
     archives = tuple(df for df in Holidays.files if df.path.endswith(".tar.gz"))
     assert [df.path for df in archives] == ["holidays/jpg1.tar.gz", "holidays/jpg2.tar.gz"]
@@ -73,8 +36,8 @@ def holidays_images(monkeypatch, served):
     assert archives[0].url == "ftp://ftp.inrialpes.fr/pub/lear/douze/data/jpg1.tar.gz"
     monkeypatch.setattr(Holidays, "files", archives)
     (folder / "holidays").mkdir()
-    (folder / "holidays/jpg1.tar.gz").write_bytes(_tgz({"jpg/100000.jpg": b"one", "jpg/100001.jpg": b"two"}))
-    (folder / "holidays/jpg2.tar.gz").write_bytes(_tgz({"jpg/100100.jpg": b"three"}))
+    (folder / "holidays/jpg1.tar.gz").write_bytes(make_tgz({"jpg/100000.jpg": b"one", "jpg/100001.jpg": b"two"}))
+    (folder / "holidays/jpg2.tar.gz").write_bytes(make_tgz({"jpg/100100.jpg": b"three"}))
     return url, folder, seen
 
 
@@ -107,7 +70,7 @@ def test_first_fetch_extracts_into_loader_layout_and_pins(holidays_images, tmp_p
     assert (root / ".visrep-pins.json").read_bytes() == before
 
 
-def test_changed_server_file_is_a_pin_error_until_repin(holidays_images, tmp_path, capsys):
+def test_changed_server_file_is_a_pin_error_until_repin(holidays_images, tmp_path, capsys, make_tgz):
     url, folder, seen = holidays_images
     root = tmp_path / "root"
     assert main(["--quiet", "data", "fetch", "holidays", "--root", str(root), "--mirror", url]) == 0
@@ -119,7 +82,7 @@ def test_changed_server_file_is_a_pin_error_until_repin(holidays_images, tmp_pat
     assert "already extracted" in capsys.readouterr().err and seen == []
     # the publisher replaces jpg2; the local copy is gone (the pins stay): the fetch refuses it
     shutil.rmtree(root / "holidays")
-    (folder / "holidays/jpg2.tar.gz").write_bytes(_tgz({"jpg/100100.jpg": b"THREE, changed"}))
+    (folder / "holidays/jpg2.tar.gz").write_bytes(make_tgz({"jpg/100100.jpg": b"THREE, changed"}))
     new_sha = _sha(folder / "holidays/jpg2.tar.gz")
     assert main(["--quiet", "data", "fetch", "holidays", "--root", str(root), "--mirror", url]) == 2
     err = capsys.readouterr().err
@@ -180,8 +143,8 @@ def test_malformed_pin_file_errors_before_any_download(holidays_images, tmp_path
     assert main(["data", "verify", "holidays", "--root", str(root)]) == 2
 
 
-def test_r1m_tarballs_merge_into_revisitop1m_jpg(served, tmp_path, monkeypatch):
-    url, folder, _ = served
+def test_r1m_tarballs_merge_into_revisitop1m_jpg(loopback_server, tmp_path, monkeypatch, make_tgz):
+    url, folder, _ = loopback_server
     from visrep.datasets import revisitop
     r1m = revisitop.R1M_FILES
     assert len(r1m) == 101 and r1m[0].path == "revisitop1m/revisitop1m.txt"
@@ -190,8 +153,8 @@ def test_r1m_tarballs_merge_into_revisitop1m_jpg(served, tmp_path, monkeypatch):
     monkeypatch.setattr(revisitop, "R1M_FILES", r1m[:3])
     (folder / "revisitop1m").mkdir()
     (folder / "revisitop1m/revisitop1m.txt").write_text("a/x\nb/y\n")
-    (folder / "revisitop1m/revisitop1m.1.tar.gz").write_bytes(_tgz({"a/x": b"1"}))
-    (folder / "revisitop1m/revisitop1m.2.tar.gz").write_bytes(_tgz({"b/y": b"2"}))
+    (folder / "revisitop1m/revisitop1m.1.tar.gz").write_bytes(make_tgz({"a/x": b"1"}))
+    (folder / "revisitop1m/revisitop1m.2.tar.gz").write_bytes(make_tgz({"b/y": b"2"}))
     root = tmp_path / "root"
     assert main(["--quiet", "data", "fetch", "revisitop1m", "--root", str(root), "--mirror", url]) == 0
     assert (root / "revisitop1m/jpg/a/x").read_bytes() == b"1" and (root / "revisitop1m/jpg/b/y").read_bytes() == b"2"
@@ -202,21 +165,21 @@ def test_r1m_tarballs_merge_into_revisitop1m_jpg(served, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(SHARED is None or not (SHARED / "retrieval/paris6k/gnd_paris6k.mat").exists(),
                     reason="../shared/data/retrieval/paris6k not found")
-def test_paris_tarballs_flatten_into_the_loaders_jpg(served, tmp_path):
+def test_paris_tarballs_flatten_into_the_loaders_jpg(loopback_server, tmp_path, make_tgz):
     """Paris tarballs hold paris/<landmark>/<name>.jpg; the loader reads paris6k/jpg/<name>.jpg."""
     import cv2
     import numpy as np
     from visrep.datasets.matlab_gnd import read_matlab_gnd
 
     from visrep.context import RunContext
-    url, folder, _ = served
+    url, folder, _ = loopback_server
     (folder / "paris6k").mkdir()
     shutil.copy(SHARED / "retrieval/paris6k/gnd_paris6k.mat", folder / "paris6k/gnd_paris6k.mat")
     imlist = read_matlab_gnd(folder / "paris6k/gnd_paris6k.mat")["imlist"]
     jpg = cv2.imencode(".jpg", np.full((8, 8, 3), 200, np.uint8))[1].tobytes()
     a, b = imlist[0], imlist[-1]
-    (folder / "paris6k/paris_1-v1.tgz").write_bytes(_tgz({f"paris/{a.split('_')[1]}/{a}.jpg": jpg}))
-    (folder / "paris6k/paris_2-v1.tgz").write_bytes(_tgz({f"paris/{b.split('_')[1]}/{b}.jpg": jpg}))
+    (folder / "paris6k/paris_1-v1.tgz").write_bytes(make_tgz({f"paris/{a.split('_')[1]}/{a}.jpg": jpg}))
+    (folder / "paris6k/paris_2-v1.tgz").write_bytes(make_tgz({f"paris/{b.split('_')[1]}/{b}.jpg": jpg}))
     decl = datasets.get("paris6k").files
     assert [df.url for df in decl[1:]] == ["https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_1-v1.tgz",
                                            "https://www.robots.ox.ac.uk/~vgg/data/parisbuildings/paris_2-v1.tgz"]
@@ -260,9 +223,9 @@ def test_data_list_table_dsm_and_asmk(tmp_path, capsys):
     assert {r["table"] for r in json.loads(capsys.readouterr().out)} >= {"dsm", "asmk"}
 
 
-def test_oxford_archive_downloaded_once_for_oxford5k_and_roxford5k(served, tmp_path, monkeypatch):
+def test_oxford_archive_downloaded_once_for_oxford5k_and_roxford5k(loopback_server, tmp_path, monkeypatch, make_tgz):
     """One VGG tarball (its URL as in revisitop's download.py), extracted flat into both loaders' jpg/."""
-    url, folder, seen = served
+    url, folder, seen = loopback_server
     for name in ("oxford5k", "roxford5k"):
         cls = datasets.get(name)
         [arch] = [df for df in cls.files if df.path.endswith(".tgz")]
@@ -270,7 +233,7 @@ def test_oxford_archive_downloaded_once_for_oxford5k_and_roxford5k(served, tmp_p
         assert arch.url == "https://www.robots.ox.ac.uk/~vgg/data/oxbuildings/oxbuild_images-v1.tgz"
         monkeypatch.setattr(cls, "files", (arch,))
     (folder / "oxford5k").mkdir()
-    (folder / "oxford5k/oxbuild_images-v1.tgz").write_bytes(_tgz({"oxbuild/all_souls_000000.jpg": b"img"}))
+    (folder / "oxford5k/oxbuild_images-v1.tgz").write_bytes(make_tgz({"oxbuild/all_souls_000000.jpg": b"img"}))
     root = tmp_path / "root"
     assert main(["--quiet", "data", "fetch", "oxford5k", "--root", str(root), "--mirror", url]) == 0
     assert main(["--quiet", "data", "fetch", "roxford5k", "--root", str(root), "--mirror", url]) == 0
@@ -279,9 +242,9 @@ def test_oxford_archive_downloaded_once_for_oxford5k_and_roxford5k(served, tmp_p
         assert (root / f"{name}/jpg/all_souls_000000.jpg").read_bytes() == b"img"
 
 
-def test_flatten_refuses_two_members_with_one_name(tmp_path):
+def test_flatten_refuses_two_members_with_one_name(tmp_path, make_tgz):
     arch = tmp_path / "a.tgz"
-    arch.write_bytes(_tgz({"x/same.jpg": b"1", "y/same.jpg": b"2"}))
+    arch.write_bytes(make_tgz({"x/same.jpg": b"1", "y/same.jpg": b"2"}))
     with pytest.raises(download.UserError, match="two members are named same.jpg"):
         download.extract(arch, tmp_path / "jpg", layout="flatten")
     assert list((tmp_path / "jpg").iterdir()) == []

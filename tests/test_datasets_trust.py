@@ -8,13 +8,8 @@ UserError with a clear message.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
-import http.server
-import io
 import pickle
-import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,34 +118,6 @@ def test_real_gnd_passes_its_checksum(shared_data):
 
 
 # ------------------------------------------------------------------ CIFAR: archive + batches
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@pytest.fixture()
-def served(tmp_path):
-    """A loopback HTTP server over tmp_path/'served' (a mirror for `visrep data fetch --mirror`)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def _cifar_members(marker, hostile="test_batch") -> dict[str, bytes]:
     good = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
     out = {f"cifar-10-batches-py/{n}": good for n in ("test_batch", *(f"data_batch_{i}" for i in range(1, 6)))}
@@ -158,10 +125,10 @@ def _cifar_members(marker, hostile="test_batch") -> dict[str, bytes]:
     return out
 
 
-def test_hostile_cifar_archive_never_runs(tmp_path, served, monkeypatch, capsys):
-    url, folder = served
+def test_hostile_cifar_archive_never_runs(tmp_path, loopback_server, monkeypatch, capsys, make_tgz):
+    url, folder, _ = loopback_server
     marker = tmp_path / "ran"
-    (folder / "cifar-10-python.tar.gz").write_bytes(_tar(_cifar_members(marker)))
+    (folder / "cifar-10-python.tar.gz").write_bytes(make_tgz(_cifar_members(marker)))
     root = tmp_path / "root"
     # 1. the declared md5 (torchvision's) refuses the well-formed but wrong archive: nothing extracted
     Cifar10 = datasets.get("cifar10")
@@ -190,14 +157,14 @@ def test_hostile_cifar_archive_never_runs(tmp_path, served, monkeypatch, capsys)
 
 
 # ------------------------------------------------------------------ item 7: extraction all or nothing
-def test_refused_archive_leaves_nothing_and_next_fetch_extracts(tmp_path, served, monkeypatch, capsys):
-    url, folder = served
+def test_refused_archive_leaves_nothing_and_next_fetch_extracts(tmp_path, loopback_server, monkeypatch, capsys, make_tgz):
+    url, folder, _ = loopback_server
     marker = tmp_path / "ran"
     Cifar10 = datasets.get("cifar10")
     monkeypatch.setattr(Cifar10, "files", (PublishedFile("cifar-10-python.tar.gz", url="unused"),))
     monkeypatch.setattr(Cifar10, "members", ())
     members = {"cifar-10-batches-py/batches.meta": b"x" * 10, "../escaped.txt": b"evil"}
-    (folder / "cifar-10-python.tar.gz").write_bytes(_tar(members))
+    (folder / "cifar-10-python.tar.gz").write_bytes(make_tgz(members))
     root = tmp_path / "root"
     assert main(["--quiet", "data", "fetch", "cifar10", "--root", str(root), "--mirror", url]) == 2
     assert "refused" in capsys.readouterr().err
@@ -205,7 +172,7 @@ def test_refused_archive_leaves_nothing_and_next_fetch_extracts(tmp_path, served
     assert not (tmp_path / "escaped.txt").exists()
     # the mirror is fixed: the next fetch downloads and extracts (no 'present (unchecked)' dead end)
     good = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [3]}, protocol=2)
-    (folder / "cifar-10-python.tar.gz").write_bytes(_tar({"cifar-10-batches-py/test_batch": good}))
+    (folder / "cifar-10-python.tar.gz").write_bytes(make_tgz({"cifar-10-batches-py/test_batch": good}))
     assert main(["--quiet", "data", "fetch", "cifar10", "--root", str(root), "--mirror", url]) == 0
     assert (root / "cifar-10-batches-py/test_batch").read_bytes() == good
     assert marker_path(root / "cifar-10-python.tar.gz").exists()
