@@ -76,15 +76,15 @@ def test_geo_clusters_two_groups_5km_apart():
 
 
 def test_greedy_cover_hand_made():
-    from visrep.methods.collections.geo import greedy_cover
+    from visrep.methods.collections.kvq import kvq_solve
     # points on a line at 0, 1, 2, 10, 11 with radius 1: centre 1 covers {0, 1, 2}; then 10 / 11 tie on
     # gain and affinity -> the lower index (10) covers {10, 11}
     x = np.array([0.0, 1, 2, 10, 11])
     D = np.abs(x[:, None] - x[None])
-    labels, centres = greedy_cover(D <= 1, -D)
+    labels, centres = kvq_solve(D <= 1, -D, "greedy")
     assert centres.tolist() == [1, 3] and labels.tolist() == [0, 0, 0, 1, 1]
     with pytest.raises(UserError, match="cover itself"):
-        greedy_cover(np.zeros((2, 2), bool), np.zeros((2, 2)))
+        kvq_solve(np.zeros((2, 2), bool), np.zeros((2, 2)), "greedy")
 
 
 def test_geo_plus_visual_equals_visual_kvq_inside_each_geo_cluster():

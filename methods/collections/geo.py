@@ -34,6 +34,8 @@ import numpy as np
 
 from visrep.errors import UserError
 
+from .kvq import kvq_solve
+
 #: mean Earth radius in metres (IUGG)
 EARTH_RADIUS_M = 6371008.8
 
@@ -64,19 +66,6 @@ def _check_latlon(lat, lon, where: str) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def greedy_cover(cover: np.ndarray, affinity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """KVQ's covering problem solved greedily -- a simplification of the paper's LP (see the module docstring).
-
-    cover (n, n) bool: cover[c, j] when image c as a centre covers image j (cover[i, i] must hold);
-    affinity (n, n) float: larger = closer (tie-breaks and assignment). Repeatedly take as centre
-    the image covering most uncovered images (ties: larger summed affinity to them, then the
-    lower index); then each image joins the covering centre of largest affinity (a centre keeps
-    itself). Returns (labels (n,) int64 in [0, n_clusters), centres (n_clusters,) int64).
-    """
-    from .kvq import kvq_solve
-    return kvq_solve(cover, affinity, "greedy")
-
-
 def geo_clusters(lat, lon, radius_m: float, kvq: str = "lp") -> tuple[np.ndarray, np.ndarray]:
     """Geo clusters by KVQ with great-circle distance (Avrithis et al. 2010, Sec. 3; VIRaL Sec. 3).
 
@@ -87,7 +76,6 @@ def geo_clusters(lat, lon, radius_m: float, kvq: str = "lp") -> tuple[np.ndarray
     int64, centres (n_clusters,) int64 image ids; labels[centres[c]] == c); images join the nearest
     covering centre.
     """
-    from .kvq import kvq_solve
     if not radius_m > 0:
         raise UserError(f"geo_clusters: radius_m must be > 0 metres, got {radius_m}")
     D = pairwise_haversine_m(lat, lon)

@@ -28,6 +28,8 @@ import numpy as np
 
 from visrep.errors import UserError
 
+from .kvq import kvq_solve
+
 
 def verify_pair(frames_a: np.ndarray, words_a: np.ndarray, frames_b: np.ndarray, words_b: np.ndarray,
                 threshold: float = 8.0, model: str = "homography", max_per_word: int | None = 20) -> tuple[int, np.ndarray | None]:
@@ -63,8 +65,6 @@ def kvq_clusters(inliers: np.ndarray, min_inliers: float, kvq: str = "lp") -> tu
     Returns (labels (n,) int64 in [0, n_clusters), centres (n_clusters,) int64 image ids,
     labels[centres[c]] == c).
     """
-    from .kvq import kvq_solve
-
     W = np.asarray(inliers, np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise UserError(f"kvq_clusters: inliers must be a square (n, n) matrix, got shape {W.shape}")

@@ -407,13 +407,12 @@ class DenseClassification(FewShotMethod):
             acts, pools = frozen_activations(model, images_to_tensor(data.pool.x), c["implant_layers"])
         scores, block, n = [], 25, data.n_episodes      # episodes trained at once (same result as one by one)
         with ctx.phase("episodes"):
-            for e in ctx.progress(range(n), desc="implanting", total=n, unit="episode"):
-                if e % block == 0:                      # the bar advances by the block's episodes once it is done
-                    sl = slice(e, min(e + block, n))
-                    scores.append(implant_episodes(acts, pools, data.support[sl], data.support_labels[sl],
-                                                   data.query[sl], data.n_way, c["implant_width"], c["implant_lr"],
-                                                   c["implant_steps"], range(ctx.seed + sl.start, ctx.seed + sl.stop),
-                                                   scale=float(model.scale.detach()), block=block))
+            for s in ctx.progress(range(0, n, block), desc="implanting", total=-(-n // block), unit="block"):
+                sl = slice(s, min(s + block, n))
+                scores.append(implant_episodes(acts, pools, data.support[sl], data.support_labels[sl], data.query[sl],
+                                               data.n_way, c["implant_width"], c["implant_lr"], c["implant_steps"],
+                                               range(ctx.seed + sl.start, ctx.seed + sl.stop),
+                                               scale=float(model.scale.detach()), block=block))
         return {"scores": np.concatenate(scores).astype(np.float32), "stats": {"base_final_loss": hist[-1]}}
 
 
