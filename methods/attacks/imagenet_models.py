@@ -35,7 +35,7 @@ def normalized_classifier(net, mean, std):
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, x):
-            return self.net((x - self.mean) / self.std)
+            return self.net(((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
 
     return NormalizedClassifier()
 

@@ -109,7 +109,8 @@ def make_student(arch: str, dim: int, weights: str | None = None):
     dimension ``dim`` (as the authors' code makes the student's last layer match the teacher) and L2
     normalization. ``arch``: 'tiny' (four 3x3 conv-BN-ReLU layers, stride 2, 16-32-64-128 channels)
     or a torchvision model name (built with weights=None: random init, nothing downloaded), filled
-    from ``weights`` (a state dict of that network) when given. Module: (B, 3, h, w) -> (B, dim)."""
+    from ``weights`` (a state dict of that network) when given. Module: (B, 3, h, w) -> (B, dim);
+    'tiny' runs in channels-last memory."""
     import torch
     from torch import nn
 
@@ -146,11 +147,17 @@ def make_student(arch: str, dim: int, weights: str | None = None):
             self.fc = nn.Linear(c, dim)
 
         def forward(self, x):
+            if tiny:
+                x = x.contiguous(memory_format=torch.channels_last)
             f = torch.relu(self.trunk(x)).clamp(min=1e-6)
             v = f.pow(3).mean(dim=(2, 3)).pow(1.0 / 3)                     # GeM, p = 3
             return nn.functional.normalize(self.fc(v), dim=1)
 
-    return Student()
+    tiny = arch == "tiny"
+    student = Student()
+    if tiny:   # channels-last: a training step ~1.35x faster on one CPU thread (batch 16 at 64: 15 -> 11 ms)
+        student.to(memory_format=torch.channels_last)
+    return student
 
 
 def to_tensor(image: np.ndarray, size: int, square: bool = False):

@@ -107,6 +107,7 @@ def backbone_maps(model, images, imsize: int, mean, std, batch: int = 100, devic
     with torch.inference_mode():
         for s in range(0, len(images), batch):
             x = to_network_input(images[s:s + batch], imsize, mean, std).to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
             a = body(x)
             f = head(a)                                                   # (b, d, h, w)
             logits = clf(f.flatten(2).transpose(1, 2))                    # (b, r, c)
