@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 from visrep.methods.attacks.smoothing import (
     LaplacianSmoother,
+    adjacency_apply,
     degrees,
     image_affinities,
     smooth,
@@ -50,6 +51,19 @@ def test_cg_solve_matches_a_dense_solve():
         ref = np.linalg.solve(L, v[k, 0].numpy().ravel())
         assert np.allclose(got[k, 0].numpy().ravel(), ref, atol=1e-9)
     assert 0 < sm.iterations <= 200
+
+
+def test_stencil_apply_equals_the_normalised_adjacency_formula():
+    """The CG's in-place stencil (edge weights alpha d_i^-1/2 w_ij d_j^-1/2 precomputed) equals
+    L_alpha v = v - alpha D^-1/2 W D^-1/2 v on colour images (one graph shared by the channels)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    v = torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    sm = LaplacianSmoother(x, lam=10.0, alpha=0.95)
+    s = degrees(sm.wr, sm.wd).rsqrt()
+    want = v - 0.95 * s * adjacency_apply(s * v, sm.wr, sm.wd)
+    assert torch.allclose(sm.apply(v), want, rtol=0, atol=1e-12)
+    assert not torch.allclose(sm.apply(v), v)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.95, 0.997])
