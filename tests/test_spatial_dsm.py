@@ -56,6 +56,43 @@ def test_network_stride_not_image_over_map():
     assert np.allclose(fr[0], [9.5 * 32, 2.5 * 30, np.sqrt(30 * 32), 0.0])
 
 
+def _regions_one_by_one(x, ch, ii, jj, val, sx, sy, level=0.5):
+    """The definition, one maximum at a time: the 4-connected region of cells >= level x peak around it,
+    its activation-weighted centroid and sqrt(area), in pixels."""
+    from scipy import ndimage
+    h, w = x.shape[1:]
+    out = []
+    for c, i, j, v in zip(ch, ii, jj, val):
+        lab, _ = ndimage.label(x[c] >= level * v)
+        region = lab == lab[i, j]
+        wts = x[c].astype(np.float64) * region
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx = (wts * yy).sum() / wts.sum(), (wts * xx).sum() / wts.sum()
+        out.append(((cx + 0.5) * sx, (cy + 0.5) * sy, np.sqrt(region.sum()) * np.sqrt(sx * sy), 0.0))
+    return np.array(out).reshape(-1, 4)
+
+
+def test_activation_regions_equal_the_one_by_one_definition():
+    """All regions labelled in one call (a slice per feature) equal labelling each maximum's channel alone;
+    blobs touching each other across the slice boundary must not merge."""
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+    x = ndimage.gaussian_filter(rng.random((40, 12, 15)).astype(np.float32), (0, 1.2, 1.2))
+    x = np.maximum(x - np.median(x), 0)
+    ch, fr = activation_features(x, (12 * 32, 15 * 32), per_channel=3, min_activation=0.1, stride=32.0)
+    assert len(ch) > 60
+    mx = ndimage.maximum_filter(x, size=(1, 3, 3), mode="constant", cval=-np.inf)
+    cand = (x == mx) & (x > 0) & (x >= 0.1 * x.max(axis=(1, 2))[:, None, None])
+    c, i, j = np.nonzero(cand)
+    v = x[c, i, j]
+    o = np.lexsort((-v, c))
+    c, i, j, v = c[o], i[o], j[o], v[o]
+    keep = (np.arange(len(c)) - np.searchsorted(c, c)) < 3
+    want = _regions_one_by_one(x, c[keep], i[keep], j[keep], v[keep], 32.0, 32.0)
+    assert np.array_equal(ch, c[keep])
+    np.testing.assert_allclose(fr, want, rtol=1e-6, atol=1e-6)
+
+
 def test_activation_features_bad_input():
     with pytest.raises(UserError, match="map"):
         activation_features(np.zeros((4, 4)), (4, 4))
