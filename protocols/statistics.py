@@ -8,6 +8,8 @@ of statistical significance tests for information retrieval evaluation, CIKM 200
 bootstrap and the randomization test agree for comparing retrieval systems over queries; the
 bootstrap also gives the interval the report shows. Items where either value is missing (NaN:
 a query without positives, an image one attack did not fool) are left out of the pairing.
+A claim run with several training seeds on the same items is decided over seeds x items by the
+two-way bootstrap of :func:`bootstrap_mean_seeds`.
 """
 from __future__ import annotations
 
@@ -64,6 +66,52 @@ def paired_bootstrap(a, b, n_boot: int = N_BOOT, seed: int = SEED, level: float 
         raise ValueError(f"paired values of different lengths: {a.shape} vs {b.shape}")
     both = np.isfinite(a) & np.isfinite(b)
     return bootstrap_mean(a[both] - b[both], n_boot, seed, level)
+
+
+def bootstrap_mean_seeds(x, n_boot: int = N_BOOT, seed: int = SEED, level: float = 0.95,
+                         chunk: int = 100) -> Interval:
+    """Mean over seeds x items of `x` (S, n) -- S training seeds evaluated on the same n items -- with
+    a percentile interval of the two-way ("pigeonhole") bootstrap: every resample draws S seeds and
+    n items with replacement, independently, and averages the finite cells of the crossed sample
+    (Owen, The pigeonhole bootstrap, Ann. Appl. Stat. 2007). The interval thus holds both the
+    variation between trainings and that between test items; with S = 1 it is :func:`bootstrap_mean`'s.
+    ``Interval.n`` is the number of items with a finite value under some seed.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected (seeds, items) values, got shape {x.shape}")
+    if x.shape[0] == 1:
+        return bootstrap_mean(x[0], n_boot, seed, level)
+    keep = np.isfinite(x).any(axis=0)
+    x = x[:, keep]
+    S, n = x.shape
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, level)
+    ok = np.isfinite(x)
+    v = np.where(ok, x, 0.0)
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for s in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - s)
+        # how often each seed (m, S) and each item (m, n) is drawn; a cell (s, i) counts c_s * w_i times
+        c = np.bincount((np.arange(m)[:, None] * S + rng.integers(0, S, size=(m, S))).ravel(),
+                        minlength=m * S).reshape(m, S)
+        w = np.bincount((np.arange(m)[:, None] * n + rng.integers(0, n, size=(m, n))).ravel(),
+                        minlength=m * n).reshape(m, n).astype(np.float64)
+        num, den = (w @ v.T * c).sum(1), (w @ ok.T.astype(np.float64) * c).sum(1)
+        boots[s:s + m] = num / np.maximum(den, 1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [a, 1.0 - a])
+    return Interval(float(v.sum() / ok.sum()), float(lo), float(hi), int(n), level)
+
+
+def paired_bootstrap_seeds(a, b, n_boot: int = N_BOOT, seed: int = SEED, level: float = 0.95) -> Interval:
+    """Mean of a - b over seeds x items, a and b (S, n) of two methods trained with the same S seeds
+    on the same items (a cell counts where both are finite), with :func:`bootstrap_mean_seeds`' interval."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"paired (seeds, items) values of different shapes: {a.shape} vs {b.shape}")
+    return bootstrap_mean_seeds(a - b, n_boot, seed, level)
 
 
 def bootstrap_ratio(a, b, paired: bool = True, n_boot: int = N_BOOT, seed: int = SEED,

@@ -322,6 +322,8 @@ class ClaimResult:
     reason: str = ""
     checks: list = field(default_factory=list)
     runs: dict = field(default_factory=dict)   # run name -> {status, reason, label, record_path, commit, dirty, values}
+    seeds_used: list = field(default_factory=list)      # a claim with seeds: those it was decided on
+    seeds_missing: list = field(default_factory=list)   # and those without records yet
 
 
 def describe_check(c, a: float | None, b: float | None) -> tuple[str, bool | None]:
@@ -371,20 +373,46 @@ def per_item_values(record: dict | None, metric: str):
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
-    """Decide one check of a claim: a paired bootstrap over items where both records have them."""
+def _seed_values(recs: list, metric: str):
+    """(S, n) per-item values of the same run under S seeds, or None when a record lacks them."""
+    vals = [per_item_values(r, metric) for r in recs]
+    if any(v is None for v in vals) or len({v.shape for v in vals}) != 1:
+        return None
+    import numpy as np
+    return np.stack(vals)
+
+
+def decide_check(c, rec_a, rec_b) -> CheckResult:
+    """Decide one check of a claim: a paired bootstrap over items where both records have them.
+
+    ``rec_a`` / ``rec_b``: a record, or a list of the run's records under S training seeds (the
+    claim's ``seeds``, in the same order for both runs): the numbers shown are means over seeds and
+    the interval is the two-way bootstrap over seeds x items (:func:`statistics.paired_bootstrap_seeds`).
+    """
     from visrep.protocols import statistics as st
-    a = metric_value(rec_a, c.metric) if rec_a else None
-    b = metric_value(rec_b, c.metric) if rec_b else None
+    recs_a = rec_a if isinstance(rec_a, list) else [rec_a]
+    recs_b = rec_b if isinstance(rec_b, list) else [rec_b]
+    n_seeds = len(recs_a)
+
+    def mean_metric(recs):
+        vals = [metric_value(r, c.metric) if r else None for r in recs]
+        return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+    a = mean_metric(recs_a)
+    b = mean_metric(recs_b) if c.b else None
     text, point = describe_check(c, a, b)
+    if n_seeds > 1:
+        text += f" (means over {n_seeds} seeds)"
     if a is None or (c.b and b is None):
         return CheckResult(text, None, a, b, outcome="missing", how="numbers missing")
-    va, vb = per_item_values(rec_a, c.metric), per_item_values(rec_b, c.metric) if c.b else None
+    va = _seed_values(recs_a, c.metric)
+    vb = _seed_values(recs_b, c.metric) if c.b else None
     two = c.relation in ("greater", "less", "at_least_as", "within")
     one = c.relation in ("close", "at_least", "at_most")
+    over = f"{n_seeds} seeds x " if n_seeds > 1 else ""
     iv = None
     if two and va is not None and vb is not None and va.shape == vb.shape:
-        iv = st.paired_bootstrap(va, vb)
+        iv = st.paired_bootstrap_seeds(va, vb)
         if c.relation == "greater":
             holds = st.decide_greater(iv)
         elif c.relation == "less":
@@ -393,21 +421,22 @@ def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
             holds = st.decide_at_least(iv)
         else:
             holds = st.decide_within(iv, c.tol)
-        how = f"paired bootstrap over {iv.n} items"
+        how = f"{'two-way' if n_seeds > 1 else 'paired'} bootstrap over {over}{iv.n} items"
         shown = f"; {c.a} - {c.b} = {iv.mean:+.4g} [{iv.lo:+.4g}, {iv.hi:+.4g}] (95%, {how})"
     elif one and va is not None:
-        iv = st.bootstrap_mean(va)
+        iv = st.bootstrap_mean_seeds(va)
         if c.relation == "at_least":
             holds = st.decide_at_least(iv, c.value)
         elif c.relation == "at_most":
             holds = st.decide_at_least(st.Interval(-iv.mean, -iv.hi, -iv.lo, iv.n), -c.value)
         else:
             holds = st.decide_within(st.Interval(iv.mean - c.value, iv.lo - c.value, iv.hi - c.value, iv.n), c.tol)
-        how = f"bootstrap over {iv.n} items"
+        how = f"{'two-way ' if n_seeds > 1 else ''}bootstrap over {over}{iv.n} items"
         shown = f"; mean {iv.mean:.4g} [{iv.lo:.4g}, {iv.hi:.4g}] (95%, {how})"
     elif c.relation == "ratio_at_least" and va is not None and vb is not None:
-        paired = va.shape == vb.shape
-        iv = st.bootstrap_ratio(va, vb, paired=paired)
+        fa, fb = va[0], vb[0]                       # timings: the first seed's
+        paired = fa.shape == fb.shape
+        iv = st.bootstrap_ratio(fa, fb, paired=paired)
         holds = st.decide_at_least(iv, c.value)
         how = f"{'paired ' if paired else ''}bootstrap over {iv.n} timed {'items' if paired else 'repeats'}"
         shown = f"; {c.a} / {c.b} = {iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}] (95%, {how})"
@@ -425,44 +454,78 @@ def decide_check(c, rec_a: dict | None, rec_b: dict | None) -> CheckResult:
 _WORST = [METHOD_MISSING, DATA_MISSING, RUN_FAILED, CONFIG_ERROR, METRIC_MISSING, NOT_RUN]
 
 
+def claim_run_seeds(claim: Claim, run: Experiment) -> list[tuple[int, Experiment]]:
+    """(seed, experiment) of a claim's run under each of the claim's seeds (its own seed if none)."""
+    if not claim.seeds:
+        return [(run.seed, run)]
+    return [(s, replace(run, seed=s)) for s in claim.seeds]
+
+
 def claim_jobs(results_dir: str | Path, data_root: str | Path | None = None,
-               tables: list[Table] | None = None) -> tuple[list, list[str]]:
+               tables: list[Table] | None = None, all_seeds: bool = False) -> tuple[list, list[str]]:
     """Every job that a claim of the tables needs and that can run here (run or not yet run), once;
     and for the others why not ("table/claim/run: method missing: ..."). ``visrep run default`` adds
-    these to its own experiments, so that the report decides every claim after the main job."""
+    these to its own experiments, so that the report decides every claim after the main job.
+    A claim with several ``seeds`` contributes its first seed's jobs only unless ``all_seeds``
+    (the main job's budget; ``visrep report --run-missing`` runs the others)."""
     from .tables import load_tables
     resolver = Resolver(results_dir, data_root)
     jobs, seen, skipped = [], set(), []
     for table in tables if tables is not None else load_tables():
         for claim in table.claims:
             for name in claim.runs:
-                res = resolver.resolve(table.runs[name])
-                if res.status in (NOT_RUN, "record") and res.job is not None:
-                    if res.job.job_id not in seen:
-                        seen.add(res.job.job_id)
-                        jobs.append(res.job)
-                else:
-                    skipped.append(f"{table.id}/{claim.id}/{name}: {res.status}: {res.reason}")
+                variants = claim_run_seeds(claim, table.runs[name])
+                for seed, run in variants if all_seeds else variants[:1]:
+                    res = resolver.resolve(run)
+                    if res.status in (NOT_RUN, "record") and res.job is not None:
+                        if res.job.job_id not in seen:
+                            seen.add(res.job.job_id)
+                            jobs.append(res.job)
+                    else:
+                        skipped.append(f"{table.id}/{claim.id}/{name}: {res.status}: {res.reason}")
     return jobs, sorted(set(skipped))
 
 
 def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: bool = False) -> ClaimResult:
-    """A claim holds when every check holds, does not hold when one does not, else is inconclusive."""
+    """A claim holds when every check holds, does not hold when one does not, else is inconclusive.
+
+    With ``claim.seeds`` every run is looked up (or run) under each seed; the first seed's records
+    must exist, and the claim is decided on the seeds for which every run has a record (the reason
+    names any seed left out)."""
     out = ClaimResult(table.id, claim.id, NOT_RUN)
+    by_seed: dict[str, dict] = {}
     for name in claim.runs:
-        run = table.runs[name]
-        res = resolver.run(run) if run_missing else resolver.resolve(run)
-        commit, dirty, created = provenance_of(res.record)
-        out.runs[name] = {"status": res.status, "reason": res.reason, "label": run.label or name,
-                          "method": run.method, "dataset": run.dataset, "record_path": res.record_path,
-                          "commit": commit, "dirty": dirty, "created": created, "record": res.record}
+        by_seed[name] = {}
+        for seed, run in claim_run_seeds(claim, table.runs[name]):
+            res = resolver.run(run) if run_missing else resolver.resolve(run)
+            by_seed[name][seed] = res
+        first = next(iter(by_seed[name].values()))
+        commit, dirty, created = provenance_of(first.record)
+        out.runs[name] = {"status": first.status, "reason": first.reason, "label": table.runs[name].label or name,
+                          "method": table.runs[name].method, "dataset": table.runs[name].dataset,
+                          "record_path": first.record_path, "commit": commit, "dirty": dirty, "created": created}
+        if claim.seeds:
+            out.runs[name]["seeds"] = {s: r.status for s, r in by_seed[name].items()}
+            out.runs[name]["seed_records"] = {s: r.record_path for s, r in by_seed[name].items()}
     blocking = [(n, r) for n, r in out.runs.items() if r["status"] != "record"]
     if blocking:
         rank = {s: i for i, s in enumerate(_WORST)}
         name, worst = min(blocking, key=lambda nr: rank.get(nr[1]["status"], len(_WORST)))
         out.status, out.reason = worst["status"], f"{name}: {worst['reason']}"
+    seeds = [s for s in (claim.seeds or [None])
+             if all((r[s] if s is not None else next(iter(r.values()))).status == "record" for r in by_seed.values())]
+    if claim.seeds and not blocking:
+        out.seeds_used = seeds
+        out.seeds_missing = [s for s in claim.seeds if s not in seeds]
+
+    def recs(name):
+        r = by_seed[name]
+        if not claim.seeds:
+            return next(iter(r.values())).record
+        return [r[s].record for s in seeds] if seeds else [next(iter(r.values())).record]
+
     for c in claim.checks:
-        out.checks.append(decide_check(c, out.runs[c.a]["record"], out.runs[c.b]["record"] if c.b else None))
+        out.checks.append(decide_check(c, recs(c.a), recs(c.b) if c.b else None))
     if not blocking:
         outcomes = [ch.outcome for ch in out.checks]
         if "missing" in outcomes:
@@ -472,8 +535,10 @@ def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: 
             out.status = (DOES_NOT_HOLD if DOES_NOT_HOLD in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes
                           else HOLDS)
             out.reason = "; ".join(ch.text for ch in out.checks)
-    for r in out.runs.values():
-        r.pop("record", None)
+        if out.seeds_missing:
+            out.reason += (f"; decided on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} of "
+                           f"{', '.join(map(str, claim.seeds))} (not run yet: "
+                           f"{', '.join(map(str, out.seeds_missing))}; `visrep report --run-missing` runs them)")
     return out
 
 

@@ -275,7 +275,7 @@ def _html_claims(tr, link) -> str:
             href = link(r["record_path"])
             where = (f'<a href="{_e(href)}">record</a> · {_e(_prov(r["commit"], r["dirty"]))}' if href
                      else f'{_e(r["status"])}: {_code(r["reason"])}')
-            runs.append(f"<li><b>{_e(name)}</b> = {_e(r['label'])} — {where}</li>")
+            runs.append(f"<li><b>{_e(name)}</b> = {_e(r['label'])} — {where}{_e(_seeds_text(r))}</li>")
         known = (f'<div class="meta">known not to hold here: {_rich(claim.xfail)}</div>' if claim.xfail else "")
         note = f'<div class="meta">{_rich(claim.note)}</div>' if claim.note else ""
         status_cls = cr.status.replace(" ", "-")
@@ -515,6 +515,14 @@ def _md_table(tr, link) -> list[str]:
     return lines
 
 
+def _seeds_text(run: dict) -> str:
+    """' · seeds 0 (record), 1 (not run), ...' for a run of a claim with seeds; '' otherwise."""
+    seeds = run.get("seeds")
+    if not seeds:
+        return ""
+    return " · seeds " + ", ".join(f"{s} ({'record' if st == 'record' else st})" for s, st in seeds.items())
+
+
 def _md_claims(tr, link) -> list[str]:
     lines = []
     for cr in tr.claims:
@@ -526,7 +534,7 @@ def _md_claims(tr, link) -> list[str]:
         for name, r in cr.runs.items():
             href = link(r["record_path"])
             where = f"[record]({href}) {_prov(r['commit'], r['dirty'])}" if href else f"{r['status']}: {r['reason']}"
-            lines.append(f"    - run `{name}` = {_md_text(r['label'])} — {where}")
+            lines.append(f"    - run `{name}` = {_md_text(r['label'])} — {where}{_seeds_text(r)}")
         if claim.xfail:
             lines.append(f"    - known not to hold here: {_md_text(claim.xfail)}")
         if claim.note:

@@ -28,12 +28,14 @@ A table file holds what the talk published and how visrep reproduces it::
     [[claim]]                         # a claim of the talk, evaluated from records
     id = "..."; text = "..."; quote = "exact words of the talk"; scale = "proxy"
     checks = [{relation = "greater", a = "diffusion", b = "knn", metric = "metrics.map"}]
+    seeds = [0, 1, 2]                 # optional: every run repeated with these training seeds
 
 Relations: ``greater`` (a > b), ``less`` (a < b), ``at_least_as`` (a >= b), ``within`` (|a - b| <= tol),
 ``ratio_at_least`` (a / b >= value), ``close`` (|a - value| <= tol), ``at_least`` / ``at_most`` (a vs value).
 Where the records hold per-item values (per-query AP, per-episode accuracy, ...) a relation is
 decided by a 95% paired bootstrap interval: holds, does not hold, or inconclusive
-(``visrep.reports.evaluate.decide_check``). A claim has no other parameter than the talk's words:
+(``visrep.reports.evaluate.decide_check``); a claim with ``seeds`` by the two-way bootstrap over
+seeds x items, on the seeds whose records exist (the main job runs the first seed only). A claim has no other parameter than the talk's words:
 no hand-set margins (``tol`` and ``value`` are the numbers the talk states: "within 0.5 mAP", "10x").
 ``${shared}`` in any string stands for the workplace's real-data folder (``../shared/data``).
 
@@ -113,6 +115,7 @@ class Claim:
     note: str = ""
     xfail: str = ""               # known not to hold here: why (the report still shows "does not hold")
     quick: bool = False
+    seeds: list = field(default_factory=list)   # training seeds each run is repeated with ([] = the run's own)
 
     @property
     def runs(self) -> list[str]:
@@ -249,7 +252,11 @@ def load_table(path: str | Path) -> Table:
         t.runs[name] = run
     for i, c in enumerate(doc.get("claim", [])):
         cw = f"{w} claim {i + 1}"
-        _only(c, {"id", "text", "quote", "scale", "note", "xfail", "quick", "checks"}, cw)
+        _only(c, {"id", "text", "quote", "scale", "note", "xfail", "quick", "checks", "seeds"}, cw)
+        seeds = c.get("seeds", [])
+        if (not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                   for x in seeds) or len(set(seeds)) != len(seeds)):
+            raise UserError(f"{cw}: seeds must be a list of distinct non-negative integers, got {seeds!r}")
         checks = []
         for j, ch in enumerate(c.get("checks", [])):
             chw = f"{cw} check {j + 1}"
@@ -277,7 +284,7 @@ def load_table(path: str | Path) -> Table:
             raise UserError(f"{cw}: a claim needs at least one check")
         claim = Claim(id=_need(c, "id", cw), text=_need(c, "text", cw), checks=checks, quote=c.get("quote", ""),
                       scale=c.get("scale", "proxy"), note=c.get("note", ""), xfail=c.get("xfail", ""),
-                      quick=bool(c.get("quick", False)))
+                      quick=bool(c.get("quick", False)), seeds=list(seeds))
         if claim.scale not in SCALES:
             raise UserError(f"{cw}: scale must be 'full' or 'proxy', got {claim.scale!r}")
         t.claims.append(claim)

@@ -45,7 +45,7 @@ def test_main_job_metrics_unchanged(tmp_path):
 
 def test_default_spec_adds_every_claim_run(tmp_path):
     """``claims = "all"``: the main job includes every run a claim needs that can run here, once."""
-    from visrep.reports.evaluate import NOT_RUN, Resolver, claim_jobs
+    from visrep.reports.evaluate import NOT_RUN, Resolver, claim_jobs, claim_run_seeds
     from visrep.reports.tables import load_tables
     from visrep.spec import read_spec
     assert read_spec("default")[1] == "all"
@@ -57,8 +57,12 @@ def test_default_spec_adds_every_claim_run(tmp_path):
     for table in tables:
         for claim in table.claims:
             for name in claim.runs:
-                res = resolver.resolve(table.runs[name])
+                variants = claim_run_seeds(claim, table.runs[name])
+                res = resolver.resolve(variants[0][1])          # the first seed: in the main job
                 assert res.status != NOT_RUN or res.job.job_id in ids, (table.id, claim.id, name)
+                for _, later in variants[1:]:                   # later seeds: for --run-missing
+                    other = resolver.resolve(later)
+                    assert other.job is None or other.job.job_id not in ids, (table.id, claim.id, name)
     # what cannot run here is said with its table, claim, run and reason
     assert all(s.count("/") >= 2 and ": " in s for s in not_here)
 

@@ -6,11 +6,13 @@ import pytest
 from visrep.protocols.statistics import (
     Interval,
     bootstrap_mean,
+    bootstrap_mean_seeds,
     bootstrap_ratio,
     decide_at_least,
     decide_greater,
     decide_within,
     paired_bootstrap,
+    paired_bootstrap_seeds,
 )
 from visrep.reports.evaluate import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, decide_check
 from visrep.reports.tables import Check
@@ -30,6 +32,47 @@ def test_bootstrap_known_answers():
     assert iv.mean == 0.5 and iv.hi - iv.lo == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(400), rel=0.1)
     with pytest.raises(ValueError):
         paired_bootstrap([1, 2], [1])
+
+
+def test_two_way_bootstrap_over_seeds_and_items():
+    """Seeds x items (Owen's pigeonhole bootstrap): one seed is the plain bootstrap; a difference
+    between seeds widens the interval; identical seeds give the interval of one seed's items."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 1.0, (3, 2000))
+    one = bootstrap_mean_seeds(x[:1])
+    assert one == bootstrap_mean(x[0])
+    same = bootstrap_mean_seeds(np.repeat(x[:1], 3, axis=0))
+    assert same.mean == pytest.approx(x[0].mean()) and same.hi - same.lo == pytest.approx(one.hi - one.lo, rel=0.1)
+    shifted = bootstrap_mean_seeds(x + np.array([[-1.0], [0.0], [1.0]]))   # seeds disagree by +-1
+    assert shifted.mean == pytest.approx(x.mean()) and shifted.lo < -0.3 and shifted.hi > 1.3
+    # NaN cells do not count; an item with no finite value leaves
+    y = x.copy()
+    y[0, :1000] = np.nan
+    y[:, 5] = np.nan
+    iv = bootstrap_mean_seeds(y)
+    assert iv.n == 1999 and iv.mean == pytest.approx(np.nanmean(y))
+    # paired: the differences a - b per (seed, item)
+    d = paired_bootstrap_seeds(x + 0.25, x)
+    assert (d.mean, d.lo, d.hi) == pytest.approx((0.25, 0.25, 0.25))
+    with pytest.raises(ValueError):
+        paired_bootstrap_seeds(x, x[:2])
+
+
+def test_claims_with_seeds_are_decided_over_seeds():
+    """decide_check on lists of records (one per seed): means over seeds, two-way interval; a gain that
+    one seed shows and the others reverse is not a win."""
+    rng = np.random.default_rng(1)
+    base = [rng.uniform(0.2, 0.8, 300) for _ in range(3)]
+    c = Check("greater", "a", "metrics.map", b="b")
+    better = [np.clip(b + 0.05, 0, 1) for b in base]
+    r = decide_check(c, [_rec(v.mean(), v.tolist()) for v in better], [_rec(v.mean(), v.tolist()) for v in base])
+    assert r.outcome == HOLDS and "two-way bootstrap over 3 seeds x 300 items" in r.text and "means over 3 seeds" in r.text
+    assert r.a == pytest.approx(np.mean([v.mean() for v in better]))
+    flip = [np.clip(b + s, 0, 1) for b, s in zip(base, (0.3, -0.1, -0.1))]     # one lucky seed
+    assert decide_check(c, [_rec(v.mean(), v.tolist()) for v in flip],
+                        [_rec(v.mean(), v.tolist()) for v in base]).outcome == INCONCLUSIVE
+    assert decide_check(c, [_rec(v.mean(), v.tolist()) for v in flip[:1]],
+                        [_rec(v.mean(), v.tolist()) for v in base[:1]]).outcome == HOLDS
 
 
 def test_decisions():

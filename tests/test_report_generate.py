@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from visrep.errors import UserError
 from visrep.reports.evaluate import (
@@ -12,6 +13,7 @@ from visrep.reports.evaluate import (
     DIFFERS,
     DOES_NOT_HOLD,
     HOLDS,
+    INCONCLUSIVE,
     METHOD_MISSING,
     METRIC_MISSING,
     NOT_RUN,
@@ -387,3 +389,78 @@ def test_missing_method_input_file_is_data_missing_whatever_was_resolved_before(
     missing = r.resolve(Experiment(method="rmac", dataset="sample-views",
                                    params={"weights": str(tmp_path / "absent" / "w.pth")}))
     assert missing.status == DATA_MISSING and "w.pth not found" in missing.reason
+
+
+SEEDED = '''
+id = "seeded"
+title = "A claim over training seeds"
+slide = 7
+citation = "test"
+kind = "figure"
+[runs.knn]
+method = "knn"
+dataset = "oxford5k"
+data_root = "ROOT"
+dataset_params = { features = "FEAT" }
+[runs.aqe]
+method = "aqe"
+dataset = "oxford5k"
+data_root = "ROOT"
+dataset_params = { features = "FEAT" }
+[[claim]]
+id = "aqe-beats-nn"
+text = "AQE beats NN"
+seeds = [0, 1, 2]
+checks = [{ relation = "greater", a = "aqe", b = "knn", metric = "metrics.map" }]
+'''
+
+
+def test_claim_with_seeds_is_decided_on_the_seeds_that_ran(tmp_path, oxford5k_features):
+    """seeds = [0, 1, 2]: each run is looked up per seed; the first seed's records must exist, the
+    claim is decided on the seeds every run has, and the reason and the report name those missing."""
+    from visrep.reports.evaluate import NOT_RUN, claim_jobs
+    feat, root = oxford5k_features, oxford5k_features.parent.parent
+    (tmp_path / "seeded.toml").write_text(SEEDED.replace("FEAT", str(feat)).replace("ROOT", str(root)))
+    table = load_table(tmp_path / "seeded.toml")
+    assert table.claims[0].seeds == [0, 1, 2]
+    results = tmp_path / "results"
+
+    def put(method, seed, aps):
+        job = expand_experiment({"method": method, "dataset": "oxford5k", "seed": seed, "data_root": str(root),
+                                 "dataset_params": {"features": str(feat)}})[0]
+        write_record(record_path(results, "oxford5k", method, job.job_id),
+                     {"schema": 1, "job": job.job_id, "method": method, "dataset": "oxford5k",
+                      "protocol": job.protocol, "params": job.params, "dataset_params": job.dataset_params,
+                      "protocol_params": job.protocol_params, "seed": seed, "metrics": {"map": float(np.mean(aps))},
+                      "per_item": {"map": list(aps)}, "timings": {}, "created": "2020-07-01T00:00:00+00:00",
+                      "provenance": {"commit": "abc", "dirty": False}})
+
+    resolver = Resolver(results, shared=None)
+    assert evaluate_table(table, resolver).claims[0].status == NOT_RUN
+    # the main job adds the first seed's jobs only; --run-missing would add the others
+    first, _ = claim_jobs(results, tables=[table])
+    every, _ = claim_jobs(results, tables=[table], all_seeds=True)
+    assert {j.seed for j in first} == {0} and len(first) == 2
+    assert {j.seed for j in every} == {0, 1, 2} and len(every) == 6
+    rng = np.random.default_rng(0)
+    base = {s: rng.uniform(0.2, 0.8, 50) for s in range(3)}
+    for s in (0, 1):
+        put("knn", s, base[s])
+        put("aqe", s, base[s] + 0.1)
+    put("knn", 2, base[2])                       # aqe's seed 2 has not run: seed 2 is left out
+    cr = evaluate_table(table, Resolver(results, shared=None)).claims[0]
+    assert cr.status == HOLDS and cr.seeds_used == [0, 1] and cr.seeds_missing == [2]
+    assert "2 seeds x 50 items" in cr.checks[0].text and "decided on seeds 0, 1 of 0, 1, 2" in cr.reason
+    assert cr.runs["aqe"]["seeds"] == {0: "record", 1: "record", 2: NOT_RUN}
+    # the seeds are shown beside each run in the Markdown report
+    out = tmp_path / "site"
+    generate(out, results, tables_dir=tmp_path)
+    md = (out / "report.md").read_text()
+    assert "seeds 0 (record), 1 (record), 2 (not run)" in md
+    put("aqe", 2, base[2] - 0.3)                 # the third seed reverses the gain
+    cr = evaluate_table(table, Resolver(results, shared=None)).claims[0]
+    assert cr.seeds_used == [0, 1, 2] and cr.seeds_missing == [] and cr.status == INCONCLUSIVE
+    with pytest.raises(UserError, match="seeds must be a list"):
+        (tmp_path / "bad" / "seeded.toml").parent.mkdir()
+        (tmp_path / "bad" / "seeded.toml").write_text(SEEDED.replace("seeds = [0, 1, 2]", "seeds = [0, 0]"))
+        load_table(tmp_path / "bad" / "seeded.toml")
