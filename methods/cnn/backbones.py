@@ -36,6 +36,8 @@ EfficientNet-Lite (ReLU6), ResNet and VGG (ReLU). Models are cached per process.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +154,7 @@ class Backbone:
     ``gem_p`` its learned GeM exponent (``pool.p``), ``pooling`` (meta), ``lw`` the whitenings
     precomputed in ``meta['Lw']`` ({name: {'ss'|'ms': (m (D,), P (D, D))}}), ``mean``/``std``.
     ``channels_last``: weights in channels-last memory (timm networks), inputs converted to it.
+    ``identity``: the architecture and the sha256 of the weights file (what :func:`image_features` keys on).
     """
 
     arch: str
@@ -167,6 +170,7 @@ class Backbone:
     meta: dict = field(default_factory=dict)
     device: str = "cpu"
     channels_last: bool = False
+    identity: str = ""
 
     def preprocess(self, image: np.ndarray, imsize: int | None = 1024, scale: float = 1.0):
         """HxWx3 uint8 RGB -> (1, 3, h, w) float32 tensor, longer side <= imsize * scale, normalized
@@ -394,8 +398,40 @@ def load_backbone(arch: str | None = DEFAULT_ARCH, weights: str | None = None, d
             import torch
             model.to(memory_format=torch.channels_last)
             b.channels_last = True
+    b.identity = f"{b.arch}:{_file_sha256(path)}"
     _CACHE[ck_key if b.meta else key] = b
     return b
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _maps_code() -> str:
+    from visrep.cache import code_version
+    return code_version(Backbone)
+
+
+def image_features(net: Backbone, image: np.ndarray, imsize: int | None, scale: float = 1.0, cache=None) -> np.ndarray:
+    """(C, h, w) float32 last convolutional activations of one HxWx3 image, resized as
+    :meth:`Backbone.preprocess` does; through `cache` (a :class:`visrep.cache.Cache`) when given: one
+    entry per network identity (architecture + weights file digest), device, size and image content
+    (sha256 of its bytes), so the methods that read the same network on the same images at the same
+    size (GeM, R-MAC, R-Match, DSM, OS-/FS-EGM, an AML teacher) compute each map once across jobs."""
+    def compute():
+        return net.features(net.preprocess(image, imsize, scale))[0].numpy()
+
+    if cache is None or not net.identity:
+        return compute()
+    img = np.ascontiguousarray(image)
+    key = {"net": net.identity, "device": net.device, "imsize": imsize, "scale": float(scale),
+           "image": f"{hashlib.sha256(img.tobytes()).hexdigest()}:{img.shape}:{img.dtype}", "code": _maps_code()}
+    return cache.get_or_compute("cnn-map", key, compute)
 
 
 def _trunk_channels(sd: dict) -> int | None:

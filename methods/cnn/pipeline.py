@@ -72,10 +72,12 @@ class CNNDescriptor(Descriptor):
         from .backbones import load_backbone
         return load_backbone(self.network, self.cfg["weights"], device)
 
-    def feature_maps(self, image, net=None):
+    def feature_maps(self, image, net=None, cache=None):
+        """(C, h, w) maps of one image at each scale (through the job's `cache`: see image_features)."""
+        from .backbones import image_features
         net = net or self.backbone()
         for s in self.scales:
-            yield net.features(net.preprocess(image, self.cfg["imsize"], s))[0].numpy()
+            yield image_features(net, image, self.cfg["imsize"], s, cache)
 
     def _layer_whitening(self, net):
         return None if self.cfg["whitening"] == "none" else getattr(net, "whiten", None)
@@ -104,9 +106,9 @@ class CNNDescriptor(Descriptor):
             v = l2_normalize(W @ v + b)
         return v
 
-    def describe_one(self, image, net=None) -> np.ndarray:
+    def describe_one(self, image, net=None, cache=None) -> np.ndarray:
         net = net or self.backbone()
-        vs = [self.scale_vector(fm, net) for fm in self.feature_maps(image, net)]
+        vs = [self.scale_vector(fm, net) for fm in self.feature_maps(image, net, cache)]
         if len(vs) == 1:
             v = l2_normalize(vs[0])
         else:
@@ -121,7 +123,7 @@ class CNNDescriptor(Descriptor):
 
     def describe(self, images, n: int, ctx, desc: str = "describe"):
         net = self.backbone(ctx.torch_device())
-        out = [self.describe_one(img, net) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
+        out = [self.describe_one(img, net, ctx.cache) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
         return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
@@ -143,7 +145,7 @@ def describe_regions(method, images, n, ctx, desc) -> tuple[np.ndarray, np.ndarr
     L = method.cfg.get("L", 3)
     vecs, owner = [], []
     for i in ctx.progress(range(n), desc=desc, total=n, unit="img"):
-        fm = next(iter(method.feature_maps(images(i), net)))
+        fm = next(iter(method.feature_maps(images(i), net, ctx.cache)))
         r = regional_vectors(fm, L, pool)
         vecs.append(r)
         owner.append(np.full(len(r), i, np.int64))
