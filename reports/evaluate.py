@@ -537,7 +537,7 @@ def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: 
             out.reason = "; ".join(ch.text for ch in out.checks)
         if out.seeds_missing:
             out.reason += (f"; decided on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} of "
-                           f"{', '.join(map(str, claim.seeds))} (not run yet: "
+                           f"{', '.join(map(str, claim.seeds))} (pending: "
                            f"{', '.join(map(str, out.seeds_missing))}; `visrep report --run-missing` runs them)")
     return out
 

@@ -50,7 +50,8 @@ STATUS_HELP = {
     DATA_MISSING: "the data set (or its features) is not available here",
     METHOD_MISSING: "no visrep method for it (or a cited comparison only)",
     FIGURE: "a figure of the talk: no numbers to compare, its claims decide it",
-    HOLDS: "claim: every check holds (a 95% paired bootstrap interval over queries / episodes / images clears "
+    HOLDS: "claim: every check holds (a 95% paired bootstrap interval over queries / episodes / images, and "
+           "training seeds where a claim has several, clears "
            "the reference, or the two numbers compare as stated where no per-item values exist)",
     DOES_NOT_HOLD: "claim: a check does not hold (the interval lies on the wrong side)",
     INCONCLUSIVE: "claim: the interval straddles the reference; more items are needed to decide",
@@ -516,11 +517,13 @@ def _md_table(tr, link) -> list[str]:
 
 
 def _seeds_text(run: dict) -> str:
-    """' · seeds 0 (record), 1 (not run), ...' for a run of a claim with seeds; '' otherwise."""
+    """' · seeds 0 (record), 1 (pending), ...' for a run of a claim with seeds ('pending': not run yet,
+    ``visrep report --run-missing`` runs it); '' otherwise."""
     seeds = run.get("seeds")
     if not seeds:
         return ""
-    return " · seeds " + ", ".join(f"{s} ({'record' if st == 'record' else st})" for s, st in seeds.items())
+    shown = {"record": "record", NOT_RUN: "pending"}
+    return " · seeds " + ", ".join(f"{s} ({shown.get(st, st)})" for s, st in seeds.items())
 
 
 def _md_claims(tr, link) -> list[str]:

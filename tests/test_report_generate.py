@@ -456,7 +456,7 @@ def test_claim_with_seeds_is_decided_on_the_seeds_that_ran(tmp_path, oxford5k_fe
     out = tmp_path / "site"
     generate(out, results, tables_dir=tmp_path)
     md = (out / "report.md").read_text()
-    assert "seeds 0 (record), 1 (record), 2 (not run)" in md
+    assert "seeds 0 (record), 1 (record), 2 (pending)" in md
     put("aqe", 2, base[2] - 0.3)                 # the third seed reverses the gain
     cr = evaluate_table(table, Resolver(results, shared=None)).claims[0]
     assert cr.seeds_used == [0, 1, 2] and cr.seeds_missing == [] and cr.status == INCONCLUSIVE
