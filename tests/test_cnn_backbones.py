@@ -282,24 +282,27 @@ def test_trunk_only_state_dict(nets, tmp_path):
 
 
 def test_feature_maps_are_computed_once_across_methods(tmp_path):
-    """image_features through a cache: one entry per (network identity, size, image content); a second
-    method on the same image at the same size reads it (equal maps, a hit), another image or size
-    computes; a network is identified by its weights file's digest."""
+    """image_features through the job's cache (ctx.cached): one entry per (network identity, size, image
+    content); a second method on the same image at the same size reads it (equal maps, a hit), another
+    image or size computes; a network is identified by its weights file's digest."""
     from visrep.cache import Cache
-    from visrep.methods.cnn.backbones import image_features, load_backbone
+    from visrep.context import RunContext
+    from visrep.methods.cnn.backbones import load_backbone
+    from visrep.methods.cnn.pipeline import image_features
     from visrep.registry import methods
     net = load_backbone("efficientnet_lite0")
     assert net.identity.startswith("efficientnet_lite0:") and len(net.identity.split(":")[1]) == 64
-    cache = Cache(tmp_path / "cache")
+    ctx = RunContext(cache=Cache(tmp_path / "cache"), quiet=True)
+    cache = ctx.cache
     img = _image(64, 80)
     direct = net.features(net.preprocess(img, 1024))[0].numpy()
-    first = image_features(net, img, 1024, 1.0, cache)
+    first = image_features(net, img, 1024, 1.0, ctx)
     assert cache.misses == 1 and np.array_equal(first, direct)
     gem, rmac = methods.create("gem"), methods.create("rmac")
-    v = gem.describe_one(img, net, cache)                       # GeM reads the map R-MAC left, and vice versa
+    v = gem.describe_one(img, net, ctx)                         # GeM reads the map R-MAC left, and vice versa
     assert cache.hits == 1 and np.allclose(v, gem.describe_one(img, net))
-    next(iter(rmac.feature_maps(img, net, cache)))
+    next(iter(rmac.feature_maps(img, net, ctx)))
     assert cache.hits == 2 and cache.misses == 1
-    image_features(net, _image(64, 80, seed=1), 1024, 1.0, cache)     # another image
-    image_features(net, img, 32, 1.0, cache)                            # another size
+    image_features(net, _image(64, 80, seed=1), 1024, 1.0, ctx)      # another image
+    image_features(net, img, 32, 1.0, ctx)                             # another size
     assert cache.misses == 3

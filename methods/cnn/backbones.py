@@ -36,7 +36,6 @@ EfficientNet-Lite (ReLU6), ResNet and VGG (ReLU). Models are cached per process.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
@@ -154,7 +153,8 @@ class Backbone:
     ``gem_p`` its learned GeM exponent (``pool.p``), ``pooling`` (meta), ``lw`` the whitenings
     precomputed in ``meta['Lw']`` ({name: {'ss'|'ms': (m (D,), P (D, D))}}), ``mean``/``std``.
     ``channels_last``: weights in channels-last memory (timm networks), inputs converted to it.
-    ``identity``: the architecture and the sha256 of the weights file (what :func:`image_features` keys on).
+    ``identity``: the architecture and the sha256 of the weights file (what the feature-map cache of
+    :func:`visrep.methods.cnn.pipeline.image_features` keys on).
     """
 
     arch: str
@@ -409,29 +409,6 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def _maps_code() -> str:
-    from visrep.cache import code_version
-    return code_version(Backbone)
-
-
-def image_features(net: Backbone, image: np.ndarray, imsize: int | None, scale: float = 1.0, cache=None) -> np.ndarray:
-    """(C, h, w) float32 last convolutional activations of one HxWx3 image, resized as
-    :meth:`Backbone.preprocess` does; through `cache` (a :class:`visrep.cache.Cache`) when given: one
-    entry per network identity (architecture + weights file digest), device, size and image content
-    (sha256 of its bytes), so the methods that read the same network on the same images at the same
-    size (GeM, R-MAC, R-Match, DSM, OS-/FS-EGM, an AML teacher) compute each map once across jobs."""
-    def compute():
-        return net.features(net.preprocess(image, imsize, scale))[0].numpy()
-
-    if cache is None or not net.identity:
-        return compute()
-    img = np.ascontiguousarray(image)
-    key = {"net": net.identity, "device": net.device, "imsize": imsize, "scale": float(scale),
-           "image": f"{hashlib.sha256(img.tobytes()).hexdigest()}:{img.shape}:{img.dtype}", "code": _maps_code()}
-    return cache.get_or_compute("cnn-map", key, compute)
 
 
 def _trunk_channels(sd: dict) -> int | None:

@@ -72,12 +72,11 @@ class CNNDescriptor(Descriptor):
         from .backbones import load_backbone
         return load_backbone(self.network, self.cfg["weights"], device)
 
-    def feature_maps(self, image, net=None, cache=None):
-        """(C, h, w) maps of one image at each scale (through the job's `cache`: see image_features)."""
-        from .backbones import image_features
+    def feature_maps(self, image, net=None, ctx=None):
+        """(C, h, w) maps of one image at each scale (through the job's cache when `ctx` is given: image_features)."""
         net = net or self.backbone()
         for s in self.scales:
-            yield image_features(net, image, self.cfg["imsize"], s, cache)
+            yield image_features(net, image, self.cfg["imsize"], s, ctx)
 
     def _layer_whitening(self, net):
         return None if self.cfg["whitening"] == "none" else getattr(net, "whiten", None)
@@ -106,9 +105,9 @@ class CNNDescriptor(Descriptor):
             v = l2_normalize(W @ v + b)
         return v
 
-    def describe_one(self, image, net=None, cache=None) -> np.ndarray:
+    def describe_one(self, image, net=None, ctx=None) -> np.ndarray:
         net = net or self.backbone()
-        vs = [self.scale_vector(fm, net) for fm in self.feature_maps(image, net, cache)]
+        vs = [self.scale_vector(fm, net) for fm in self.feature_maps(image, net, ctx)]
         if len(vs) == 1:
             v = l2_normalize(vs[0])
         else:
@@ -123,8 +122,28 @@ class CNNDescriptor(Descriptor):
 
     def describe(self, images, n: int, ctx, desc: str = "describe"):
         net = self.backbone(ctx.torch_device())
-        out = [self.describe_one(img, net, ctx.cache) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
+        out = [self.describe_one(img, net, ctx) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
         return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def image_features(net, image: np.ndarray, imsize: int | None, scale: float = 1.0, ctx=None) -> np.ndarray:
+    """(C, h, w) float32 last convolutional activations of one HxWx3 image, resized as
+    :meth:`Backbone.preprocess` does; through the job's cache when `ctx` (a RunContext) is given
+    (``ctx.cached``: one entry per network identity -- architecture + weights file digest --, device,
+    size and image content, sha256 of its bytes), so the methods that read the same network on the
+    same images at the same size (GeM, R-MAC, R-Match, DSM, OS-/FS-EGM, an AML teacher) compute each
+    map once across jobs."""
+    def compute():
+        return net.features(net.preprocess(image, imsize, scale))[0].numpy()
+
+    if ctx is None or not net.identity:
+        return compute()
+    import hashlib
+    img = np.ascontiguousarray(image)
+    what = {"net": net.identity, "device": net.device, "imsize": imsize, "scale": float(scale),
+            "image": f"{hashlib.sha256(img.tobytes()).hexdigest()}:{img.shape}:{img.dtype}"}
+    from .backbones import Backbone
+    return ctx.cached("cnn-map", what, (Backbone,), compute)
 
 
 def _pool_for(method, net=None):
@@ -145,7 +164,7 @@ def describe_regions(method, images, n, ctx, desc) -> tuple[np.ndarray, np.ndarr
     L = method.cfg.get("L", 3)
     vecs, owner = [], []
     for i in ctx.progress(range(n), desc=desc, total=n, unit="img"):
-        fm = next(iter(method.feature_maps(images(i), net, ctx.cache)))
+        fm = next(iter(method.feature_maps(images(i), net, ctx)))
         r = regional_vectors(fm, L, pool)
         vecs.append(r)
         owner.append(np.full(len(r), i, np.int64))

@@ -63,11 +63,11 @@ class SaliencyPooling(Descriptor):
         from visrep.methods.cnn.backbones import load_backbone
         return load_backbone(self.cfg["arch"], self.cfg["weights"], device)
 
-    def feature_map(self, image, net=None, cache=None) -> np.ndarray:
-        """(C, h, w) float32 last convolutional activations of one image (through the job's `cache`)."""
-        from visrep.methods.cnn.backbones import image_features
+    def feature_map(self, image, net=None, ctx=None) -> np.ndarray:
+        """(C, h, w) float32 last convolutional activations of one image (through the job's cache when `ctx` is given)."""
+        from visrep.methods.cnn.pipeline import image_features
         net = net or self.backbone()
-        return image_features(net, image, self.cfg["imsize"], 1.0, cache)
+        return image_features(net, image, self.cfg["imsize"], 1.0, ctx)
 
     def saliency(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -83,13 +83,13 @@ class SaliencyPooling(Descriptor):
         w, k = self.pooling_weight(s)
         return l2_normalize(weighted_gem(x, w, self.cfg["p"])), k
 
-    def describe_one(self, image, net=None, cache=None) -> np.ndarray:
-        x = self.feature_map(image, net, cache)
+    def describe_one(self, image, net=None, ctx=None) -> np.ndarray:
+        x = self.feature_map(image, net, ctx)
         return self.pool_with(x, self.saliency(x))[0]
 
     def describe(self, images, n: int, ctx, desc: str = "describe"):
         net = self.backbone(ctx.torch_device())
-        vecs = [self.describe_one(img, net, ctx.cache) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
+        vecs = [self.describe_one(img, net, ctx) for img in ctx.progress(images, desc=desc, total=n, unit="img")]
         return np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, 0), np.float32)
 
 
@@ -109,7 +109,7 @@ class DatasetSaliencyPooling(SaliencyPooling):
         def compute(split):
             net = self.backbone(ctx.torch_device())
             get, n = (data.db_image, data.n_db) if split == "db" else (data.query_image, data.n_queries)
-            return [self.feature_map(get(i), net, ctx.cache).astype(np.float32)
+            return [self.feature_map(get(i), net, ctx).astype(np.float32)
                     for i in ctx.progress(range(n), desc=f"{self.name} maps {split}", total=n, unit="img")]
         return ctx.per_split(data, "discovery_maps", what, [type(self)], compute)
 

@@ -145,7 +145,7 @@ class DSM(Method):
             out = []
             for i in ctx.progress(range(n), desc=f"dsm {split} activations", total=n, unit="img"):
                 img = get(i)
-                fm = next(iter(desc.feature_maps(img, net, ctx.cache)))
+                fm = next(iter(desc.feature_maps(img, net, ctx)))
                 stride = image_stride(img.shape[:2], fm.shape[1:], desc.cfg["imsize"], desc.scales[0])
                 ch, fr = activation_features(fm, img.shape[:2], cfg["per_channel"], cfg["min_activation"],
                                              stride=stride)
