@@ -493,36 +493,33 @@ def evaluate_claim(table: Table, claim: Claim, resolver: Resolver, run_missing: 
     must exist, and the claim is decided on the seeds for which every run has a record (the reason
     names any seed left out)."""
     out = ClaimResult(table.id, claim.id, NOT_RUN)
-    by_seed: dict[str, dict] = {}
+    by_seed: dict[str, list] = {}           # run name -> its Resolved under each seed, in the claim's order
     for name in claim.runs:
-        by_seed[name] = {}
-        for seed, run in claim_run_seeds(claim, table.runs[name]):
-            res = resolver.run(run) if run_missing else resolver.resolve(run)
-            by_seed[name][seed] = res
-        first = next(iter(by_seed[name].values()))
+        variants = claim_run_seeds(claim, table.runs[name])
+        by_seed[name] = [resolver.run(run) if run_missing else resolver.resolve(run) for _, run in variants]
+        first = by_seed[name][0]
         commit, dirty, created = provenance_of(first.record)
         out.runs[name] = {"status": first.status, "reason": first.reason, "label": table.runs[name].label or name,
                           "method": table.runs[name].method, "dataset": table.runs[name].dataset,
                           "record_path": first.record_path, "commit": commit, "dirty": dirty, "created": created}
         if claim.seeds:
-            out.runs[name]["seeds"] = {s: r.status for s, r in by_seed[name].items()}
-            out.runs[name]["seed_records"] = {s: r.record_path for s, r in by_seed[name].items()}
+            out.runs[name]["seeds"] = {s: r.status for (s, _), r in zip(variants, by_seed[name])}
     blocking = [(n, r) for n, r in out.runs.items() if r["status"] != "record"]
     if blocking:
         rank = {s: i for i, s in enumerate(_WORST)}
         name, worst = min(blocking, key=lambda nr: rank.get(nr[1]["status"], len(_WORST)))
         out.status, out.reason = worst["status"], f"{name}: {worst['reason']}"
-    seeds = [s for s in (claim.seeds or [None])
-             if all((r[s] if s is not None else next(iter(r.values()))).status == "record" for r in by_seed.values())]
+    # the seed positions at which every run has a record (the first is required above)
+    used = [k for k in range(len(claim.seeds) or 1) if all(r[k].status == "record" for r in by_seed.values())]
+    seeds = [claim.seeds[k] for k in used] if claim.seeds else []
     if claim.seeds and not blocking:
         out.seeds_used = seeds
         out.seeds_missing = [s for s in claim.seeds if s not in seeds]
 
     def recs(name):
-        r = by_seed[name]
         if not claim.seeds:
-            return next(iter(r.values())).record
-        return [r[s].record for s in seeds] if seeds else [next(iter(r.values())).record]
+            return by_seed[name][0].record
+        return [by_seed[name][k].record for k in used] or [by_seed[name][0].record]
 
     for c in claim.checks:
         out.checks.append(decide_check(c, recs(c.a), recs(c.b) if c.b else None))

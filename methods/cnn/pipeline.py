@@ -5,6 +5,8 @@ the numerical work is in the kernel modules beside this file.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from visrep.methods.search.pipeline import Descriptor
 
@@ -12,7 +14,7 @@ from visrep.errors import UserError
 from visrep.features import l2_normalize
 from visrep.params import Param
 
-from .backbones import DEFAULT_ARCH
+from .backbones import DEFAULT_ARCH, Backbone
 from .regional import gmp_weights
 
 BACKBONE_PARAMS = (
@@ -138,11 +140,9 @@ def image_features(net, image: np.ndarray, imsize: int | None, scale: float = 1.
 
     if ctx is None or not net.identity:
         return compute()
-    import hashlib
     img = np.ascontiguousarray(image)
     what = {"net": net.identity, "device": net.device, "imsize": imsize, "scale": float(scale),
             "image": f"{hashlib.sha256(img.tobytes()).hexdigest()}:{img.shape}:{img.dtype}"}
-    from .backbones import Backbone
     return ctx.cached("cnn-map", what, (Backbone,), compute)
 
 
