@@ -455,10 +455,16 @@ _WORST = [METHOD_MISSING, DATA_MISSING, RUN_FAILED, CONFIG_ERROR, METRIC_MISSING
 
 
 def claim_run_seeds(claim: Claim, run: Experiment) -> list[tuple[int, Experiment]]:
-    """(seed, experiment) of a claim's run under each of the claim's seeds (its own seed if none)."""
+    """(seed, experiment) of a claim's run under each of the claim's seeds (its own seed if none).
+
+    The claim's ``seed_dataset_params`` (e.g. ``label_split``) take the seed's value too, so each
+    seed also draws its own labelled subset, as the SSL papers' runs do; the test items stay the
+    same, so runs still pair within a seed."""
     if not claim.seeds:
         return [(run.seed, run)]
-    return [(s, replace(run, seed=s)) for s in claim.seeds]
+    return [(s, replace(run, seed=s, dataset_params={**run.dataset_params,
+                                                    **{p: s for p in claim.seed_dataset_params}}))
+            for s in claim.seeds]
 
 
 def claim_jobs(results_dir: str | Path, data_root: str | Path | None = None,

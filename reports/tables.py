@@ -29,6 +29,7 @@ A table file holds what the talk published and how visrep reproduces it::
     id = "..."; text = "..."; quote = "exact words of the talk"; scale = "proxy"
     checks = [{relation = "greater", a = "diffusion", b = "knn", metric = "metrics.map"}]
     seeds = [0, 1, 2]                 # optional: every run repeated with these training seeds
+    seed_dataset_params = ["label_split"]   # optional: dataset parameters that take each seed's value
 
 Relations: ``greater`` (a > b), ``less`` (a < b), ``at_least_as`` (a >= b), ``within`` (|a - b| <= tol),
 ``ratio_at_least`` (a / b >= value), ``close`` (|a - value| <= tol), ``at_least`` / ``at_most`` (a vs value).
@@ -116,6 +117,8 @@ class Claim:
     xfail: str = ""               # known not to hold here: why (the report still shows "does not hold")
     quick: bool = False
     seeds: list = field(default_factory=list)   # training seeds each run is repeated with ([] = the run's own)
+    #: dataset parameters set to the seed in each seeded run (the SSL papers draw a labelled subset per run)
+    seed_dataset_params: list = field(default_factory=list)
 
     @property
     def runs(self) -> list[str]:
@@ -252,11 +255,17 @@ def load_table(path: str | Path) -> Table:
         t.runs[name] = run
     for i, c in enumerate(doc.get("claim", [])):
         cw = f"{w} claim {i + 1}"
-        _only(c, {"id", "text", "quote", "scale", "note", "xfail", "quick", "checks", "seeds"}, cw)
+        _only(c, {"id", "text", "quote", "scale", "note", "xfail", "quick", "checks", "seeds", "seed_dataset_params"},
+              cw)
         seeds = c.get("seeds", [])
         if (not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                    for x in seeds) or len(set(seeds)) != len(seeds)):
             raise UserError(f"{cw}: seeds must be a list of distinct non-negative integers, got {seeds!r}")
+        seed_params = c.get("seed_dataset_params", [])
+        if not isinstance(seed_params, list) or not all(isinstance(x, str) and x for x in seed_params):
+            raise UserError(f"{cw}: seed_dataset_params must be a list of dataset parameter names, got {seed_params!r}")
+        if seed_params and not seeds:
+            raise UserError(f"{cw}: seed_dataset_params {seed_params} need the claim's 'seeds'")
         checks = []
         for j, ch in enumerate(c.get("checks", [])):
             chw = f"{cw} check {j + 1}"
@@ -284,10 +293,18 @@ def load_table(path: str | Path) -> Table:
             raise UserError(f"{cw}: a claim needs at least one check")
         claim = Claim(id=_need(c, "id", cw), text=_need(c, "text", cw), checks=checks, quote=c.get("quote", ""),
                       scale=c.get("scale", "proxy"), note=c.get("note", ""), xfail=c.get("xfail", ""),
-                      quick=bool(c.get("quick", False)), seeds=list(seeds))
+                      quick=bool(c.get("quick", False)), seeds=list(seeds), seed_dataset_params=list(seed_params))
         if claim.scale not in SCALES:
             raise UserError(f"{cw}: scale must be 'full' or 'proxy', got {claim.scale!r}")
         t.claims.append(claim)
+    followed: dict[str, tuple] = {}     # run -> (claim id, its seed_dataset_params): one way for every claim
+    for claim in t.claims:
+        for name in claim.runs if claim.seeds else ():
+            first = followed.setdefault(name, (claim.id, sorted(claim.seed_dataset_params)))
+            if first[1] != sorted(claim.seed_dataset_params):
+                raise UserError(f"{w}: run '{name}' follows the seed in dataset parameters {first[1]} in claim "
+                                f"'{first[0]}' but {sorted(claim.seed_dataset_params)} in claim '{claim.id}': a run "
+                                f"must have one record per seed")
     if t.kind == "table" and not t.rows:
         raise UserError(f"{w}: a table needs rows")
     return t

@@ -51,6 +51,7 @@ PAIRS = {
     "pretrained": ("cub200", "metric-learning"),
     **{m: ("fashion-mnist-unseen", "metric-learning") for m in ("contrastive", "triplet")},
     "triplet-head": ("fashion-mnist-unseen", "metric-learning"),
+    "contrastive-head": ("fashion-mnist-unseen", "metric-learning"),
     "cosine-classifier": ("miniimagenet", "few-shot"),
     "dense-classification": ("miniimagenet", "few-shot"),
     **{m: ("fashion-mnist", "classification") for m in ("mean-teacher", "pseudo-label", "mt-dlp")},

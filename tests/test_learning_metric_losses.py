@@ -3,7 +3,8 @@ of Radenovic et al. 2016) and triplet with semi-hard negatives (FaceNet, Schroff
 
 Known answers on hand pairs / triplets / batches, properties on random batches, a cross-check against
 pytorch-metric-learning (skipped when it is absent), and tiny runs of the head-on-frozen-descriptor plugins
-(`contrastive`, `triplet-head`; the end-to-end `triplet` is tested in test_learning_mom_e2e.py).
+(`contrastive-head`, `triplet-head`; the end-to-end `contrastive` and `triplet` are tested in
+test_learning_mom_e2e.py).
 """
 from __future__ import annotations
 
@@ -208,7 +209,7 @@ def _violated(emb, labels, n=20000, seed=0):
     return float(np.mean(((emb[a] - emb[p]) ** 2).sum(1) > ((emb[a] - emb[q]) ** 2).sum(1)))
 
 
-@pytest.mark.parametrize("name", ["contrastive", "triplet-head"])
+@pytest.mark.parametrize("name", ["contrastive-head", "triplet-head"])
 def test_plugins_end_to_end(digits_split, name):
     from visrep.context import RunContext
     from visrep.registry import methods

@@ -219,10 +219,10 @@ def test_triplet_end_to_end_fine_tunes_the_network(tiny, monkeypatch):
     """The e2e `triplet` starts from the network of `mom` (zero epochs = `pretrained-net`), is seeded, and its
     training moves the trunk's weights, not only an embedding head."""
     import torch
-    from visrep.methods.learning import plugins
+    from visrep.methods.learning import pipeline
     data, src = tiny
     snap = {}
-    real = plugins.finetune
+    real = pipeline.finetune
 
     def spy(net, *a, **k):
         snap["before"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
@@ -230,7 +230,7 @@ def test_triplet_end_to_end_fine_tunes_the_network(tiny, monkeypatch):
         snap["after"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
         return out
 
-    monkeypatch.setattr(plugins, "finetune", spy)
+    monkeypatch.setattr(pipeline, "finetune", spy)
     r1 = methods.create("triplet", **_tkw(src)).run(data, RunContext(quiet=True, seed=2))
     r2 = methods.create("triplet", **_tkw(src)).run(data, RunContext(quiet=True, seed=2))
     assert r1["embeddings"].shape == (len(data), 64) and np.array_equal(r1["embeddings"], r2["embeddings"])
@@ -258,10 +258,98 @@ def test_triplet_end_to_end_needs_training_labels(tiny):
         methods.create("triplet", **_tkw(src)).run(bad, RunContext(quiet=True))
 
 
+def test_triplet_known_answer_of_the_shared_supervised_loop(tiny):
+    """`triplet` through :class:`pipeline.SupervisedFinetuneMethod` (the loop it shares with `contrastive`)
+    gives the numbers it had before that class was factored out (measured then: bit-identical)."""
+    data, src = tiny
+    r = methods.create("triplet", **_tkw(src)).run(data, RunContext(quiet=True, seed=2))
+    e = r["embeddings"]
+    assert r["stats"]["final_loss"] == pytest.approx(0.18290084600448608, rel=1e-5)
+    assert r["stats"]["mean_semihard_triplets"] == 89.0
+    assert float(np.abs(e).sum()) == pytest.approx(812.6910400390625, rel=1e-5)
+    assert np.allclose(e[0, :4], [0.18709811568260193, -0.12159689515829086, -0.1272960901260376,
+                                  -0.23965495824813843], atol=1e-5)
+
+
+def test_contrastive_end_to_end_tuples_and_fine_tuning(tiny, monkeypatch):
+    """The e2e `contrastive` (Radenovic et al.'s margin form): on class-balanced minibatches every image is a
+    query with one positive of its class and its hardest negatives, one per other class (here 3 classes per
+    batch -> 2 negatives), nearest first; the loss is Hadsell et al.'s Eq. 4 on those pairs; the trunk moves;
+    seeded; zero epochs without the embedding is the pre-trained network."""
+    import torch
+    from visrep.methods.learning import pipeline, plugins
+    from visrep.methods.learning.metric_losses import contrastive_tuples
+    data, src = tiny
+    seen, snap = [], {}
+
+    def spy_tuples(d2, labels, k, rng):
+        t = contrastive_tuples(d2, labels, k, rng)
+        seen.append((d2, np.asarray(labels), k, t))
+        return t
+
+    real = pipeline.finetune
+
+    def spy_finetune(net, *a, **k):
+        snap["before"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
+        out = real(net, *a, **k)
+        snap["after"] = {n: v.detach().clone() for n, v in net.trunk.state_dict().items()}
+        return out
+
+    monkeypatch.setattr(plugins, "contrastive_tuples", spy_tuples)
+    monkeypatch.setattr(pipeline, "finetune", spy_finetune)
+    r1 = methods.create("contrastive", **_tkw(src, epochs=2)).run(data, RunContext(quiet=True, seed=2))
+    assert r1["stats"]["steps"] == len(seen) == 2 * -(-len(data.train) // 18)
+    for d2, labels, k, t in seen:
+        assert k == 5 and len(labels) == 18 and sorted(np.bincount(labels)[np.bincount(labels) > 0]) == [6, 6, 6]
+        assert len(t) == 18 * 3                                    # per query: 1 positive + 2 negatives
+        for q in range(18):
+            pos, n1, n2 = t[t[:, 0] == q, 1]
+            assert labels[pos] == labels[q] and pos != q
+            assert labels[n1] != labels[q] and labels[n2] != labels[q] and labels[n1] != labels[n2]
+            assert d2[q, n1] <= d2[q, n2]
+            for n in (n1, n2):                                     # the nearest image of its class
+                assert d2[q, n] == d2[q, labels == labels[n]].min()
+    assert r1["stats"]["mean_pairs"] == 54.0
+    moved = [n for n in snap["before"] if n.endswith("weight") and not torch.equal(snap["before"][n],
+                                                                                   snap["after"][n])]
+    assert len(moved) >= 2, moved
+    monkeypatch.undo()
+    r2 = methods.create("contrastive", **_tkw(src, epochs=2)).run(data, RunContext(quiet=True, seed=2))
+    assert np.array_equal(r1["embeddings"], r2["embeddings"]) and r1["embeddings"].shape == (len(data), 64)
+    assert np.allclose(np.linalg.norm(r1["embeddings"], axis=1), 1, atol=1e-5)
+    base = methods.create("pretrained-net", **{k: v for k, v in _tkw(src).items() if k in
+                                               ("pretrain_data", "pretrain_size", "pretrain_epochs", "width",
+                                                "blocks")}).run(data, RunContext(quiet=True, seed=2))
+    e0 = methods.create("contrastive", **_tkw(src, emb_dim=0, epochs=0)).run(data, RunContext(quiet=True, seed=2))
+    assert np.allclose(e0["embeddings"], base["embeddings"], atol=1e-6)
+
+
+def test_contrastive_loss_of_the_end_to_end_batch_is_eq4_on_its_pairs(tiny, monkeypatch):
+    """The loss `contrastive` optimises on a minibatch equals Eq. 4 averaged over that batch's pairs, computed
+    by hand from the embedding it saw (margin 0.7 on Euclidean distances)."""
+    from visrep.methods.learning import plugins
+    data, src = tiny
+    got = []
+    real = plugins.contrastive_loss
+
+    def spy(emb, labels, pairs, margin):
+        v = real(emb, labels, pairs, margin)
+        e = emb.detach().numpy().astype(np.float64)
+        d = np.sqrt(((e[pairs[:, 0]] - e[pairs[:, 1]]) ** 2).sum(1))
+        same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+        want = np.where(same, 0.5 * d ** 2, 0.5 * np.maximum(0.0, margin - d) ** 2).mean()
+        got.append((float(v.detach()), want, margin))
+        return v
+
+    monkeypatch.setattr(plugins, "contrastive_loss", spy)
+    methods.create("contrastive", **_tkw(src, epochs=1)).run(data, RunContext(quiet=True, seed=0))
+    assert got and all(m == 0.7 and v == pytest.approx(w, rel=1e-4, abs=1e-6) for v, w, m in got)
+
+
 def test_head_variants_are_named_as_simplifications():
-    assert "head" in methods.create("triplet-head").summary and "simplification" in methods.create(
-        "triplet-head").summary
-    assert "end to end" in methods.create("triplet").summary and "backbone" in methods.create("triplet").cfg
+    for head, e2e in (("triplet-head", "triplet"), ("contrastive-head", "contrastive")):
+        assert "head" in methods.create(head).summary and "simplification" in methods.create(head).summary
+        assert "end to end" in methods.create(e2e).summary and "backbone" in methods.create(e2e).cfg
 
 
 def test_mom_weights_file_and_bad_input(tiny, tmp_path):

@@ -464,3 +464,53 @@ def test_claim_with_seeds_is_decided_on_the_seeds_that_ran(tmp_path, oxford5k_fe
         (tmp_path / "bad" / "seeded.toml").parent.mkdir()
         (tmp_path / "bad" / "seeded.toml").write_text(SEEDED.replace("seeds = [0, 1, 2]", "seeds = [0, 0]"))
         load_table(tmp_path / "bad" / "seeded.toml")
+
+
+SEEDED_SPLITS = SEEDED.replace('seeds = [0, 1, 2]\n', 'seeds = [0, 1, 2]\nseed_dataset_params = ["label_split"]\n')
+
+
+def test_seed_dataset_params_follow_the_seed_and_must_agree_between_claims(tmp_path):
+    """seed_dataset_params = ["label_split"]: seed s also draws labelled subset s (as the SSL papers'
+    runs); a run shared by two seeded claims must follow the seed the same way in both."""
+    from visrep.reports.evaluate import claim_run_seeds
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "seeded.toml").write_text(SEEDED_SPLITS)
+    table = load_table(tmp_path / "a" / "seeded.toml")
+    claim = table.claims[0]
+    assert claim.seed_dataset_params == ["label_split"]
+    got = [(s, r.seed, r.dataset_params) for s, r in claim_run_seeds(claim, table.runs["knn"])]
+    assert got == [(s, s, {"features": "FEAT", "label_split": s}) for s in (0, 1, 2)]
+    assert table.runs["knn"].dataset_params == {"features": "FEAT"}          # the table's run is untouched
+    second = SEEDED.split("[[claim]]")[1].replace('id = "aqe-beats-nn"', 'id = "again"')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "seeded.toml").write_text(SEEDED_SPLITS + "[[claim]]" + second)
+    with pytest.raises(UserError, match=r"run '(aqe|knn)' follows the seed in dataset parameters \['label_split'\] "
+                                        r"in claim 'aqe-beats-nn' but \[\] in claim 'again'"):
+        load_table(tmp_path / "b" / "seeded.toml")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "seeded.toml").write_text(SEEDED_SPLITS.replace("seeds = [0, 1, 2]\n", ""))
+    with pytest.raises(UserError, match=r"seed_dataset_params \['label_split'\] need the claim's 'seeds'"):
+        load_table(tmp_path / "c" / "seeded.toml")
+
+
+def test_labelled_subsets_differ_between_label_splits_and_stay_balanced():
+    """The Fashion-MNIST loader's N = 100 / 1000 / 4000 labelled subsets (the SSL papers' counts):
+    balanced, reproducible per label_split, different between splits; the test split is the same."""
+    from visrep import registry
+    from visrep.context import RunContext
+    from visrep.errors import MissingDataError
+    ds = {}
+    try:
+        for n, split in ((100, 0), (1000, 0), (4000, 0), (4000, 1)):
+            d = registry.datasets.create("fashion-mnist", labelled=n, label_split=split)
+            ds[n, split] = d.load(RunContext(data_root="/usr/share/datasets"))
+    except MissingDataError as e:
+        pytest.skip(f"Fashion-MNIST not installed (Debian package dataset-fashion-mnist): {e}")
+    for (n, split), data in ds.items():
+        idx = data.train.labelled_idx
+        assert len(idx) == n and np.bincount(data.train.labels[idx], minlength=10).tolist() == [n // 10] * 10
+    again = registry.datasets.create("fashion-mnist", labelled=4000, label_split=1).load(
+        RunContext(data_root="/usr/share/datasets"))
+    assert np.array_equal(again.train.labelled_idx, ds[4000, 1].train.labelled_idx)
+    assert len(np.intersect1d(ds[4000, 0].train.labelled_idx, ds[4000, 1].train.labelled_idx)) < 4000 * 0.2
+    assert np.array_equal(ds[4000, 0].labels, ds[4000, 1].labels)

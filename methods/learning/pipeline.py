@@ -625,3 +625,63 @@ def finetune(net, cfg, ctx, epoch_batches, batch_loss, desc: str) -> list[float]
         sched.step()
         losses.append(float(np.mean(tot)) if tot else 0.0)
     return losses
+
+
+SUPERVISED_FINETUNE_PARAMS = MOM_NET_PARAMS + MOM_FINETUNE_PARAMS + (
+    Param("per_class", int, 40, "images of each class in a minibatch (FaceNet: about 40 per identity)", low=2),
+    Param("classes_per_batch", int, 5, "classes in a minibatch (minibatch = per_class x classes_per_batch)",
+          low=2),
+    Param("images_per_epoch", int, None, "images per epoch, in whole minibatches (None = the training images)",
+          low=1),
+)
+
+
+class SupervisedFinetuneMethod(Method):
+    """Supervised metric learning end to end, the baselines of the MoM tables: the pre-trained network of `mom`
+    (:func:`mom_network`, :func:`.mining.make_embedder`: unit (n, emb_dim) rows) fine-tuned with `mom`'s SGD and
+    schedule (:func:`finetune`) on class-balanced minibatches (``per_class`` images of ``classes_per_batch``
+    classes of the labelled training split, FaceNet Sec. 3.2). A plugin gives
+    ``batch_loss(emb (b, d) torch, labels (b,) numpy, rng) -> (scalar, tuples mined)``. Outputs ``embeddings``
+    (n_test, emb_dim) float32; stats ``tuple_stat`` = mean tuples mined per minibatch.
+    """
+
+    task = "metric-learning"
+    params = SUPERVISED_FINETUNE_PARAMS
+    tuple_stat = "mean_tuples"
+
+    def batch_loss(self, emb, labels, rng):
+        raise NotImplementedError
+
+    def run(self, data, ctx) -> dict:
+        import torch
+
+        from .convnets import seed_torch
+        from .metric_losses import class_balanced_batches
+        from .mining import make_embedder
+        c = self.cfg
+        if getattr(data, "train", None) is not None:
+            training_labels(data, None)                                   # checked before the pre-training
+        with ctx.phase("features"):
+            _, trunk, dim, xtr, to_in, xte, dev = mom_inputs(data, c, ctx)
+        labels = training_labels(data, len(xtr))
+        seed_torch(ctx.seed)
+        net = make_embedder(trunk, dim, c["emb_dim"]).to(dev)
+        rng = ctx.rng(17)
+        size = c["per_class"] * min(c["classes_per_batch"], len(np.unique(labels)))
+        n_b = -(-(c["images_per_epoch"] or len(labels)) // size)
+        found = []
+
+        def loss_of(b):
+            loss, n_tuples = self.batch_loss(net(to_in(xtr[torch.from_numpy(b)].to(dev))), labels[b], rng)
+            found.append(n_tuples)
+            return loss
+
+        with ctx.phase("train"):
+            losses = finetune(net, c, ctx, lambda ep: class_balanced_batches(labels, c["per_class"],
+                                                                              c["classes_per_batch"], rng, n_b),
+                              loss_of, f"{self.name} epochs")
+        with ctx.phase("embed"):
+            out = embed_images(net, xte, to_in, dev)
+        return {"embeddings": out, "stats": {"steps": len(found), "batch_size": int(size),
+                                             self.tuple_stat: float(np.mean(found)) if found else 0.0,
+                                             "epoch_losses": losses, "final_loss": losses[-1] if losses else 0.0}}

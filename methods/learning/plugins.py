@@ -1,6 +1,6 @@
 """The method plugins of methods/learning/ (talk Part III): `supervised`, `dlp`, `mean-teacher`,
 `pseudo-label`, `mt-dlp`, `pretrained`, `mom`, `mom-head`, `pretrained-net`, `cosine-classifier`, `dense-classification`,
-`imprinting`, `protonet`, `matching-net`, `contrastive`, `triplet`, `triplet-head`, `fsfsl` (talk Part IV slide, few-shot room).
+`imprinting`, `protonet`, `matching-net`, `contrastive`, `contrastive-head`, `triplet`, `triplet-head`, `fsfsl` (talk Part IV slide, few-shot room).
 
 Each class is named after its registered name; its parameters are declared as
 ``params = FAMILY_PARAMS + (...)`` and its numbers come from the kernels beside this file.
@@ -22,6 +22,8 @@ from .metric_few_shot import CITE_IMPRINT, CITE_MATCH, CITE_PROTO
 from .metric_losses import (
     CITE_CONTRASTIVE,
     CITE_TRIPLET,
+    contrastive_loss,
+    contrastive_tuples,
     semihard_triplets,
     squared_distances,
     triplet_batch_loss,
@@ -46,9 +48,11 @@ from .pipeline import (
     NET_PARAMS,
     PROPAGATION_PARAMS,
     SSL_PARAMS,
+    SUPERVISED_FINETUNE_PARAMS,
     SUPERVISED_METRIC_PARAMS,
     EpisodicMethod,
     FewShotMethod,
+    SupervisedFinetuneMethod,
     SupervisedMetricMethod,
     _net,
     _scores,
@@ -66,7 +70,6 @@ from .pipeline import (
     ssl_setup,
     supervised_step,
     train_head,
-    training_labels,
 )
 from .semi_supervised import CITE_MT, CITE_PL, mt_loss
 
@@ -602,24 +605,29 @@ class MatchingNet(EpisodicMethod):
 
 
 # ---------------------------------------------------------------- supervised metric learning: the MoM tables' baselines
+CONTRASTIVE_PARAMS = (
+    Param("margin", float, 0.7, "margin tau on Euclidean distances of unit vectors (Radenovic et al.'s code: 0.7)",
+          low=0, open_low=True),
+    Param("negatives", int, 5, "hardest negatives per query, one per class (Radenovic et al.: 5)", low=1),
+)
+TRIPLET_PARAMS = (
+    Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
+          open_low=True),
+    Param("negatives", str, "hardest", "per anchor-positive pair: the nearest semi-hard negative ('hardest', as "
+          "TensorFlow's triplet_semihard_loss) or every semi-hard negative ('all')", choices=("hardest", "all")),
+)
+
+
 @register
-class Contrastive(SupervisedMetricMethod):
-    name = "contrastive"
-    summary = ("supervised contrastive loss (margin form of Radenovic et al.): per query one positive and the hardest "
-               "negatives of the minibatch, one per class; the head and training loop of `mom-head`")
-    cite = CITE_CONTRASTIVE
-    params = SUPERVISED_METRIC_PARAMS + (
-        Param("margin", float, 0.7, "margin tau on Euclidean distances of unit vectors (Radenovic et al.'s code: 0.7)",
-              low=0, open_low=True),
-        Param("negatives", int, 5, "hardest negatives per query, one per class (Radenovic et al.: 5)", low=1),
-    )
+class ContrastiveHead(SupervisedMetricMethod):
+    name = "contrastive-head"
+    summary = ("supervised contrastive loss (margin form of Radenovic et al.) trained as a residual head on frozen "
+               "descriptors, the loop of `mom-head` (a simplification of the baseline, which fine-tunes the network "
+               "end to end: see `contrastive`)")
+    cite = CITE_CONTRASTIVE + " (simplified: head on frozen descriptors)"
+    params = SUPERVISED_METRIC_PARAMS + CONTRASTIVE_PARAMS
 
     def batch_loss(self, emb, labels, rng):
-        from .metric_losses import (
-            contrastive_loss,
-            contrastive_tuples,
-            squared_distances,
-        )
         pairs = contrastive_tuples(squared_distances(emb.detach().numpy()), labels, self.cfg["negatives"], rng)
         return contrastive_loss(emb, labels, pairs, self.cfg["margin"])
 
@@ -631,12 +639,7 @@ class TripletHead(SupervisedMetricMethod):
                "descriptors, the loop of `mom-head` (a simplification of the baseline, which fine-tunes the network "
                "end to end: see `triplet`)")
     cite = CITE_TRIPLET + " (simplified: head on frozen descriptors)"
-    params = SUPERVISED_METRIC_PARAMS + (
-        Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
-              open_low=True),
-        Param("negatives", str, "hardest", "per anchor-positive pair: the nearest semi-hard negative ('hardest', as "
-              "TensorFlow's triplet_semihard_loss) or every semi-hard negative ('all')", choices=("hardest", "all")),
-    )
+    params = SUPERVISED_METRIC_PARAMS + TRIPLET_PARAMS
 
     def batch_loss(self, emb, labels, rng):
         trip = semihard_triplets(squared_distances(emb.detach().numpy()), labels, self.cfg["margin"],
@@ -645,67 +648,49 @@ class TripletHead(SupervisedMetricMethod):
 
 
 @register
-class Triplet(Method):
+class Contrastive(SupervisedFinetuneMethod):
+    """The contrastive baseline end to end: Hadsell et al. CVPR 2006 Eq. 4 in Radenovic et al.'s margin form
+    (ECCV 2016 Eq. 2, on unit descriptors), every image of a class-balanced minibatch a query with one random
+    positive of its class and its ``negatives`` hardest negatives, at most one per class (so at most
+    ``classes_per_batch - 1``), f the network of `mom` fine-tuned with `mom`'s SGD and schedule
+    (:class:`.pipeline.SupervisedFinetuneMethod`). Outputs ``embeddings`` (n_test, emb_dim) float32.
+    """
+
+    name = "contrastive"
+    summary = ("supervised contrastive baseline end to end (Radenovic et al.'s margin form: one positive and the "
+               "hardest negatives, one per class, per query): the pre-trained network of `mom` fine-tuned on "
+               "class-balanced minibatches of the labelled training split, with mom's optimizer and schedule")
+    cite = CITE_CONTRASTIVE
+    params = SUPERVISED_FINETUNE_PARAMS + CONTRASTIVE_PARAMS
+    tuple_stat = "mean_pairs"
+
+    def batch_loss(self, emb, labels, rng):
+        pairs = contrastive_tuples(squared_distances(emb.detach().cpu().numpy()), labels, self.cfg["negatives"], rng)
+        return contrastive_loss(emb, labels, pairs, self.cfg["margin"]), len(pairs)
+
+
+@register
+class Triplet(SupervisedFinetuneMethod):
     """The Triplet+semi-hard baseline of the MoM tables, end to end: FaceNet (Schroff et al. CVPR 2015) Eq. 1,
     ``mean [||f(a) - f(p)||^2 - ||f(a) - f(n)||^2 + alpha]_+`` over all anchor-positive pairs of a class-balanced
     minibatch (``per_class`` images of ``classes_per_batch`` classes of the labelled training split, Sec. 3.2),
     each with its nearest semi-hard negative (Eq. 4, ``d(a,p) < d(a,n) < d(a,p) + alpha``), f the network of
-    `mom` (:func:`.pipeline.mom_network`, :func:`.mining.make_embedder`: unit (n, emb_dim) rows) fine-tuned with
-    `mom`'s SGD and schedule (:func:`.pipeline.finetune`). Outputs ``embeddings`` (n_test, emb_dim) float32.
+    `mom` fine-tuned with `mom`'s SGD and schedule (:class:`.pipeline.SupervisedFinetuneMethod`). Outputs
+    ``embeddings`` (n_test, emb_dim) float32.
     """
 
     name = "triplet"
-    task = "metric-learning"
     summary = ("supervised Triplet+semi-hard baseline end to end (FaceNet's loss and semi-hard negatives): the "
                "pre-trained network of `mom` fine-tuned on class-balanced minibatches of the labelled training "
                "split, with mom's optimizer and schedule")
     cite = CITE_TRIPLET
-    params = MOM_NET_PARAMS + MOM_FINETUNE_PARAMS + (
-        Param("margin", float, 0.2, "margin alpha on squared distances of unit vectors (FaceNet: 0.2)", low=0,
-              open_low=True),
-        Param("negatives", str, "hardest", "per anchor-positive pair: the nearest semi-hard negative ('hardest', as "
-              "TensorFlow's triplet_semihard_loss) or every semi-hard negative ('all')", choices=("hardest", "all")),
-        Param("per_class", int, 40, "images of each class in a minibatch (FaceNet: about 40 per identity)", low=2),
-        Param("classes_per_batch", int, 5, "classes in a minibatch (minibatch = per_class x classes_per_batch)",
-              low=2),
-        Param("images_per_epoch", int, None, "images per epoch, in whole minibatches (None = the training images)",
-              low=1),
-    )
+    params = SUPERVISED_FINETUNE_PARAMS + TRIPLET_PARAMS
+    tuple_stat = "mean_semihard_triplets"
 
-    def run(self, data, ctx) -> dict:
-        import torch
-
-        from .convnets import seed_torch
-        from .metric_losses import class_balanced_batches
-        c = self.cfg
-        if getattr(data, "train", None) is not None:
-            training_labels(data, None)                                   # checked before the pre-training
-        with ctx.phase("features"):
-            _, trunk, dim, xtr, to_in, xte, dev = mom_inputs(data, c, ctx)
-        labels = training_labels(data, len(xtr))
-        seed_torch(ctx.seed)
-        net = make_embedder(trunk, dim, c["emb_dim"]).to(dev)
-        rng = ctx.rng(17)
-        size = c["per_class"] * min(c["classes_per_batch"], len(np.unique(labels)))
-        n_b = -(-(c["images_per_epoch"] or len(labels)) // size)
-        found = []
-
-        def batch_loss(b):
-            emb = net(to_in(xtr[torch.from_numpy(b)].to(dev)))
-            trip = semihard_triplets(squared_distances(emb.detach().cpu().numpy()), labels[b], c["margin"],
-                                     c["negatives"])
-            found.append(len(trip))
-            return triplet_batch_loss(emb, trip, c["margin"])
-
-        with ctx.phase("train"):
-            losses = finetune(net, c, ctx, lambda ep: class_balanced_batches(labels, c["per_class"],
-                                                                              c["classes_per_batch"], rng, n_b),
-                              batch_loss, "triplet epochs")
-        with ctx.phase("embed"):
-            out = embed_images(net, xte, to_in, dev)
-        return {"embeddings": out, "stats": {"steps": len(found), "batch_size": int(size),
-                                             "mean_semihard_triplets": float(np.mean(found)) if found else 0.0,
-                                             "epoch_losses": losses, "final_loss": losses[-1] if losses else 0.0}}
+    def batch_loss(self, emb, labels, rng):
+        trip = semihard_triplets(squared_distances(emb.detach().cpu().numpy()), labels, self.cfg["margin"],
+                                 self.cfg["negatives"])
+        return triplet_batch_loss(emb, trip, self.cfg["margin"]), len(trip)
 
 
 # ---------------------------------------------------------------- few-shot few-shot learning (talk Part IV)
