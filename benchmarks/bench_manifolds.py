@@ -11,6 +11,10 @@ timings do not pay for it. ``peakmem_*`` give the memory of each stage.
 
 Run as a script (``python benchmarks/bench_manifolds.py [n ...]``) to print one line per size
 with the measured times and memory and a 1M extrapolation from the measured growth.
+``python benchmarks/bench_manifolds.py million`` builds the graph of 125k, 250k, 500k and 1M
+vectors with graph_index 'cells' (each size in a fresh process): kNN / affinity / normalisation
+times, peak memory, recall@50 against exact search on 1000 rows, CG per query, and the cost model
+fitted on the three smaller sizes checked against the 1M measurement.
 
 ``Oxford5kCG`` / ``Oxford5kFSR`` (issue 16): the real Oxford5k descriptors, side by side with
 the peer-style calls (the authors' per-query CG on I - alpha S in float64; scipy ``eigsh(W, k=r)``
@@ -59,6 +63,11 @@ class GraphBuild:
     def time_graph_build(self, n):
         from visrep.methods.manifolds.knn_graph import build_graph
         build_graph(self.x, k=K, index=_index_for(n))
+
+    def time_graph_build_cells(self, n):
+        """graph_index 'cells' (k-means cells compared block by block), the index for millions of vectors."""
+        from visrep.methods.manifolds.knn_graph import build_graph
+        build_graph(self.x, k=K, index="cells")
 
     def peakmem_graph_build(self, n):
         from visrep.methods.manifolds.knn_graph import build_graph
@@ -423,11 +432,101 @@ def _measure(n):
             "peak_rss_mb": rss}
 
 
+# ---------------------------------------------------------------- a million vectors (issue 16)
+MILLION_SIZES = (125_000, 250_000, 500_000, 1_000_000)
+
+
+def clustered_large(n: int, d: int = D, seed: int = 0, n_queries: int = 16, chunk: int = 100_000):
+    """``clustered`` generated in float32 chunks (no (n, d) float64 temporary: at 1M it would be 1 GB of the
+    peak memory measured); same model (n / 50 centres, noise 0.6), another random stream."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(2, n // 50), d), dtype=np.float32)
+    lab = rng.integers(0, len(centers), n + n_queries)
+    x = np.empty((n + n_queries, d), np.float32)
+    for s in range(0, n + n_queries, chunk):
+        e = min(s + chunk, n + n_queries)
+        x[s:e] = centers[lab[s:e]] + np.float32(0.6) * rng.standard_normal((e - s, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
+def measure_million(n: int, sample: int = 1000, threads: int = 2) -> dict:
+    """One size of the million-vector run, meant for a fresh process (peak memory = its ru_maxrss): the paper's
+    graph (k 50, mutual, gamma 3) with graph_index 'cells', wall times of kNN / affinity / normalisation,
+    recall@50 of the kNN lists against exact search on `sample` random rows, and CG (alpha 0.99, tol 1e-6,
+    20 iterations, float32) per query for 16 queries."""
+    import resource
+    import time
+
+    import faiss
+
+    from visrep.methods.manifolds.diffusion import cg, query_vectors
+    from visrep.methods.manifolds.knn_graph import affinity, knn
+    from visrep.methods.manifolds.knn_graph import normalize as normalize_graph
+    faiss.omp_set_num_threads(threads)
+    x, q = clustered_large(n)
+    t0 = time.perf_counter()
+    sims, ids = knn(x, K, index="cells", id_dtype=np.int32)
+    t1 = time.perf_counter()
+    rows = np.random.default_rng(1).choice(n, sample, replace=False)
+    exact = knn(x, K, queries=x[rows])[1]
+    recall = float(np.mean([len(np.intersect1d(a, b)) / K for a, b in zip(ids[rows], exact)]))
+    t2 = time.perf_counter()
+    a = affinity(ids, sims, gamma=3.0, mutual=True, n=n)
+    del sims, ids
+    t3 = time.perf_counter()
+    w, deg = normalize_graph(a)
+    t4 = time.perf_counter()
+    Y = query_vectors(x, q, kq=10, gamma=3.0)
+    t5 = time.perf_counter()
+    cg(w, Y, 0.99, tol=1e-6, maxiter=20, dtype=np.float32)
+    t6 = time.perf_counter()
+    return {"n": n, "knn_s": t1 - t0, "affinity_s": t3 - t2, "normalize_s": t4 - t3,
+            "graph_s": (t1 - t0) + (t4 - t2), "recall@50": recall, "nnz": int(a.nnz),
+            "isolated": int((deg == 0).sum()), "cg_query_s": (t6 - t5) / len(q),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def million(sizes=MILLION_SIZES) -> list[dict]:
+    """Each size in its own process; the cost model ``t = a n^b`` is fitted (least squares in log-log) on every
+    size but the largest and checked against the largest, measured."""
+    import json
+    import subprocess
+    import sys
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "million-one", str(n)], check=True, capture_output=True,
+                             text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+    if len(rows) >= 4:
+        fit, last = rows[:-1], rows[-1]
+        ns = np.array([r["n"] for r in fit], float)
+        for key in ("graph_s", "peak_rss_mb", "cg_query_s"):
+            ys = np.array([r[key] for r in fit], float)
+            if key == "peak_rss_mb":        # memory: a fixed part (interpreter, libraries) + a part per vector
+                b, a = np.polyfit(ns, ys, 1)
+                model, pred = f"{key} = a + b n (a {a:.0f} MB, b {b * 1e6:.0f} MB per million)", a + b * last["n"]
+            else:                           # time: a n^b, b from the growth
+                b, loga = np.polyfit(np.log(ns), np.log(ys), 1)
+                model, pred = f"{key} = a n^b (b {b:.3f})", float(np.exp(loga) * last["n"] ** b)
+            print(json.dumps({"model": model, "fitted_on": [int(v) for v in ns], "predicted_at": last["n"],
+                              "predicted": round(float(pred), 2), "measured": round(last[key], 2),
+                              "error": f"{100 * (pred / last[key] - 1):+.1f} %"}), flush=True)
+    return rows
+
+
 if __name__ == "__main__":
     import json
     import sys
     if sys.argv[1:] == ["oxford5k"]:
         compare_oxford5k()
+        sys.exit(0)
+    if sys.argv[1:2] == ["million-one"]:
+        print(json.dumps(measure_million(int(sys.argv[2]))))
+        sys.exit(0)
+    if sys.argv[1:2] == ["million"]:
+        million(tuple(int(a) for a in sys.argv[2:]) or MILLION_SIZES)
         sys.exit(0)
     sizes = [int(a) for a in sys.argv[1:]] or list(SIZES)
     rows = []

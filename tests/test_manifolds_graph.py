@@ -265,3 +265,86 @@ def test_rank_scores_breaks_ties_by_similarity():
     F = np.array([[0.0], [2.0], [0.0], [1.0]])
     s = np.array([[0.9], [0.1], [0.5], [0.2]])
     assert ranks_from_scores(F, s)[:, 0].tolist() == [1, 3, 0, 2]
+
+
+def _dense_affinity(ids, sims, gamma, mutual, n):
+    """The definition, densely: a_ij = max(s_ij, 0)^gamma for j in i's list (j != i), then min (mutual) or max
+    (union) with the transpose."""
+    a = np.zeros((n, n), np.float32)
+    for i in range(ids.shape[0]):
+        for j, s in zip(ids[i], sims[i]):
+            if j >= 0 and j != i:
+                a[i, j] = np.float32(max(s, 0.0)) ** np.float32(gamma)
+    return np.minimum(a, a.T) if mutual else np.maximum(a, a.T)
+
+
+@pytest.mark.parametrize("mutual", [True, False])
+@pytest.mark.parametrize("block_edges", [1, 7, 1 << 22])
+def test_blockwise_affinity_equals_the_dense_definition(mutual, block_edges):
+    """The block-by-block symmetric affinity (no transposed copy) equals the dense definition exactly,
+    whatever the block size, with missing neighbours (-1), self entries, negative and asymmetric
+    similarities (s_ij != s_ji by rounding) in the lists; W = D^-1/2 A D^-1/2 equals its dense form."""
+    rng = np.random.default_rng(3)
+    n, k = 40, 6
+    x = rng.standard_normal((n, 5)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims, ids = knn(x, k)
+    sims = sims + rng.normal(0, 1e-4, sims.shape).astype(np.float32)   # s_ij != s_ji
+    ids[3, 2] = -1
+    ids[5, 1], ids[5, 4] = 5, 5                                          # self entries are dropped
+    sims[7, 1] = -0.3
+    a = affinity(ids, sims, gamma=3.0, mutual=mutual, n=n, block_edges=block_edges)
+    want = _dense_affinity(ids, sims, 3.0, mutual, n)
+    assert a.dtype == np.float32 and a.has_sorted_indices
+    assert np.array_equal(a.toarray(), want) and a.nnz == int((want > 0).sum())
+    w, deg = normalize(a)
+    assert np.allclose(deg, want.sum(1), rtol=1e-6)
+    inv = np.where(deg > 0, deg, np.inf) ** -0.5
+    assert np.allclose(w.toarray(), inv[:, None] * want * inv[None, :], rtol=1e-6, atol=0)
+    assert np.array_equal(w.indices, a.indices) and w.nnz == a.nnz
+
+
+def test_normalize_of_a_general_sparse_matrix_drops_zero_rows_like_the_matrix_product():
+    """normalize on a float64 COO input with an isolated node and an explicit zero: W equals
+    (D^-1/2 A D^-1/2) computed by scipy's sparse products, entry for entry, without explicit zeros."""
+    a = sp.coo_matrix(np.array([[0, 2.0, 0, 0], [2.0, 0, 1.0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]))
+    a = sp.coo_matrix((np.append(a.data, 0.0), (np.append(a.row, 3), np.append(a.col, 3))), shape=(4, 4))
+    w, deg = normalize(a)
+    d = np.asarray(a.sum(1)).ravel()
+    inv = np.zeros(4)
+    inv[d > 0] = d[d > 0] ** -0.5
+    ref = (sp.diags(inv.astype(np.float32)) @ a.tocsr() @ sp.diags(inv.astype(np.float32))).tocsr()
+    assert w.dtype == np.float32 and np.array_equal(w.toarray(), ref.toarray().astype(np.float32))
+    assert (w.data != 0).all() and np.array_equal(deg, d)
+
+
+def test_threaded_block_product_is_the_same_bit_for_bit():
+    """The sparse product split over row blocks on threads (cg's default when OMP_NUM_THREADS > 1) sums every
+    row as the single-threaded kernel does: equal bit for bit, and so is cg."""
+    from visrep.methods.manifolds.diffusion import _block_product
+    rng = np.random.default_rng(0)
+    n = 60_000
+    W = sp.csr_matrix((rng.random(n * 25, dtype=np.float32), (np.repeat(np.arange(n), 25), rng.integers(0, n, n * 25))),
+                      shape=(n, n))
+    W = (W + W.T).tocsr()
+    assert W.nnz > 1_000_000                                # above the threshold where threads start
+    P = rng.standard_normal((n, 3)).astype(np.float32)
+    one, four = np.empty_like(P), np.empty_like(P)
+    _block_product(W, np.float32, threads=1)(P, one)
+    _block_product(W, np.float32, threads=4)(P, four)
+    assert np.array_equal(one, four) and np.array_equal(one, (W @ P).astype(np.float32))
+    Wn, _ = normalize(W)
+    Y = np.abs(P)
+    import os
+    old = os.environ.get("OMP_NUM_THREADS")
+    try:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        f1 = cg(Wn, Y, 0.9, dtype=np.float32)[0]
+        os.environ["OMP_NUM_THREADS"] = "3"
+        f3 = cg(Wn, Y, 0.9, dtype=np.float32)[0]
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    assert np.array_equal(f1, f3)

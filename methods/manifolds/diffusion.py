@@ -40,6 +40,8 @@ on request, see :func:`cg`); ranks (n, n_q) int64.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from visrep.errors import UserError
@@ -112,12 +114,23 @@ def laplacian_apply(W, alpha: float):
     return apply
 
 
-def _block_product(W, dtype):
+def default_threads() -> int:
+    """Threads for the sparse products: OMP_NUM_THREADS (the runner sets it per worker), else the cores."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _block_product(W, dtype, threads: int | None = None):
     """A function P (n, m) -> W P written into a preallocated (n, m) buffer, W cast to `dtype` once.
 
     scipy's ``csr_matvecs`` (what ``W @ P`` runs) accumulates into the buffer, so the product is
     the same, bit for bit, as ``W @ P``, without allocating an (n, m) array per iteration; where
-    that kernel is not importable (a future scipy), ``W @ P`` is used.
+    that kernel is not importable (a future scipy), ``W @ P`` is used. With ``threads`` > 1 (default
+    :func:`default_threads`) the rows are split into that many blocks of equal non-zeros, each
+    product on its own thread (the kernel releases the GIL): every row is summed as before, so the
+    result is the same bit for bit.
     """
     import scipy.sparse as sp
 
@@ -129,13 +142,29 @@ def _block_product(W, dtype):
         from scipy.sparse._sparsetools import csr_matvecs
     except ImportError:  # pragma: no cover - private kernel moved
         csr_matvecs = None
+    threads = max(1, min(int(threads or default_threads()), n))
+    if W.nnz < 1_000_000:                                   # not worth a thread
+        threads = 1
+    cuts = np.searchsorted(W.indptr, np.linspace(0, W.nnz, threads + 1)[1:-1])
+    bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
+    pool = None
+    if threads > 1 and csr_matvecs is not None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(threads)
+
+    def rows(P: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+        csr_matvecs(r1 - r0, W.shape[1], P.shape[1], W.indptr[r0:r1 + 1], W.indices, W.data, P.ravel(),
+                    out[r0:r1].ravel())
 
     def product(P: np.ndarray, out: np.ndarray) -> np.ndarray:
         if csr_matvecs is None:  # pragma: no cover
             out[...] = W @ P
             return out
         out.fill(0)
-        csr_matvecs(n, W.shape[1], P.shape[1], W.indptr, W.indices, W.data, P.ravel(), out.ravel())
+        if pool is None:
+            rows(P, out, 0, n)
+        else:
+            list(pool.map(lambda b: rows(P, out, *b), bounds))
         return out
     return product
 

@@ -43,8 +43,9 @@ GRAPH_PARAMS = (
     ALPHA_PARAM,
     Param("gamma", float, 3.0, "similarity exponent: edge weight max(s, 0)^gamma", low=0.0, open_low=True),
     Param("mutual", bool, True, "keep only mutual (reciprocal) neighbours"),
-    Param("graph_index", str, "flat", "kNN search for the graph: 'flat' exact, 'ivf' approximate (millions)",
-          choices=("flat", "ivf")),
+    Param("graph_index", str, "flat", "kNN search for the graph: 'flat' exact, 'ivf' approximate (faiss IVF-Flat), "
+          "'cells' approximate by blocks of k-means cells (millions of vectors on a CPU)",
+          choices=("flat", "ivf", "cells")),
     Param("regional", str, None, "regional descriptor method giving many vectors per image "
           "(e.g. 'rmac-regions'); None = one global vector per image"),
     Param("topk", int, None, "return only the top k of each ranking (None = all)", low=1),
