@@ -454,7 +454,9 @@ def measure_million(n: int, sample: int = 1000, threads: int = 2) -> dict:
     """One size of the million-vector run, meant for a fresh process (peak memory = its ru_maxrss): the paper's
     graph (k 50, mutual, gamma 3) with graph_index 'cells', wall times of kNN / affinity / normalisation,
     recall@50 of the kNN lists against exact search on `sample` random rows, and CG (alpha 0.99, tol 1e-6,
-    20 iterations, float32) per query for 16 queries."""
+    20 iterations, float32) per query for 16 queries. Peak memory after the graph (``graph_peak_rss_mb``:
+    the data, the kNN lists, A and W) and after CG (``peak_rss_mb``: + its blocks of (n, 16) and W in
+    reverse Cuthill-McKee order)."""
     import resource
     import time
 
@@ -477,13 +479,14 @@ def measure_million(n: int, sample: int = 1000, threads: int = 2) -> dict:
     t3 = time.perf_counter()
     w, deg = normalize_graph(a)
     t4 = time.perf_counter()
+    graph_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # data + kNN + affinity + W
     Y = query_vectors(x, q, kq=10, gamma=3.0)
     t5 = time.perf_counter()
     cg(w, Y, 0.99, tol=1e-6, maxiter=20, dtype=np.float32)
     t6 = time.perf_counter()
     return {"n": n, "knn_s": t1 - t0, "affinity_s": t3 - t2, "normalize_s": t4 - t3,
             "graph_s": (t1 - t0) + (t4 - t2), "recall@50": recall, "nnz": int(a.nnz),
-            "isolated": int((deg == 0).sum()), "cg_query_s": (t6 - t5) / len(q),
+            "isolated": int((deg == 0).sum()), "cg_query_s": (t6 - t5) / len(q), "graph_peak_rss_mb": graph_peak,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -502,9 +505,9 @@ def million(sizes=MILLION_SIZES) -> list[dict]:
     if len(rows) >= 4:
         fit, last = rows[:-1], rows[-1]
         ns = np.array([r["n"] for r in fit], float)
-        for key in ("graph_s", "peak_rss_mb", "cg_query_s"):
+        for key in ("graph_s", "graph_peak_rss_mb", "peak_rss_mb", "cg_query_s"):
             ys = np.array([r[key] for r in fit], float)
-            if key == "peak_rss_mb":        # memory: a fixed part (interpreter, libraries) + a part per vector
+            if key.endswith("rss_mb"):      # memory: a fixed part (interpreter, libraries) + a part per vector
                 b, a = np.polyfit(ns, ys, 1)
                 model, pred = f"{key} = a + b n (a {a:.0f} MB, b {b * 1e6:.0f} MB per million)", a + b * last["n"]
             else:                           # time: a n^b, b from the growth
