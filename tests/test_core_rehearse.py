@@ -110,6 +110,16 @@ def test_scale_job_rules_known_values():
                        "dataset_params.labelled": (500, 20)}
     small, _ = scale_job(job, 8, {})          # kNN k is kept below the miniature's size
     assert small.params["k"] == 6
+    # the supervised metric-learning baselines: class-balanced minibatches of the miniature's few images
+    trip = Job(method="triplet", dataset="cub200", protocol="metric-learning",
+               params={"per_class": 40, "classes_per_batch": 5, "images_per_epoch": None, "margin": 0.2},
+               dataset_params={}, protocol_params={})
+    new, changed = scale_job(trip, 12, {})
+    assert new.params == {"per_class": 4, "classes_per_batch": 5, "images_per_epoch": None, "margin": 0.2}
+    assert changed == {"params.per_class": (40, 4)}
+    assert scale_job(Job(method="triplet", dataset="cub200", protocol="metric-learning",
+                         params={"images_per_epoch": 6000}, dataset_params={}, protocol_params={}),
+                     12, {})[0].params == {"images_per_epoch": 12}
 
 
 def test_rehearse_is_a_registered_command():

@@ -62,6 +62,8 @@ SCALE_DOWN = {
     "n_query": (_at_most(2), "queries per class and episode: min(n_query, 2)"),
     "batch": (_at_most(lambda n: max(2, n // 2)), "min(batch, n / 2)"),
     "labelled_per_batch": (_at_most(4), "min(labelled_per_batch, 4)"),
+    "per_class": (_at_most(4), "images of each class in a metric-learning minibatch: min(per_class, 4)"),
+    "images_per_epoch": (_at_most(lambda n: n), "min(images_per_epoch, n)"),
     "labelled": (None, "the miniature's labelled subset (its <N>_balanced_labels file)"),
 }
 
