@@ -302,6 +302,10 @@ def test_blockwise_affinity_equals_the_dense_definition(mutual, block_edges):
     inv = np.where(deg > 0, deg, np.inf) ** -0.5
     assert np.allclose(w.toarray(), inv[:, None] * want * inv[None, :], rtol=1e-6, atol=0)
     assert np.array_equal(w.indices, a.indices) and w.nnz == a.nnz
+    with pytest.raises(UserError, match="kNN ids refer to vector 40, but the graph has 40 vectors"):
+        bad = ids.copy()
+        bad[0, 1] = n
+        affinity(bad, sims, n=n)
 
 
 def test_normalize_of_a_general_sparse_matrix_drops_zero_rows_like_the_matrix_product():

@@ -190,6 +190,8 @@ def affinity(ids: np.ndarray, sims: np.ndarray, gamma: float = 3.0, mutual: bool
         raise UserError(f"kNN ids {ids.shape} and sims {sims.shape} must be the same (n, k) shape")
     m, k = ids.shape
     n = m if n is None else int(n)
+    if ids.size and int(ids.max()) >= n:
+        raise UserError(f"kNN ids refer to vector {int(ids.max())}, but the graph has {n} vectors")
     g = np.float32(gamma)
     itype = np.int32 if n < 2 ** 31 else np.int64
     cap = m * k if mutual else 2 * m * k                                     # at most this many entries
