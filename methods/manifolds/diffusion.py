@@ -134,8 +134,9 @@ def _block_product(W, dtype, threads: int | None = None, reorder: bool = False):
     that kernel is not importable (a future scipy), ``W @ P`` is used. With ``threads`` > 1 (default
     :func:`default_threads`) the rows are split into that many blocks of equal non-zeros, each
     product on its own thread (the kernel releases the GIL): every row is summed as before, so the
-    result is the same bit for bit. ``reorder``: the product runs on W in reverse Cuthill-McKee order
-    (:func:`_reordered`; P gathered into that order and the result scattered back), again bit for bit.
+    result is the same bit for bit. ``reorder`` (and W of >= ``REORDER_NNZ`` non-zeros): the product runs
+    on W in reverse Cuthill-McKee order (:func:`_reordered`; P gathered into that order and the result
+    scattered back), again bit for bit.
     """
     import scipy.sparse as sp
 
@@ -151,7 +152,7 @@ def _block_product(W, dtype, threads: int | None = None, reorder: bool = False):
     if W.nnz < 1_000_000:                                   # not worth a thread
         threads = 1
     perm = None
-    if reorder:                                             # rows and columns in a bandwidth-reducing order
+    if reorder and W.nnz >= REORDER_NNZ:                    # rows and columns in a bandwidth-reducing order
         W, perm = _reordered(W)
     cuts = np.searchsorted(W.indptr, np.linspace(0, W.nnz, threads + 1)[1:-1])
     bounds = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n]))
@@ -240,8 +241,8 @@ def cg(W, Y, alpha: float, tol: float = 1e-6, maxiter: int = 20, x0=None,
     Y = np.asarray(Y.toarray() if hasattr(Y, "toarray") else Y)
     if Y.ndim == 1:
         Y = Y[:, None]
-    # large graphs solved for a block of queries: the product in a locality order (same numbers)
-    product = _block_product(W, dtype, reorder=W.nnz >= REORDER_NNZ and Y.shape[1] >= 4)
+    # a block of queries: on a large graph the product runs in a locality order (same numbers)
+    product = _block_product(W, dtype, reorder=Y.shape[1] >= 4)
     Y = np.ascontiguousarray(Y, dtype=dtype)
     a_op, s_op = dtype.type(alpha), dtype.type(1.0 - alpha)
     AP = np.empty_like(Y)
