@@ -35,14 +35,11 @@ def _kmeans(x: np.ndarray, k: int, seed: int, niter: int = 10) -> np.ndarray:
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-def nearest(x: np.ndarray, c: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
-    """(n, k) int32 ids of the k largest inner products of each row of x (n, d) with the rows of c (m, d), exact."""
-    import faiss
-    c = np.ascontiguousarray(c, dtype=np.float32)
-    out = np.empty((x.shape[0], k), np.int32)
-    for s in range(0, x.shape[0], chunk):
-        out[s:s + chunk] = faiss.knn(np.ascontiguousarray(x[s:s + chunk]), c, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    return out
+def nearest(x: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) int32 ids of the k largest inner products of each row of x (n, d) with the rows of c (m, d):
+    the exact search of :func:`.knn_graph.knn`."""
+    from .knn_graph import knn
+    return knn(c, k, queries=x, id_dtype=np.int32)[1]
 
 
 def _means(x: np.ndarray, cell: np.ndarray, old: np.ndarray) -> np.ndarray:
