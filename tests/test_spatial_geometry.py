@@ -138,6 +138,8 @@ def test_bad_input_is_a_user_error():
         G.check_pairs(np.array([[0, 5]]), 2, 2)
     with pytest.raises(UserError):
         hough_pyramid_matching(np.ones((2, 4)), np.ones((2, 4)), np.array([[0, 0]]), levels=0)
+    with pytest.raises(UserError, match="1..16"):
+        hough_pyramid_matching(np.ones((2, 4)), np.ones((2, 4)), np.array([[0, 0]]), levels=17)
 
 
 # ---- HPM
@@ -304,7 +306,7 @@ def _reference_pyramid_strengths(q, sides, levels):
 
 
 @pytest.mark.parametrize("levels", [1, 2, 5, 8])
-def test_hpm_vectorized_levels_are_bit_identical_to_the_level_by_level_reference(levels):
+def test_hpm_compiled_kernel_is_bit_identical_to_the_level_by_level_reference(levels):
     from visrep.methods.spatial.hough_pyramid import _pyramid_strengths
     rng = np.random.default_rng(levels)
     B = 2 ** (levels - 1)
@@ -318,3 +320,40 @@ def test_hpm_vectorized_levels_are_bit_identical_to_the_level_by_level_reference
             s_ref, e_ref = _reference_pyramid_strengths(q, sides, levels)
             assert np.array_equal(e_new, e_ref) and np.array_equal(s_new, s_ref)
             assert s_new.sum() == s_ref.sum()
+
+
+def _reference_hough_bins(params, levels, max_translation, max_scale=10.0):
+    """HPM's finest bins as the numpy expression they were before the kernel was compiled."""
+    B = 2 ** (levels - 1)
+    tx, ty, ls, rot = params.T
+    lms = np.log(max_scale)
+    keep = ((tx >= -max_translation) & (tx < max_translation) & (ty >= -max_translation)
+            & (ty < max_translation) & (ls >= -lms) & (ls < lms))
+    idx = np.flatnonzero(keep)
+    q = np.stack([(tx[idx] + max_translation) / (2 * max_translation) * B,
+                  (ty[idx] + max_translation) / (2 * max_translation) * B,
+                  (ls[idx] + lms) / (2 * lms) * B,
+                  np.mod(rot[idx] + 5 * np.pi / 16, 2 * np.pi) / (2 * np.pi) * B], 1)
+    return np.clip(np.floor(q).astype(np.int64), 0, B - 1), idx
+
+
+@pytest.mark.parametrize("levels", [1, 3, 5, 8])
+def test_hpm_compiled_bins_equal_the_numpy_expression_including_bounds(levels):
+    from visrep.methods.spatial.hough_pyramid import hough_bins
+    rng = np.random.default_rng(levels)
+    m, t_max = 3000, 2240.0
+    P = np.column_stack([rng.normal(0, 1500, m), rng.normal(0, 1500, m), rng.normal(0, 2, m),
+                         rng.uniform(-7, 14, m)])
+    P[:40, 3] = 2 * np.pi - 5 * np.pi / 16                  # rotation on the wrap-around
+    P[40:80, 0] = -t_max                                    # on the lower bound (kept)
+    P[80:120, 1] = t_max                                    # on the upper bound (dropped)
+    P[120:160, 2] = np.log(10.0)                            # scale bound (dropped)
+    q, kept = hough_bins(P, levels, t_max)
+    q_ref, kept_ref = _reference_hough_bins(P, levels, t_max)
+    assert 0 < len(kept) < m and np.array_equal(kept, kept_ref) and np.array_equal(q, q_ref)
+
+
+def test_similarity_parameters_reject_a_feature_index_out_of_range():
+    with pytest.raises(IndexError):
+        G.similarity_parameters(np.ones((2, 4)), np.ones((3, 4)), np.array([[0, 3]]))
+    assert G.similarity_parameters(np.ones((2, 4)), np.ones((3, 4)), np.zeros((0, 2), int)).shape == (0, 4)

@@ -31,6 +31,7 @@ Papers
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from visrep.errors import UserError
@@ -171,16 +172,27 @@ def similarity_parameters(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.
     """
     if frames_a.shape[1] != 4 or frames_b.shape[1] != 4:
         raise UserError("similarity_parameters: needs (n, 4) frames (x, y, scale, orientation)")
-    fa = np.asarray(frames_a, np.float64)[pairs[:, 0]]
-    fb = np.asarray(frames_b, np.float64)[pairs[:, 1]]
+    pairs = np.ascontiguousarray(np.asarray(pairs, np.int64).reshape(-1, 2))
+    return _similarity_kernel(np.ascontiguousarray(frames_a, np.float64), np.ascontiguousarray(frames_b, np.float64), pairs)
+
+
+@numba.njit(cache=False, nogil=True)
+def _similarity_kernel(fa, fb, pairs):                                          # pragma: no cover - compiled
     # closed form of correspondence_transforms for similarity frames (no 2x2 inverse per pair):
     # M = r R(phi), r = s_b / s_a, phi = theta_b - theta_a; t = p_b - M p_a
-    r = fb[:, 2] / fa[:, 2]
-    phi = fb[:, 3] - fa[:, 3]
-    c, s = r * np.cos(phi), r * np.sin(phi)
-    tx = fb[:, 0] - (c * fa[:, 0] - s * fa[:, 1])
-    ty = fb[:, 1] - (s * fa[:, 0] + c * fa[:, 1])
-    return np.stack([tx, ty, np.log(r), np.mod(phi, 2 * np.pi)], 1)
+    out = np.empty((pairs.shape[0], 4))
+    for i in range(pairs.shape[0]):
+        a, b = pairs[i, 0], pairs[i, 1]
+        if a < 0 or a >= fa.shape[0] or b < 0 or b >= fb.shape[0]:
+            raise IndexError("similarity_parameters: a correspondence indexes a feature the image does not have")
+        r = fb[b, 2] / fa[a, 2]
+        phi = fb[b, 3] - fa[a, 3]
+        c, s = r * np.cos(phi), r * np.sin(phi)
+        out[i, 0] = fb[b, 0] - (c * fa[a, 0] - s * fa[a, 1])
+        out[i, 1] = fb[b, 1] - (s * fa[a, 0] + c * fa[a, 1])
+        out[i, 2] = np.log(r)
+        out[i, 3] = phi % (2 * np.pi)
+    return out
 
 
 def apply_affine(T: np.ndarray, p: np.ndarray) -> np.ndarray:

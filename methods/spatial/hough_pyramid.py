@@ -15,8 +15,8 @@ with ``n_k(c)`` the correspondences sharing c's bin at level k, other than c, an
 ``w_k = 2^-(k+1)`` for k < L-1, ``2^-(L-1)`` at the top, which is the same sum). The image
 similarity is the sum of the strengths (times the idf of each correspondence's visual word
 when given). No hypothesis is enumerated and no inlier is counted: the cost is that of
-bucketing m correspondences L times (sorts here, all levels in one array: :func:`_pyramid_strengths`;
-hashing gives the paper's linear time).
+bucketing m correspondences L times, linear as in the paper (one radix sort of Morton-ordered
+bin codes, then a compiled pass per level: :func:`_pyramid_strengths`).
 
 Conflicts (one-to-one constraint, IJCV 2013 Sec. 4.2): correspondences with the same *label*
 in the same bin conflict (label = visual word for BoW correspondences, as in the authors'
@@ -35,6 +35,7 @@ top N): see :class:`visrep.methods.spatial.verification.SpatialReranking`.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from visrep.errors import UserError
@@ -72,21 +73,31 @@ def level_weights(levels: int) -> np.ndarray:
 
 
 def hough_bins(params: np.ndarray, levels: int, max_translation: float, max_scale: float = 10.0
-             ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Finest-level bins (m_kept, 4) int64 of similarity parameters (m, 4) = (tx, ty, log s, rot)
     and the indices (m_kept,) of the correspondences within the bounds."""
-    B = 2 ** (levels - 1)
-    tx, ty, ls, rot = params.T
-    lms = np.log(max_scale)
-    keep = ((tx >= -max_translation) & (tx < max_translation) & (ty >= -max_translation)
-            & (ty < max_translation) & (ls >= -lms) & (ls < lms))
-    idx = np.flatnonzero(keep)
-    rot_shifted = np.mod(rot[idx] + 5 * np.pi / 16, 2 * np.pi)
-    q = np.stack([(tx[idx] + max_translation) / (2 * max_translation) * B,
-                  (ty[idx] + max_translation) / (2 * max_translation) * B,
-                  (ls[idx] + lms) / (2 * lms) * B,
-                  rot_shifted / (2 * np.pi) * B], 1)
-    return np.clip(np.floor(q).astype(np.int64), 0, B - 1), idx
+    params = np.ascontiguousarray(params, np.float64)
+    return _bins_kernel(params, 2 ** (levels - 1), float(max_translation), float(np.log(max_scale)))
+
+
+@numba.njit(cache=False, nogil=True)
+def _bins_kernel(params, B, t_max, lms):                                       # pragma: no cover - compiled
+    m = params.shape[0]
+    q = np.empty((m, 4), np.int64)
+    kept = np.empty(m, np.int64)
+    n = 0
+    for i in range(m):
+        tx, ty, ls, rot = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        if not (tx >= -t_max and tx < t_max and ty >= -t_max and ty < t_max and ls >= -lms and ls < lms):
+            continue
+        v = ((tx + t_max) / (2 * t_max) * B, (ty + t_max) / (2 * t_max) * B,
+             (ls + lms) / (2 * lms) * B, ((rot + 5 * np.pi / 16) % (2 * np.pi)) / (2 * np.pi) * B)
+        for d in range(4):
+            b = np.int64(np.floor(v[d]))
+            q[n, d] = min(max(b, 0), B - 1)
+        kept[n] = i
+        n += 1
+    return q[:n], kept[:n]
 
 
 def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None, levels: int = 5,
@@ -111,8 +122,8 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
     if fa.shape[1] != 4 or fb.shape[1] != 4:
         raise UserError("hpm: needs (n, 4) frames (x, y, scale, orientation)")
     pairs = check_pairs(pairs, len(fa), len(fb), "hpm correspondences")
-    if levels < 1:
-        raise UserError(f"hpm: levels must be >= 1, got {levels}")
+    if not 1 <= levels <= 16:
+        raise UserError(f"hpm: levels must be in 1..16 (a 64-bit bin code), got {levels}")
     if conflicts not in ("feature", "label"):
         raise UserError(f"hpm: conflicts must be 'feature' or 'label', got {conflicts!r}")
     m = len(pairs)
@@ -153,71 +164,123 @@ def hough_pyramid_matching(frames_a, frames_b, pairs, labels=None, weights=None,
 def _pyramid_strengths(q: np.ndarray, sides: list, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """Strengths (C,) float64 and erased flags (C,) bool of C correspondences with finest-level bins
     q (C, 4) int64 and conflict labels ``sides`` (one or two (C,) int arrays >= 0): the grouping,
-    conflict and "undo" steps of :func:`hough_pyramid_matching`, vectorized over the L levels.
+    conflict and "undo" steps of :func:`hough_pyramid_matching` (Tolias & Avrithis ICCV 2011
+    Sec. 3; IJCV 2013 Sec. 4.2).
 
-    The bins of all levels are numbered at once (one sort of the (L, C) level-tagged codes); the
-    group size of a bin (its distinct labels, min over the sides) is one sort of (bin, label) keys
-    per side; only the strength accumulation and the conflict resolution (which depend on the
-    strengths of the level below) run level by level. Same floating-point operations, in the same
-    order, as the level-by-level formulation (Tolias & Avrithis ICCV 2011 Sec. 3; IJCV 2013 Sec. 4).
+    The finest bins are numbered in Morton order (the bits of the four dimensions interleaved,
+    coarsest bit first), so that the bin of level k is the code shifted right by 4k: after one
+    (radix) sort of the codes every bin of every level is a run of consecutive correspondences.
+    Distinct labels per bin and the strongest correspondence per (bin, label) are then found by
+    stamping a per-label array with the bin's number, in a compiled loop (numba): O(L C) in all.
+    Same results, bit for bit, as the level-by-level formulation with sorts per level and side
+    (tests/test_spatial_geometry.py keeps it as the reference).
     """
-    C = len(q)
-    B = 2 ** (levels - 1)
-    ks = np.arange(levels)
-    nb = (B >> ks)[:, None]                                                    # (L, 1) bins per dimension
-    Q = q[None] >> ks[:, None, None]                                           # (L, C, 4)
-    code = ((Q[..., 0] * nb + Q[..., 1]) * nb + Q[..., 2]) * nb + Q[..., 3]    # (L, C) bin within its level
-    tag = np.concatenate([[0], np.cumsum((B >> ks[:-1]) ** 4)])                # level offsets: disjoint ranges
-    _, gid = np.unique(code + tag[:, None], return_inverse=True)               # bin of (level, correspondence)
-    gid = gid.reshape(levels, C).astype(np.int64)
-    n_groups = int(gid.max()) + 1
-    keys, n_unique = [], None
-    for lab in sides:
-        lab = np.asarray(lab, np.int64)
-        n_lab = int(lab.max()) + 1
-        key = gid * n_lab + lab[None]                                          # (L, C) (bin, label)
-        ks_ = np.sort(key, axis=None)
-        first = np.ones(len(ks_), bool)
-        first[1:] = ks_[1:] != ks_[:-1]
-        distinct = np.bincount(ks_[first] // n_lab, minlength=n_groups)        # distinct labels per bin
-        n_unique = distinct[gid] if n_unique is None else np.minimum(n_unique, distinct[gid])
-        keys.append(key)
-    w = level_weights(levels)
-    processed = n_unique >= 2                                                  # (L, C)
+    labels_a = np.ascontiguousarray(sides[0], np.int64)
+    labels_b = np.ascontiguousarray(sides[-1], np.int64)
+    return _pyramid_kernel(np.ascontiguousarray(q, np.int64), labels_a, labels_b, len(sides) == 2,
+                           levels, level_weights(levels))
+
+
+@numba.njit(cache=False, nogil=True)
+def _pyramid_kernel(q, labels_a, labels_b, two_sides, levels, w):            # pragma: no cover - compiled
+    C = q.shape[0]
+    nbits = 4 * (levels - 1)
+    code = np.zeros(C, np.int64)                   # Morton code of the finest bin, coarsest bit first
+    for c in range(C):
+        v = 0
+        for b in range(levels - 2, -1, -1):
+            for d in range(4):
+                v = (v << 1) | ((q[c, d] >> b) & 1)
+        code[c] = v
+    # stable LSD radix sort of the codes, 8 bits a pass: every bin of every level is then a run
+    order = np.arange(C)
+    tmp = np.empty(C, np.int64)
+    count = np.empty(257, np.int64)
+    for shift in range(0, nbits, 8):
+        count[:] = 0
+        for t in range(C):
+            count[((code[order[t]] >> shift) & 255) + 1] += 1
+        for i in range(256):
+            count[i + 1] += count[i]
+        for t in range(C):
+            digit = (code[order[t]] >> shift) & 255
+            tmp[count[digit]] = order[t]
+            count[digit] += 1
+        order, tmp = tmp, order
+    # everything below in sorted position t; order[t] is the correspondence (ties: lower index wins)
+    sc = code[order]
+    la = labels_a[order]
+    lb = labels_b[order]
+    stamp_a = np.full(labels_a.max() + 1, -1, np.int64)
+    stamp_b = np.full(labels_b.max() + 1, -1, np.int64)
+    best_a = np.zeros(len(stamp_a), np.int64)
+    best_b = np.zeros(len(stamp_b), np.int64)
+    gid = np.empty((levels, C), np.int64)          # bin of (level, position), numbered over all levels
+    size = np.empty(levels * C, np.int64)          # distinct labels per bin (min over the sides)
     s = np.zeros(C)
-    erased = np.zeros(C, bool)
-    rank = np.zeros(C, np.int64)
-    key_max = max(int(key.max()) for key in keys) + 1
-    for k in range(levels):                      # finest (k = 0) to coarsest (one bin)
-        live = processed[k] & ~erased
-        s[live] += w[k] * (n_unique[k][live] - 1)
-        # conflicts: in each processed bin keep the strongest live correspondence of each label
-        # (of each feature of A, then of each feature of B: at most one per feature survives);
-        # order = by (bin, label), strength descending, index ascending: one integer sort key made
-        # of the dense rank of -s (the order of np.lexsort((idx, -s, key)), exactly)
-        idx = np.flatnonzero(live)
-        if not len(idx):
-            continue
-        _, r = np.unique(-s[idx], return_inverse=True)
-        rank[idx] = r.ravel()
-        n_rank = int(r.max()) + 1
-        exact = float(key_max) * n_rank * C < 2.0 ** 62
-        for key in keys:
-            if not len(idx):
-                break
-            kk = key[k][idx]
-            order = (np.argsort((kk * n_rank + rank[idx]) * C + idx) if exact
-                     else np.lexsort((idx, -s[idx], kk)))
-            kk = kk[order]
-            first = np.ones(len(kk), bool)
-            first[1:] = kk[1:] != kk[:-1]
-            erased[idx[order][~first]] = True
-            idx = idx[order][first]
+    erased = np.zeros(C, np.bool_)
+    g = 0
+    for k in range(levels):                        # finest (k = 0) to coarsest (one bin)
+        shift = 4 * k
+        p = 0
+        while p < C:
+            e = p + 1
+            key = sc[p] >> shift
+            while e < C and (sc[e] >> shift) == key:
+                e += 1
+            n_u = 0                                # group size: distinct labels of each side
+            for t in range(p, e):
+                gid[k, t] = g
+                if stamp_a[la[t]] != g:
+                    stamp_a[la[t]] = g
+                    n_u += 1
+            if two_sides:
+                n_ub = 0
+                for t in range(p, e):
+                    if stamp_b[lb[t]] != g:
+                        stamp_b[lb[t]] = g
+                        n_ub += 1
+                n_u = min(n_u, n_ub)
+            size[g] = n_u
+            if n_u >= 2:                           # processed bin: strengths, then conflicts
+                inc = w[k] * (n_u - 1)
+                for t in range(p, e):
+                    if not erased[t]:
+                        s[t] += inc
+                # keep the strongest live correspondence of each label (ties: lower index), first
+                # per label of side A, then among those per label of side B (stamps: -2 - g)
+                for side in range(2 if two_sides else 1):
+                    lab, stamp, best = (la, stamp_a, best_a) if side == 0 else (lb, stamp_b, best_b)
+                    for t in range(p, e):
+                        if erased[t]:
+                            continue
+                        if stamp[lab[t]] != -2 - g:
+                            stamp[lab[t]] = -2 - g
+                            best[lab[t]] = t
+                        else:
+                            o = best[lab[t]]
+                            if s[t] > s[o] or (s[t] == s[o] and order[t] < order[o]):
+                                erased[o] = True
+                                best[lab[t]] = t
+                            else:
+                                erased[t] = True
+            g += 1
+            p = e
     # final strengths: group counts among the correspondences never erased (the authors' "undo")
-    alive = ~erased
-    cnt = np.bincount(gid[:, alive].ravel(), minlength=n_groups)
-    g = np.where(processed & alive[None], cnt[gid] - 1, 0)                    # (L, C)
-    strength = np.zeros(C)
+    cnt = np.zeros(g, np.int64)
     for k in range(levels):
-        strength += w[k] * g[k]
-    return strength, erased
+        for t in range(C):
+            if not erased[t]:
+                cnt[gid[k, t]] += 1
+    strength = np.zeros(C)
+    erased_out = np.zeros(C, np.bool_)
+    for t in range(C):
+        x = 0.0
+        for k in range(levels):
+            n = 0
+            if not erased[t] and size[gid[k, t]] >= 2:
+                n = cnt[gid[k, t]] - 1
+            x += w[k] * n
+        strength[order[t]] = x
+        erased_out[order[t]] = erased[t]
+    return strength, erased_out
