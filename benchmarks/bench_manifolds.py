@@ -14,7 +14,9 @@ with the measured times and memory and a 1M extrapolation from the measured grow
 ``python benchmarks/bench_manifolds.py million`` builds the graph of 125k, 250k, 500k and 1M
 vectors with graph_index 'cells' (each size in a fresh process): kNN / affinity / normalisation
 times, peak memory, recall@50 against exact search on 1000 rows, CG per query, and the cost model
-fitted on the three smaller sizes checked against the 1M measurement.
+fitted on the three smaller sizes checked against the 1M measurement. ``... million-dask [n]``
+builds the 1M graph in one process and again as 2 shards of cells on a Dask ``LocalCluster`` and
+checks that the kNN lists and the CG rankings are the same.
 
 ``Oxford5kCG`` / ``Oxford5kFSR`` (issue 16): the real Oxford5k descriptors, side by side with
 the peer-style calls (the authors' per-query CG on I - alpha S in float64; scipy ``eigsh(W, k=r)``
@@ -490,6 +492,44 @@ def measure_million(n: int, sample: int = 1000, threads: int = 2) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def measure_million_dask(n: int = 1_000_000, threads: int = 2) -> dict:
+    """The million-vector graph twice, in one process and as 2 shards of cells on a Dask ``LocalCluster``
+    (2 workers x 1 thread): wall times, whether the kNN lists are identical, and whether CG (alpha 0.99,
+    20 iterations, float32) ranks the top 100 of 16 queries identically on the two graphs."""
+    import os
+    import time
+    os.environ["OMP_NUM_THREADS"] = "1"              # the workers' faiss: one thread each
+    import faiss
+    from distributed import Client, LocalCluster
+
+    from visrep.methods.manifolds.diffusion import cg, query_vectors
+    from visrep.methods.manifolds.knn_graph import affinity, knn
+    from visrep.methods.manifolds.knn_graph import normalize as normalize_graph
+    faiss.omp_set_num_threads(threads)
+    x, q = clustered_large(n)
+    Y = query_vectors(x, q, kq=10, gamma=3.0)
+
+    def top100(sims, ids):
+        w, _ = normalize_graph(affinity(ids, sims, gamma=3.0, mutual=True, n=n))
+        f = cg(w, Y, 0.99, tol=1e-6, maxiter=20, dtype=np.float32)[0]
+        return np.argsort(-f, axis=0, kind="stable")[:100].T
+
+    t0 = time.perf_counter()
+    one = knn(x, K, index="cells", id_dtype=np.int32)
+    t1 = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster):
+        t2 = time.perf_counter()
+        two = knn(x, K, index="cells", id_dtype=np.int32, shards=2)
+        t3 = time.perf_counter()
+    same = bool(np.array_equal(one[1], two[1]) and np.array_equal(one[0], two[0]))
+    r1 = top100(*one)
+    del one
+    r2 = top100(*two)
+    return {"n": n, "knn_one_process_s": t1 - t0, "knn_dask_2_shards_s": t3 - t2, "same_knn_lists": same,
+            "same_top100_of_16_queries": bool(np.array_equal(r1, r2))}
+
+
 def million(sizes=MILLION_SIZES) -> list[dict]:
     """Each size in its own process; the cost model ``t = a n^b`` is fitted (least squares in log-log) on every
     size but the largest and checked against the largest, measured."""
@@ -527,6 +567,9 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:2] == ["million-one"]:
         print(json.dumps(measure_million(int(sys.argv[2]))))
+        sys.exit(0)
+    if sys.argv[1:2] == ["million-dask"]:
+        print(json.dumps(measure_million_dask(*(int(a) for a in sys.argv[2:3]))))
         sys.exit(0)
     if sys.argv[1:2] == ["million"]:
         million(tuple(int(a) for a in sys.argv[2:]) or MILLION_SIZES)

@@ -58,5 +58,24 @@ def test_graph_with_the_cells_index():
     assert overlap > 0.9, overlap
     with pytest.raises(UserError, match="graph index 'cells' builds the kNN graph of the database itself"):
         knn(x, 5, queries=x[:3], index="cells")
-    with pytest.raises(UserError, match="in one piece"):
-        knn(x, 5, index="cells", shards=2)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_cells_in_shards_give_the_same_lists_as_one_piece(shards):
+    x = _clustered(3000)
+    one = knn(x, 12, index="cells", nprobe=8)
+    parts = knn(x, 12, index="cells", nprobe=8, shards=shards)
+    assert np.array_equal(one[1], parts[1]) and np.array_equal(one[0], parts[0])
+    assert (one[1][:, 0] == np.arange(len(x))).mean() > 0.99               # rows filled, each vector first
+
+
+def test_cells_in_shards_on_a_dask_cluster_give_the_same_graph():
+    distributed = pytest.importorskip("distributed")
+    x = _clustered(2000)
+    one = build_graph(x, k=10, index="cells", nprobe=8)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client:
+        two = build_graph(x, k=10, index="cells", nprobe=8, shards=2)
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    assert any("search_cells" in p for p in prefixes), prefixes
+    assert (one.W != two.W).nnz == 0 and np.array_equal(one.W.indices, two.W.indices)

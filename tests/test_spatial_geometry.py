@@ -357,3 +357,14 @@ def test_similarity_parameters_reject_a_feature_index_out_of_range():
     with pytest.raises(IndexError):
         G.similarity_parameters(np.ones((2, 4)), np.ones((3, 4)), np.array([[0, 3]]))
     assert G.similarity_parameters(np.ones((2, 4)), np.ones((3, 4)), np.zeros((0, 2), int)).shape == (0, 4)
+
+
+def test_fsm_inlier_counts_equal_the_transfer_errors_counted():
+    rng = np.random.default_rng(3)
+    for m in (1, 7, 300):
+        T = np.concatenate([np.eye(2)[None] + 0.1 * rng.normal(size=(m, 2, 2)), rng.normal(0, 5, (m, 2, 1))], 2)
+        pa = rng.uniform(0, 100, (m, 2))
+        pb = np.where(rng.random((m, 1)) < 0.5, pa + rng.normal(0, 3, (m, 2)), rng.uniform(0, 100, (m, 2)))
+        pb[0] = T[0, :, :2] @ pa[0] + T[0, :, 2]                             # hypothesis 0 has an inlier
+        ref = (G.transfer_errors(T, pa, pb) < 6.0).sum(1)
+        assert np.array_equal(G.inlier_counts(T, pa, pb, 6.0), ref) and ref.max() > 0

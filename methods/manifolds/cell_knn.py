@@ -112,12 +112,13 @@ def voted_cells(cell: np.ndarray, top: np.ndarray, fine: np.ndarray, probe: int)
 
 
 def cell_knn(x: np.ndarray, k: int, nlist: int | None = None, probe: int = 128, votes: int = 16, refine: int = 2,
-             seed: int = 0, id_dtype=np.int64, progress=None) -> tuple[np.ndarray, np.ndarray]:
+             seed: int = 0, id_dtype=np.int64, progress=None, shards: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Approximate k nearest neighbours of every row of x among the rows of x -> (sims (n, k) float32,
     ids (n, k) id_dtype). ``nlist`` cells (default n / 64), each compared with the ``probe`` cells its members
     vote for (:func:`voted_cells`, each member naming its ``votes`` nearest centroids); ``progress`` wraps the
-    loop over cells (tqdm-like). See the module docstring."""
-    import faiss
+    loop over cells (tqdm-like). ``shards`` > 1 splits the cells into that many groups of about equal member
+    counts, searched where :func:`visrep.sharding.shard_map` sends them (the Dask cluster of the job, if any):
+    each cell's search is the same either way, so is the result. See the module docstring."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[0]
     k = int(min(k, n))
@@ -127,21 +128,49 @@ def cell_knn(x: np.ndarray, k: int, nlist: int | None = None, probe: int = 128, 
     cell = top[:, 0]
     order = np.argsort(cell, kind="stable")
     sizes = np.bincount(cell, minlength=len(fine))
-    off = np.concatenate([[0], np.cumsum(sizes)])
     near = voted_cells(cell, top, fine, probe)                               # (cells, probe)
     del top, cell
     sims = np.zeros((n, k), np.float32)
     ids = np.full((n, k), -1, id_dtype)
     cells = np.flatnonzero(sizes)
+    if shards > 1:
+        from visrep.sharding import shard_map
+        cum = np.cumsum(sizes[cells])                                        # groups of ~n / shards members
+        cut = np.searchsorted(cum, np.arange(1, shards) * n / shards, side="right")
+        groups = [g for g in np.split(cells, cut) if len(g)]
+        parts = shard_map(search_cells, groups, x=x, order=order, sizes=sizes, near=near, k=k, id_dtype=id_dtype)
+        for rows, d, i in parts:
+            sims[rows], ids[rows] = d, i
+        return sims, ids
     if progress is not None:
         cells = progress(cells, desc="kNN graph (cells)", total=len(cells), unit="cell")
+    search_cells(cells, x, order, sizes, near, k, id_dtype, out=(sims, ids))
+    return sims, ids
+
+
+def search_cells(cells, x: np.ndarray, order: np.ndarray, sizes: np.ndarray, near: np.ndarray, k: int,
+                 id_dtype=np.int64, out=None):
+    """Exact top-k of the members of ``cells`` among the members of their probed cells ``near[c]``.
+    ``order`` (n,): vector ids sorted by cell, ``sizes`` (cells,) members per cell. Fills ``out`` =
+    (sims (n, k), ids (n, k)) in place, or returns (rows (m,), sims (m, k) float32, ids (m, k)) of the m
+    members of ``cells`` (a shard)."""
+    import faiss
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    if out is None:
+        rows_all = np.concatenate([order[off[c]:off[c + 1]] for c in cells])
+        sims = np.zeros((len(rows_all), k), np.float32)
+        ids = np.full((len(rows_all), k), -1, id_dtype)
+        at = np.full(len(order), -1, np.int64)
+        at[rows_all] = np.arange(len(rows_all))
+    else:
+        sims, ids = out
     for c in cells:
-        a, b = off[c], off[c + 1]
         ln = sizes[near[c]]
         cand = order[np.repeat(off[near[c]], ln) + (np.arange(ln.sum()) - np.repeat(np.cumsum(ln) - ln, ln))]
-        rows = order[a:b]
+        rows = order[off[c]:off[c + 1]]
         d, i = faiss.knn(x[rows], x[cand], min(k, len(cand)), metric=faiss.METRIC_INNER_PRODUCT)
         ok = i >= 0
-        sims[rows, :i.shape[1]] = np.where(ok, d, 0.0)
-        ids[rows, :i.shape[1]] = np.where(ok, cand[np.maximum(i, 0)], -1)
-    return sims, ids
+        where = rows if out is not None else at[rows]
+        sims[where, :i.shape[1]] = np.where(ok, d, 0.0)
+        ids[where, :i.shape[1]] = np.where(ok, cand[np.maximum(i, 0)], -1)
+    return None if out is not None else (rows_all, sims, ids)

@@ -98,7 +98,8 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
     ``shards`` > 1 splits the database into that many contiguous shards, searches each for the
     top k of every query (on the Dask cluster when the job runs on one, see
     :mod:`visrep.sharding`) and merges the per-shard lists: with the exact index the result is
-    the same as one search (ties aside).
+    the same as one search (ties aside). With 'cells' the shards are groups of cells, each
+    searched as in one piece: the same lists exactly.
 
     ``device`` 'cuda[:N]' searches on that GPU when faiss has GPU support (the ``gpu`` extra;
     :func:`visrep.device.faiss_on_device`), else on the CPU with a warning.
@@ -110,11 +111,12 @@ def knn(x: np.ndarray, k: int, queries: np.ndarray | None = None, index: str = "
         raise UserError(f"k must be >= 1, got {k}")
     k = min(int(k), n)
     if index == "cells":
-        if queries is not None or shards > 1:
-            raise UserError("graph index 'cells' builds the kNN graph of the database itself, in one piece: use "
-                            "'flat' or 'ivf' for other queries or shards")
+        if queries is not None:
+            raise UserError("graph index 'cells' builds the kNN graph of the database itself: use 'flat' or "
+                            "'ivf' for other queries")
         from .cell_knn import cell_knn
-        return cell_knn(x, k, nlist=nlist, probe=nprobe or 128, seed=seed, id_dtype=id_dtype, progress=progress)
+        return cell_knn(x, k, nlist=nlist, probe=nprobe or 128, seed=seed, id_dtype=id_dtype, progress=progress,
+                        shards=int(shards))
     nprobe = nprobe or 16
     if shards > 1:
         sims, ids = _knn_sharded(x, q, k, int(shards), index=index, chunk=chunk, nlist=nlist, nprobe=nprobe,

@@ -217,6 +217,28 @@ def transfer_errors(T: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray
     return np.sqrt(((q - pb) ** 2).sum(-1))
 
 
+def inlier_counts(T: np.ndarray, pa: np.ndarray, pb: np.ndarray, threshold: float) -> np.ndarray:
+    """Inliers of each affine hypothesis: ``#{j : ||T_h(pa_j) - pb_j|| < threshold}`` for T (h, 2, 3),
+    pa, pb (m, 2) -> (h,) int64. The h x m transfer errors of :func:`transfer_errors`, counted in a
+    compiled loop without materialising them (FSM's scoring of all m hypotheses, O(h m))."""
+    return _inlier_counts_kernel(np.ascontiguousarray(T, np.float64), np.ascontiguousarray(pa, np.float64),
+                                 np.ascontiguousarray(pb, np.float64), float(threshold))
+
+
+@numba.njit(cache=False, nogil=True)
+def _inlier_counts_kernel(T, pa, pb, threshold):                               # pragma: no cover - compiled
+    counts = np.zeros(T.shape[0], np.int64)
+    for h in range(T.shape[0]):
+        a, b, c, d, e, f = T[h, 0, 0], T[h, 0, 1], T[h, 0, 2], T[h, 1, 0], T[h, 1, 1], T[h, 1, 2]
+        n = 0
+        for j in range(pa.shape[0]):
+            dx = (pa[j, 0] * a + pa[j, 1] * b + c) - pb[j, 0]
+            dy = (pa[j, 0] * d + pa[j, 1] * e + f) - pb[j, 1]
+            n += np.sqrt(dx * dx + dy * dy) < threshold
+        counts[h] = n
+    return counts
+
+
 def corner_error(H_est: np.ndarray, H_true: np.ndarray, width: float, height: float) -> float:
     """Mean distance (pixels) between the image corners mapped by H_est and by H_true."""
     c = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
@@ -447,8 +469,7 @@ def _sample4(rng: np.random.Generator, b: int, m: int) -> np.ndarray:
 # fast spatial matching
 
 def fast_spatial_matching(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.ndarray,
-                          threshold: float = 10.0, model: str = "affine", lo_iters: int = 5,
-                          chunk: int = 256) -> dict:
+                          threshold: float = 10.0, model: str = "affine", lo_iters: int = 5) -> dict:
     """FSM (Philbin et al. CVPR 2007, Sec. 4): every correspondence gives one hypothesis from
     its two local frames (:func:`correspondence_transforms`: 4-dof similarity for (x, y, s,
     theta) frames, 6-dof affine for affine frames), all m hypotheses are scored by their
@@ -468,12 +489,7 @@ def fast_spatial_matching(frames_a: np.ndarray, frames_b: np.ndarray, pairs: np.
         return empty
     T = correspondence_transforms(frames_a, frames_b, pairs)
     pa, pb = frames_a[pairs[:, 0], :2], frames_b[pairs[:, 1], :2]
-    best_k, best_n = -1, -1
-    for s in range(0, m, chunk):
-        counts = (transfer_errors(T[s:s + chunk], pa, pb) < threshold).sum(1)
-        k = int(counts.argmax())
-        if counts[k] > best_n:
-            best_n, best_k = int(counts[k]), s + k
+    best_k = int(inlier_counts(T, pa, pb, threshold).argmax())        # the first of the best
     err = transfer_errors(T[best_k], pa, pb)
     mask = err < threshold
     best_T = np.vstack([T[best_k], [0, 0, 1.0]])
