@@ -170,7 +170,7 @@ class HPMRatio:
 
     @_track
     def track_fsm_over_hpm_m500(self):
-        return ratio(lambda: self.s500.time_fsm(500), lambda: self.s500.time_hpm(500), rounds=5)
+        return ratio(lambda: self.s500.time_fsm(500), lambda: self.s500.time_hpm(500), rounds=7, number=10)
 
 
 class BPRatio:

@@ -229,17 +229,15 @@ def _pyramid_kernel(q, labels_a, labels_b, two_sides, levels, w):            # p
             while e < C and (sc[e] >> shift) == key:
                 e += 1
             n_u = 0                                # group size: distinct labels of each side
-            for t in range(p, e):
+            for t in range(p, e):                  # (branch-free: a label is new when its stamp is not g)
                 gid[k, t] = g
-                if stamp_a[la[t]] != g:
-                    stamp_a[la[t]] = g
-                    n_u += 1
+                n_u += stamp_a[la[t]] != g
+                stamp_a[la[t]] = g
             if two_sides:
                 n_ub = 0
                 for t in range(p, e):
-                    if stamp_b[lb[t]] != g:
-                        stamp_b[lb[t]] = g
-                        n_ub += 1
+                    n_ub += stamp_b[lb[t]] != g
+                    stamp_b[lb[t]] = g
                 n_u = min(n_u, n_ub)
             size[g] = n_u
             if n_u >= 2:                           # processed bin: strengths, then conflicts
