@@ -129,12 +129,12 @@ def check_dense(row, col, cfg, dcfg):
 
 
 def check_mom_cub(row, col, cfg, dcfg):
-    if row.method == "mom":                  # the paper fine-tunes GoogLeNet end to end
+    if row.method in ("mom", "pretrained-net"):  # the paper fine-tunes GoogLeNet end to end; Baseline: before it
         return [("backbone (GoogLeNet)", cfg["backbone"], "googlenet")]
     if row.method == "triplet":              # FaceNet's loss and negatives, GoogLeNet fine-tuned end to end
         return [("margin", cfg["margin"], 0.2), ("semi-hard negatives", cfg["negatives"], "hardest"),
                 ("backbone (GoogLeNet)", cfg["backbone"], "googlenet"), ("images per class", cfg["per_class"], 40)]
-    return []                                # the baseline: the given GoogLeNet descriptor files
+    raise AssertionError(f"mom_cub row {row.id}: method {row.method!r} has no expected configuration")
 
 
 def check_reference(row, col, cfg, dcfg):
