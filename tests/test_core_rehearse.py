@@ -120,6 +120,12 @@ def test_scale_job_rules_known_values():
     assert scale_job(Job(method="triplet", dataset="cub200", protocol="metric-learning",
                          params={"images_per_epoch": 6000}, dataset_params={}, protocol_params={}),
                      12, {})[0].params == {"images_per_epoch": 12}
+    # episodic training (ProtoNet): support + queries per class fit the miniature's 4 base images a class
+    proto = Job(method="protonet", dataset="miniimagenet", protocol="few-shot",
+                params={"train_shot": None, "train_query": 15, "episodes": 30000}, dataset_params={}, protocol_params={})
+    assert scale_job(proto, 12, {})[0].params == {"train_shot": 2, "train_query": 2, "episodes": 2}
+    proto.params["train_shot"] = 1
+    assert scale_job(proto, 12, {})[0].params["train_shot"] == 1
 
 
 def test_rehearse_is_a_registered_command():
