@@ -15,33 +15,11 @@ import numpy as np
 import pytest
 
 from visrep.errors import UserError
+from visrep.methods.cnn.backbones import cirtorch_checkpoint
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 F = torch.nn.functional
-
-#: the conv layers of torchvision's vgg16.features (indices of the modules with weights)
-VGG16_CONV = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-
-def _cirtorch_checkpoint(net, arch: str, pooling: str, whiten_dim: int | None, seed: int = 0) -> dict:
-    """What cnnimageretrieval's training script saves, built from a torchvision model (no cirtorch code)."""
-    if arch.startswith("vgg"):
-        sd = {f"features.{i}.{w}": net.features[i].state_dict()[w] for i in VGG16_CONV for w in ("weight", "bias")}
-    else:   # resnet: children conv1, bn1, relu, maxpool, layer1..layer4 -> features.0 .. features.7
-        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        sd = {f"features.{names.index(k.split('.')[0])}.{k.split('.', 1)[1]}": v
-              for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    g = torch.Generator().manual_seed(seed)
-    if pooling == "gem":
-        sd["pool.p"] = torch.tensor([2.5])
-    meta = {"architecture": arch, "local_whitening": False, "pooling": pooling, "regional": False,
-            "whitening": whiten_dim is not None, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "outputdim": whiten_dim or 0}
-    if whiten_dim is not None:
-        sd["whiten.weight"] = torch.randn(whiten_dim, whiten_dim, generator=g) / math.sqrt(whiten_dim)
-        sd["whiten.bias"] = torch.randn(whiten_dim, generator=g) * 0.01
-    return {"epoch": 30, "state_dict": sd, "meta": meta, "min_loss": 0.5, "optimizer": {}}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +40,7 @@ def nets(tmp_path_factory):
             net = torchvision.models.get_model(arch, weights=None)
         net.eval()
         dim = 512 if arch == "vgg16" else 2048
-        ck = _cirtorch_checkpoint(net, arch, pooling, dim)
+        ck = cirtorch_checkpoint(net, arch, pooling, dim, gem_p=2.5)
         torch.save(ck, d / f"retrievalSfM120k-{arch}-{pooling}.pth")
         out[arch] = (net, ck, d)
     torch.save(out["resnet101"][0].state_dict(), d / "resnet101-plain.pth")

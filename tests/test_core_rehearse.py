@@ -160,3 +160,30 @@ def test_whole_rehearsal(tmp_path):
     new = [f"{r['table']}/{r['row']}/{r['column']}: {r['reason']}" for r in out
            if r["status"] == "failed" and not any(k in r["reason"] for k in KNOWN_FINDINGS)]
     assert not new, new
+
+
+def test_missing_weights_get_a_random_stand_in_in_the_published_layout(tmp_path):
+    """Rows whose weights file is absent rehearse on a stand-in of the same name and layout; others stay missing."""
+    import torch
+    from visrep.commands.rehearse import _missing_file, with_stand_ins
+    from visrep.methods.cnn.backbones import is_cirtorch, make_architecture, stand_in_weights
+    from visrep.spec import Job
+    gone = tmp_path / "absent"
+    job = Job(method="dsm", dataset="roxford5k", protocol="revisitop",
+              params={"descriptor": f"gem:backbone=resnet101;weights={gone}/retrievalSfM120k-resnet101-gem.pth",
+                      "weights": f"{gone}/googlenet-1378be20.pth", "other": f"{gone}/efficientnet_b3_imagenet.pth"},
+              dataset_params={}, protocol_params={})
+    new, names = with_stand_ins(job, tmp_path / "data")
+    assert names == ["googlenet-1378be20.pth", "retrievalSfM120k-resnet101-gem.pth"]
+    models = tmp_path / "data" / "models"
+    assert new.params["descriptor"] == f"gem:backbone=resnet101;weights={models}/retrievalSfM120k-resnet101-gem.pth"
+    assert new.params["weights"] == str(models / "googlenet-1378be20.pth")
+    assert new.params["other"] == job.params["other"]                      # no architecture in its name
+    assert _missing_file(new.params) == f"other = {job.params['other']}"
+    assert _missing_file({k: v for k, v in new.params.items() if k != "other"}) is None
+    ck = torch.load(models / "retrievalSfM120k-resnet101-gem.pth", weights_only=True)
+    assert is_cirtorch(ck) and ck["meta"]["architecture"] == "resnet101" and ck["meta"]["pooling"] == "gem"
+    sd = torch.load(models / "googlenet-1378be20.pth", weights_only=True)
+    ref = make_architecture("googlenet").state_dict()
+    assert set(sd) == set(ref) and all(sd[k].shape == ref[k].shape for k in ref)
+    assert stand_in_weights("efficientnet_b3_imagenet.pth") is None

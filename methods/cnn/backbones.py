@@ -134,10 +134,12 @@ def make_architecture(arch: str, meta_device: bool = False):
     import torch
     import torchvision
     if arch in torchvision.models.list_models():
-        if meta_device:
-            with torch.device("meta"):
-                return torchvision.models.get_model(arch, weights=None)
-        return torchvision.models.get_model(arch, weights=None)
+        import contextlib
+        import warnings
+        with warnings.catch_warnings(), (torch.device("meta") if meta_device else contextlib.nullcontext()):
+            # torchvision's GoogLeNet warns that its default initialization will change: the weights come from a file
+            warnings.filterwarnings("ignore", message="The default weight initialization", category=FutureWarning)
+            return torchvision.models.get_model(arch, weights=None)
     import timm
     if arch in timm.list_models():
         return timm.create_model(arch, pretrained=False)
@@ -235,6 +237,55 @@ def retrieval_trunk(model, arch: str = ""):
 
 
 _trunk = retrieval_trunk
+
+
+def cirtorch_checkpoint(net, arch: str, pooling: str = "gem", whiten_dim: int | None = None, gem_p: float = 3.0,
+                        seed: int = 0) -> dict:
+    """What cnnimageretrieval-pytorch's training script saves for a network of ours, built without its code:
+    ``{'epoch', 'state_dict': {features.* (the :func:`retrieval_trunk` of `net`), pool.p (GeM), whiten.*},
+    'meta': {architecture, pooling, ...}, 'min_loss', 'optimizer'}``; a whitening layer of `whiten_dim`
+    random values when given. The loader reads it back (:func:`load_backbone`); tests and
+    :func:`stand_in_weights` write it."""
+    import math
+
+    import torch
+    sd = {f"features.{k}": v for k, v in retrieval_trunk(net, arch).state_dict().items()}
+    if pooling == "gem":
+        sd["pool.p"] = torch.tensor([float(gem_p)])
+    meta = {"architecture": arch, "local_whitening": False, "pooling": pooling, "regional": False,
+            "whitening": whiten_dim is not None, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "outputdim": whiten_dim or 0}
+    if whiten_dim is not None:
+        g = torch.Generator().manual_seed(seed)
+        sd["whiten.weight"] = torch.randn(whiten_dim, whiten_dim, generator=g) / math.sqrt(whiten_dim)
+        sd["whiten.bias"] = torch.randn(whiten_dim, generator=g) * 0.01
+    return {"epoch": 30, "state_dict": sd, "meta": meta, "min_loss": 0.5, "optimizer": {}}
+
+
+#: architectures :func:`stand_in_weights` recognises in a weights file name
+STAND_IN_ARCHS = ("googlenet", "vgg16", "resnet101")
+
+
+def stand_in_weights(name: str, seed: int = 0):
+    """A randomly initialised network in the layout of the published weights file called `name`, or None
+    when the name contains none of :data:`STAND_IN_ARCHS`. For rehearsals (``visrep rehearse``): the
+    loading, extraction and training code of a row runs end to end; its numbers mean nothing.
+
+    ``retrieval*-<arch>-<mac|gem>*`` names: a cnnimageretrieval-pytorch checkpoint
+    (:func:`cirtorch_checkpoint`); other names: a torchvision state dict of the whole network, but for
+    VGG16 its retrieval trunk alone (a form the loader reads; its 102M-weight classifier is never used).
+    """
+    import torch
+    arch = next((a for a in STAND_IN_ARCHS if a in name), None)
+    if arch is None:
+        return None
+    torch.manual_seed(seed)
+    net = make_architecture(arch)
+    if name.startswith("retrieval"):
+        return cirtorch_checkpoint(net, arch, "gem" if "-gem" in name else "mac", seed=seed)
+    if arch == "vgg16":
+        return retrieval_trunk(net, arch).state_dict()
+    return net.state_dict()
 
 #: meta keys of a cnnimageretrieval-pytorch checkpoint read here (init_network / examples/test.py)
 CIRTORCH_META = ("architecture", "pooling", "local_whitening", "regional", "whitening", "mean", "std")

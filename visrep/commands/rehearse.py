@@ -11,6 +11,12 @@ name). Per cell it prints and writes (``DIR/rehearsal.md``, ``DIR/rehearsal.json
 configuration, status (ok / failed with the error / skipped with the reason), wall time, peak memory
 and a *linear* estimate of the full-scale time and memory (x full images / miniature images).
 
+A network weights file a row names but this machine lacks (GoogLeNet, VGG16, ResNet-101; torchvision's
+or cnnimageretrieval-pytorch's file names) is replaced by a randomly initialised stand-in in the same
+layout, written as ``DIR/data/models/<same name>`` (:func:`with_stand_ins`): the row's loading,
+extraction and training code runs; the cell says so, and its metrics mean nothing (neither do the
+miniature's).
+
 The miniatures are not the publisher's files, so declared-digest checks are suspended for files
 under ``DIR/data`` only (:func:`visrep.datasets.miniature.digest_checks_suspended`); the cache is off,
 so every timing includes feature extraction.
@@ -39,6 +45,8 @@ SCALE_DOWN = {
     "k_euclidean": (_at_most(lambda n: n - 2), "min(k, n - 2)"),
     "k_manifold": (_at_most(lambda n: n - 2), "min(k, n - 2)"),
     "k_manifold_neg": (_at_most(lambda n: n - 2), "min(k, n - 2)"),
+    "k_pos": (_at_most(lambda n: n - 2), "MoM's positive pool neighbours: min(k_pos, n - 2)"),
+    "k_neg": (_at_most(lambda n: n - 2), "MoM's negative pool neighbours: min(k_neg, n - 2)"),
     "rank": (_at_most(lambda n: n - 2), "FSR rank: min(rank, n - 2)"),
     "n_anchors": (_at_most(lambda n: n), "min(n_anchors, n)"),
     "per_anchor": (_at_most(4), "min(per_anchor, 4)"),
@@ -116,8 +124,47 @@ def scale_job(job, n: int, implied: dict):
 def _missing_file(params: dict) -> str | None:
     for k, v in params.items():
         if isinstance(v, str) and ("/" in v or v.endswith((".pth", ".pt"))) and Path(v).suffix and not Path(v).exists():
-            return f"{k} = {v}"
+            if not _WEIGHTS_PATH.search(v) or any(not Path(p).exists() for p in _WEIGHTS_PATH.findall(v)):
+                return f"{k} = {v}"
     return None
+
+
+#: a weights file named in a parameter, alone or inside a descriptor spec ('rmac:backbone=...;weights=PATH')
+_WEIGHTS_PATH = __import__("re").compile(r"[^;=,\s]+\.pth?\b")
+
+
+def with_stand_ins(job, root: Path):
+    """(job, names): every weights file the job names that does not exist and whose name gives the
+    architecture (:func:`visrep.methods.cnn.backbones.stand_in_weights`) replaced by a randomly
+    initialised stand-in in the published layout, written once as ``root/models/<same name>``."""
+    from ..methods.cnn.backbones import stand_in_weights
+    from ..spec import Job
+    names: list[str] = []
+
+    def fix(value):
+        if not isinstance(value, str):
+            return value
+        for path in _WEIGHTS_PATH.findall(value):
+            p = Path(path)
+            if p.exists():
+                continue
+            out = root / "models" / p.name
+            if not out.exists():
+                obj = stand_in_weights(p.name)
+                if obj is None:
+                    continue
+                import torch
+                out.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(obj, out)
+            value = value.replace(path, str(out))
+            names.append(p.name)
+        return value
+
+    params = {k: fix(v) for k, v in job.params.items()}
+    if not names:
+        return job, []
+    return Job(method=job.method, dataset=job.dataset, protocol=job.protocol, seed=job.seed, data_root=job.data_root,
+               params=params, dataset_params=job.dataset_params, protocol_params=job.protocol_params), sorted(set(names))
 
 
 def _cells(table_id: str | None):
@@ -220,6 +267,9 @@ def rehearse(out: str | Path, quick: bool = False, table: str | None = None, dat
         item["protocol"] = job.protocol
         item["config"] = {"params": job.params, "dataset_params": job.dataset_params,
                           "protocol_params": job.protocol_params}
+        job, stand_ins = with_stand_ins(job, root)
+        if stand_ins:
+            item["stand_in"] = stand_ins
         missing = _missing_file(job.params)
         if missing:
             item["reason"] = f"weights/input file missing: {missing}"
@@ -263,6 +313,8 @@ def rehearse(out: str | Path, quick: bool = False, table: str | None = None, dat
                         metrics={k: v for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float))},
                         record=rec.get("_path"), device=(rec.get("provenance") or {}).get("device", "cpu"),
                         est_full_s=round(wall * f, 1) if f else None, est_full_peak_mb=round(peak * f, 1) if f else None)
+            if item.get("stand_in"):
+                item["reason"] = f"weights: random stand-in in the published layout ({', '.join(item['stand_in'])})"
         log(_line(item))
     write_outputs(out, results, quick=quick)
     return results
