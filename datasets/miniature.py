@@ -42,6 +42,7 @@ FULL_IMAGES = {
     "oxford5k": 5063, "paris6k": 6392, "oxford105k": 105134, "paris106k": 106392,
     "roxford5k": 4993 + 70, "rparis6k": 6322 + 70, "holidays": 1491, "instre": 27293 + 1250,
     "cub200": 11788, "cifar10": 60000, "cifar100": 60000, "miniimagenet": 60000,
+    "roxford5k-r1m": 4993 + 70 + 1001001, "rparis6k-r1m": 6322 + 70 + 1001001,
 }
 
 #: folder names of the first six CUB-200-2011 classes (classes.txt of the official archive)
@@ -465,8 +466,31 @@ def build_miniimagenet(root: str | Path, shared=None, n_classes: int = 5,
                      n_scale=n_classes * min(per_split.values()))
 
 
+def build_r1m(kind: str, root: str | Path, shared=None, n_distractors: int = 6, seed: int = 0) -> Miniature:
+    """A revisited miniature (`kind` = roxford5k / rparis6k, :func:`build_retrieval`) + ``revisitop1m/``:
+    `n_distractors` views of real photographs under R1M-style names (``ab/cd/abcd...``, as in
+    revisitop1m.txt) in ``jpg/`` and the list file; for the tables' ``<kind>-r1m`` datasets."""
+    import hashlib
+    mini = build_retrieval(kind, root, shared, seed=seed)
+    base = Path(root) / "revisitop1m"
+    photos = photographs(256, shared)
+    rng = np.random.default_rng(seed + 101)
+    names, files = [], list(mini.files)
+    for i in range(n_distractors):
+        h = hashlib.sha1(f"r1m-{i}".encode()).hexdigest()[:31]
+        names.append(f"{h[:2]}/{h[2:4]}/{h}")
+        img = photos[-1 - i % len(photos)][1]
+        files.append(_save(base / "jpg" / f"{names[-1]}.jpg", _views(img, 1, rng)[0][0]))
+    (base / "revisitop1m.txt").write_text("".join(n + "\n" for n in names))
+    files.append(base / "revisitop1m.txt")
+    return Miniature(f"{kind}-r1m", Path(root), mini.n_images + n_distractors, files,
+                     names_from=mini.names_from + "; R1M names in the revisitop1m.txt style",
+                     n_scale=mini.n_scale + n_distractors)
+
+
 RETRIEVAL = ("oxford5k", "paris6k", "oxford105k", "paris106k", "holidays", "instre", "roxford5k", "rparis6k")
 BUILDERS = {**{k: functools.partial(build_retrieval, k) for k in RETRIEVAL},
+            **{f"{k}-r1m": functools.partial(build_r1m, k) for k in ("roxford5k", "rparis6k")},
             "cub200": build_cub,
             "cifar10": lambda root, shared=None: build_cifar("cifar10", root, shared),
             "cifar100": lambda root, shared=None: build_cifar("cifar100", root, shared),

@@ -18,6 +18,15 @@ queries are not database images. ``distractors`` names an (n_distractors, d) fil
 descriptors appended to the database (``+R1M`` in the papers); ground-truth indices are
 unchanged because distractors come last.
 
+``roxford5k-r1m`` / ``rparis6k-r1m`` (the tables' names) are the same datasets with the R1M
+distractors always appended: from images, the revisitop1m layout of revisitop's
+``download_distractors``::
+
+    <root>/revisitop1m/revisitop1m.txt      (one image name per line, relative to jpg/, no extension)
+    <root>/revisitop1m/jpg/<name>.jpg
+
+(``r1m_images`` takes the first N names of the list), or from descriptors with ``distractors``.
+
 Trust: the pickle at the declared path is checked against its declared sha256 before it is read
 (a mismatch is a UserError, exit 2), and every pickle, declared or a user's own, is read with
 :mod:`visrep.safe_pickle` (containers and arrays only: a pickle cannot run code here).
@@ -215,3 +224,62 @@ class RParis6k(RevisitopDataset):
     files = (DataFile("rparis6k/gnd_rparis6k.pkl",
                       "d2e729a5293dda7dda8a15c8383424a42e4964a2c4cfea2f32fa85d11d2df499",
                       f"{REVISITOP_URL}/rparis6k/gnd_rparis6k.pkl", 276508),) + vgg_images("rparis6k", False)
+
+
+class RevisitopR1M(RevisitopDataset):
+    """A revisited dataset + the R1M distractors, appended after its database (images or descriptors)."""
+
+    params = RevisitopDataset.params + (
+        Param("r1m_images", int, None, "only the first N R1M images of revisitop1m.txt (None: all 1,001,001)",
+              low=1),
+    )
+
+    def load(self, ctx) -> RetrievalData:
+        cfg = self.cfg
+        if cfg["features"]:
+            if not cfg["distractors"]:
+                raise UserError(f"{self.name}: with descriptor files, `distractors` must name the R1M descriptors "
+                                f"(or use the dataset {self.folder} for no distractors)")
+            return super().load(ctx)
+        if cfg["distractors"]:
+            raise UserError(f"{self.name}: `distractors` are descriptors; from images the R1M images are read "
+                            f"from revisitop1m/ (give `features` and `query_features` to use descriptor files)")
+        data = super().load(ctx)
+        base = Path(ctx.data_root) / "revisitop1m"
+        listing = base / "revisitop1m.txt"
+        if not listing.is_file():
+            raise MissingDataError(f"{self.name}: R1M image list {listing} not found (`visrep data fetch "
+                                   f"revisitop1m`, or pass R1M descriptors with `distractors`)")
+        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        if cfg["r1m_images"]:
+            names = names[:cfg["r1m_images"]]
+        jpg = base / "jpg"
+        n_db, own = len(data.db_names), data.db_image
+
+        def db_image(i):
+            return own(i) if i < n_db else read_rgb(jpg / f"{names[i - n_db]}.jpg")
+        data.db_image = db_image
+        data.db_names = list(data.db_names) + names
+        data.name = f"{self.folder}+r1m"
+        data.extra["n_distractors"] = len(names)
+        data.manifest = manifest_hash({"gnd": Path(data.extra["gnd_path"]), "r1m_list": listing},
+                                      {"query_crop": cfg["query_crop"], "r1m_images": cfg["r1m_images"]})
+        return data
+
+
+@register
+class ROxford5kR1M(RevisitopR1M):
+    name = "roxford5k-r1m"
+    summary = "Revisited Oxford + the 1M R1M distractors (images from revisitop1m/, or descriptor files)"
+    cite = ROxford5k.cite
+    folder = "roxford5k"
+    files = ROxford5k.files
+
+
+@register
+class RParis6kR1M(RevisitopR1M):
+    name = "rparis6k-r1m"
+    summary = "Revisited Paris + the 1M R1M distractors (images from revisitop1m/, or descriptor files)"
+    cite = RParis6k.cite
+    folder = "rparis6k"
+    files = RParis6k.files

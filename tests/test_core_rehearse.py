@@ -49,6 +49,13 @@ def test_miniature_loads_with_its_real_loader(mini_root, name):
                  if name == "instre" else read_matlab_gnd(real))
             assert set(data.query_names) <= set(r["qimlist"])
             assert set(data.db_names) <= set(r["imlist"])
+    elif name.endswith("-r1m"):             # the revisited miniature + R1M distractor images after its database
+        with miniature.digest_checks_suspended(root):
+            own = datasets.create(name.removesuffix("-r1m")).load(RunContext(data_root=root, quiet=True))
+        assert data.n_db == own.n_db + 6 and data.db_names[:own.n_db] == own.db_names
+        assert all(np.array_equal(a[k], b[k]) for a, b in zip(data.gnd, own.gnd) for k in ("easy", "hard", "junk"))
+        assert data.extra["n_distractors"] == 6 and data.name.endswith("+r1m")
+        assert data.db_image(own.n_db).shape[2] == 3 and data.db_image(0).shape == own.db_image(0).shape
     elif name == "miniimagenet":
         assert data.n_episodes == 2 and data.pool.get(0).shape == (84, 84, 3)
         # the 64-class train split is the base few-shot learners train on, with its pixels
@@ -187,3 +194,19 @@ def test_missing_weights_get_a_random_stand_in_in_the_published_layout(tmp_path)
     ref = make_architecture("googlenet").state_dict()
     assert set(sd) == set(ref) and all(sd[k].shape == ref[k].shape for k in ref)
     assert stand_in_weights("efficientnet_b3_imagenet.pth") is None
+
+
+def test_r1m_dataset_reads_distractor_images_or_needs_distractor_descriptors(tmp_path):
+    from visrep.errors import MissingDataError, UserError
+    m = miniature.build("roxford5k-r1m", tmp_path, SHARED)
+    ctx = RunContext(data_root=tmp_path, quiet=True)
+    with miniature.digest_checks_suspended(tmp_path):
+        two = datasets.create("roxford5k-r1m", r1m_images=2).load(ctx)
+        assert two.extra["n_distractors"] == 2 and two.db_names[-2:] == (tmp_path / "revisitop1m" / "revisitop1m.txt"
+                                                                          ).read_text().split()[:2]
+        with pytest.raises(UserError, match="`distractors` must name the R1M descriptors"):
+            datasets.create("roxford5k-r1m", features="db.npy", query_features="q.npy").load(ctx)
+        (tmp_path / "revisitop1m" / "revisitop1m.txt").unlink()
+        with pytest.raises(MissingDataError, match="R1M image list"):
+            datasets.create("roxford5k-r1m").load(ctx)
+    assert m.n_images == m.n_scale + 3          # database + 6 distractors, and the 3 queries outside it
