@@ -267,7 +267,8 @@ STAND_IN_ARCHS = ("googlenet", "vgg16", "resnet101")
 
 
 def stand_in_weights(name: str, seed: int = 0):
-    """A randomly initialised network in the layout of the published weights file called `name`, or None
+    """A randomly initialised network in the layout the weights file called `name` has (or, for files
+    outside torchvision and cnnimageretrieval, the plain state dict the loader reads for it), or None
     when the name contains none of :data:`STAND_IN_ARCHS`. For rehearsals (``visrep rehearse``): the
     loading, extraction and training code of a row runs end to end; its numbers mean nothing.
 

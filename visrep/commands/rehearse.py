@@ -12,8 +12,8 @@ configuration, status (ok / failed with the error / skipped with the reason), wa
 and a *linear* estimate of the full-scale time and memory (x full images / miniature images).
 
 A network weights file a row names but this machine lacks (GoogLeNet, VGG16, ResNet-101; torchvision's
-or cnnimageretrieval-pytorch's file names) is replaced by a randomly initialised stand-in in the same
-layout, written as ``DIR/data/models/<same name>`` (:func:`with_stand_ins`): the row's loading,
+or cnnimageretrieval-pytorch's file names) is replaced by a randomly initialised stand-in in the layout its
+name implies, written as ``DIR/data/models/<same name>`` (:func:`with_stand_ins`): the row's loading,
 extraction and training code runs; the cell says so, and its metrics mean nothing (neither do the
 miniature's).
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -130,13 +131,13 @@ def _missing_file(params: dict) -> str | None:
 
 
 #: a weights file named in a parameter, alone or inside a descriptor spec ('rmac:backbone=...;weights=PATH')
-_WEIGHTS_PATH = __import__("re").compile(r"[^;=,\s]+\.pth?\b")
+_WEIGHTS_PATH = re.compile(r"[^;=,\s]+\.pth?\b")
 
 
 def with_stand_ins(job, root: Path):
     """(job, names): every weights file the job names that does not exist and whose name gives the
     architecture (:func:`visrep.methods.cnn.backbones.stand_in_weights`) replaced by a randomly
-    initialised stand-in in the published layout, written once as ``root/models/<same name>``."""
+    initialised stand-in in the layout its name implies, written once as ``root/models/<same name>``."""
     from ..methods.cnn.backbones import stand_in_weights
     from ..spec import Job
     names: list[str] = []
@@ -314,7 +315,7 @@ def rehearse(out: str | Path, quick: bool = False, table: str | None = None, dat
                         record=rec.get("_path"), device=(rec.get("provenance") or {}).get("device", "cpu"),
                         est_full_s=round(wall * f, 1) if f else None, est_full_peak_mb=round(peak * f, 1) if f else None)
             if item.get("stand_in"):
-                item["reason"] = f"weights: random stand-in in the published layout ({', '.join(item['stand_in'])})"
+                item["reason"] = f"weights: random stand-in ({', '.join(item['stand_in'])}; metrics meaningless)"
         log(_line(item))
     write_outputs(out, results, quick=quick)
     return results
