@@ -280,13 +280,15 @@ def stand_in_weights(name: str, seed: int = 0):
     arch = next((a for a in STAND_IN_ARCHS if a in name), None)
     if arch is None:
         return None
-    torch.manual_seed(seed)
-    net = make_architecture(arch)
+    with torch.random.fork_rng():                    # the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        net = make_architecture(arch)
     if name.startswith("retrieval"):
         return cirtorch_checkpoint(net, arch, "gem" if "-gem" in name else "mac", seed=seed)
     if arch == "vgg16":
         return retrieval_trunk(net, arch).state_dict()
     return net.state_dict()
+
 
 #: meta keys of a cnnimageretrieval-pytorch checkpoint read here (init_network / examples/test.py)
 CIRTORCH_META = ("architecture", "pooling", "local_whitening", "regional", "whitening", "mean", "std")
