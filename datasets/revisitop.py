@@ -240,7 +240,9 @@ class RevisitopR1M(RevisitopDataset):
             if not cfg["distractors"]:
                 raise UserError(f"{self.name}: with descriptor files, `distractors` must name the R1M descriptors "
                                 f"(or use the dataset {self.folder} for no distractors)")
-            return super().load(ctx)
+            data = super().load(ctx)
+            data.name = f"{self.folder}+r1m"
+            return data
         if cfg["distractors"]:
             raise UserError(f"{self.name}: `distractors` are descriptors; from images the R1M images are read "
                             f"from revisitop1m/ (give `features` and `query_features` to use descriptor files)")
@@ -254,6 +256,10 @@ class RevisitopR1M(RevisitopDataset):
         if cfg["r1m_images"]:
             names = names[:cfg["r1m_images"]]
         jpg = base / "jpg"
+        for end in {names[0], names[-1]} if names else ():     # a missing folder is an error before any work
+            if not (jpg / f"{end}.jpg").is_file():
+                raise MissingDataError(f"{self.name}: R1M image {jpg / end}.jpg (listed in {listing}) not found; "
+                                       f"extract the revisitop1m tarballs into {jpg} (`visrep data fetch revisitop1m`)")
         n_db, own = len(data.db_names), data.db_image
 
         def db_image(i):

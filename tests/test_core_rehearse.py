@@ -206,6 +206,10 @@ def test_r1m_dataset_reads_distractor_images_or_needs_distractor_descriptors(tmp
                                                                           ).read_text().split()[:2]
         with pytest.raises(UserError, match="`distractors` must name the R1M descriptors"):
             datasets.create("roxford5k-r1m", features="db.npy", query_features="q.npy").load(ctx)
+        listed = (tmp_path / "revisitop1m" / "revisitop1m.txt").read_text().split()
+        (tmp_path / "revisitop1m" / "jpg" / f"{listed[-1]}.jpg").unlink()
+        with pytest.raises(MissingDataError, match="extract the revisitop1m tarballs"):
+            datasets.create("roxford5k-r1m").load(ctx)
         (tmp_path / "revisitop1m" / "revisitop1m.txt").unlink()
         with pytest.raises(MissingDataError, match="R1M image list"):
             datasets.create("roxford5k-r1m").load(ctx)
