@@ -23,6 +23,7 @@ so every timing includes feature extraction.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -139,7 +140,6 @@ def with_stand_ins(job, root: Path):
     architecture (:func:`visrep.methods.cnn.backbones.stand_in_weights`) replaced by a randomly
     initialised stand-in in the layout its name implies, written once as ``root/models/<same name>``."""
     from ..methods.cnn.backbones import stand_in_weights
-    from ..spec import Job
     names: list[str] = []
 
     def fix(value):
@@ -164,8 +164,7 @@ def with_stand_ins(job, root: Path):
     params = {k: fix(v) for k, v in job.params.items()}
     if not names:
         return job, []
-    return Job(method=job.method, dataset=job.dataset, protocol=job.protocol, seed=job.seed, data_root=job.data_root,
-               params=params, dataset_params=job.dataset_params, protocol_params=job.protocol_params), sorted(set(names))
+    return dataclasses.replace(job, params=params, inputs=None), sorted(set(names))   # inputs: hashed anew
 
 
 def _cells(table_id: str | None):
