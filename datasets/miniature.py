@@ -42,6 +42,7 @@ FULL_IMAGES = {
     "oxford5k": 5063, "paris6k": 6392, "oxford105k": 105134, "paris106k": 106392,
     "roxford5k": 4993 + 70, "rparis6k": 6322 + 70, "holidays": 1491, "instre": 27293 + 1250,
     "cub200": 11788, "cifar10": 60000, "cifar100": 60000, "miniimagenet": 60000,
+    "miniimagenet-classification": 60000,
     "roxford5k-r1m": 4993 + 70 + 1001001, "rparis6k-r1m": 6322 + 70 + 1001001,
 }
 
@@ -466,6 +467,43 @@ def build_miniimagenet(root: str | Path, shared=None, n_classes: int = 5,
                      n_scale=n_classes * min(per_split.values()))
 
 
+def build_miniimagenet_ssl(root: str | Path, shared=None, n_classes: int = 5, train_per_class: int = 4,
+                           test_per_class: int = 2, labelled_per_class: int = 2, seed: int = 0) -> Miniature:
+    """``miniimagenet-ssl/{train,test}/<wnid>/image_<N>.JPEG`` (84x84, LP-DeepSSL's archives) +
+    ``ssl_labels/miniimagenet/<N>_balanced_labels/00.txt``: `n_classes` classes, with wnids and the
+    labelled images' names taken from the real labelled-subset file when present."""
+    base = Path(root) / "miniimagenet-ssl"
+    real = sorted((Path(shared) / "splits" / "ssl_labels" / "miniimagenet").glob("*_balanced_labels/00.txt")) \
+        if shared is not None else []
+    wanted: dict[str, list[str]] = {}
+    names_from = "pattern n<wnid>/image_<N>.JPEG"
+    if real:
+        for line in real[0].read_text().splitlines():
+            if line.strip():
+                f, w = line.split()
+                wanted.setdefault(w, []).append(f)
+        names_from = f"{real[0]}"
+    wnids = list(wanted)[:n_classes] or [f"n{1000000 + c:08d}" for c in range(n_classes)]
+    imgs = _class_images(n_classes, train_per_class + test_per_class, (84, 84), shared, seed)
+    files, lab = [], []
+    for c, w in enumerate(wnids):
+        real_names = wanted.get(w, [])
+        block = int(real_names[0].split("_")[1].split(".")[0]) // 600 if real_names else c
+        start = 600 * block + 550                          # names not in the real file: its class's last numbers
+        for k, img in enumerate(imgs[c]):
+            train = k < train_per_class
+            name = real_names[k] if train and k < len(real_names) else f"image_{start + k:05d}.JPEG"
+            files.append(_save(base / ("train" if train else "test") / w / name, img))
+            if train and k < labelled_per_class:
+                lab.append(f"{name} {w}")
+    p = Path(root) / "ssl_labels" / "miniimagenet" / f"{len(lab)}_balanced_labels" / "00.txt"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(lab) + "\n")
+    files.append(p)
+    return Miniature("miniimagenet-classification", Path(root), n_classes * (train_per_class + test_per_class),
+                     files, implied={"labelled": len(lab)}, names_from=names_from, n_scale=n_classes * test_per_class)
+
+
 def build_r1m(kind: str, root: str | Path, shared=None, n_distractors: int = 6, seed: int = 0) -> Miniature:
     """A revisited miniature (`kind` = roxford5k / rparis6k, :func:`build_retrieval`) + ``revisitop1m/``:
     `n_distractors` views of real photographs under R1M-style names (``ab/cd/abcd...``, as in
@@ -494,7 +532,8 @@ BUILDERS = {**{k: functools.partial(build_retrieval, k) for k in RETRIEVAL},
             "cub200": build_cub,
             "cifar10": lambda root, shared=None: build_cifar("cifar10", root, shared),
             "cifar100": lambda root, shared=None: build_cifar("cifar100", root, shared),
-            "miniimagenet": build_miniimagenet}
+            "miniimagenet": build_miniimagenet,
+            "miniimagenet-classification": build_miniimagenet_ssl}
 
 
 def build(name: str, root: str | Path, shared=None) -> Miniature:

@@ -25,6 +25,7 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
+from .download import PublishedFile
 from .episodes import sample_episodes
 from .image_files import read_rgb
 
@@ -117,3 +118,84 @@ def _pixels(image_dir: Path, files, ctx, size: int = 84) -> np.ndarray:
         im = read_rgb(image_dir / files[i])
         out[i] = im if im.shape[:2] == (size, size) else cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
     return out
+
+
+# ---------------------------------------------------------------- the semi-supervised classification view
+#: LP-DeepSSL's archives (Iscen et al. CVPR 2019, README "Mini-Imagenet"); no checksum is published
+_LPDEEP = "http://ptak.felk.cvut.cz/personal/toliageo/share/lpdeep"
+_LPDEEP_SOURCE = ("ahmetius/LP-DeepSSL README (train.tar.gz / test.tar.gz, extracted into "
+                  "data-local/images/miniimagenet): no published checksum")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def read_image_folder(folder: Path) -> tuple[list[str], list[str]]:
+    """(relative paths ``<wnid>/<file>``, wnids) of an ImageFolder split (``<folder>/<wnid>/<image>``), in
+    torchvision's ImageFolder order: classes sorted, files sorted within a class. MissingDataError if absent."""
+    if not folder.is_dir():
+        raise MissingDataError(f"miniImageNet (semi-supervised) folder {folder} not found")
+    paths, wnids = [], []
+    for cls in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = sorted(f.name for f in cls.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        paths += [f"{cls.name}/{f}" for f in files]
+        wnids += [cls.name] * len(files)
+    if not paths:
+        raise UserError(f"{folder}: no class folders with images (expected {folder}/<wnid>/<image>.JPEG)")
+    return paths, wnids
+
+
+@register
+class MiniImageNetSSL(Dataset):
+    """miniImageNet as the semi-supervised papers classify it (Iscen et al. CVPR 2019, their datasets: all 100
+    classes, 500 training and 100 test images per class, 84 x 84). Layout (LP-DeepSSL's archives, extracted)::
+
+        <root>/miniimagenet-ssl/train/<wnid>/image_<N>.JPEG     50,000 images
+        <root>/miniimagenet-ssl/test/<wnid>/image_<N>.JPEG      10,000 images
+
+    ``N`` numbers the 60,000 images of the 100 classes (600 a class); the labelled subsets
+    (``ssl_labels/miniimagenet/<n>_balanced_labels/0S.txt``, lines ``image_<N>.JPEG <wnid>``) are matched by
+    class folder and file name. Pixels (n, 84, 84, 3) uint8, resized (area) where a file has another size.
+    """
+
+    name = "miniimagenet-classification"
+    task = "classification"
+    default_protocol = "classification"
+    summary = "miniImageNet, 100 classes, 500 train / 100 test images each (LP-DeepSSL layout), labelled subsets"
+    cite = "Vinyals et al., Matching networks, NeurIPS 2016; Iscen et al., Label propagation for deep SSL, CVPR 2019"
+    folder = "miniimagenet-ssl"
+    params = (
+        Param("labelled", int, None, "semi-supervised: number of labelled training images (a split file)", low=1),
+        Param("label_split", int, 0, "which split file 0S.txt of the labelled subsets", low=0),
+        Param("labels_dir", str, None, "folder of ssl_labels/ (default <root>/ssl_labels)"),
+    )
+    files = tuple(PublishedFile(f"miniimagenet-ssl/{s}.tar.gz", None, f"{_LPDEEP}/{s}.tar.gz", required=False,
+                                source=_LPDEEP_SOURCE, pin=True, layout="merge", group="images")
+                  for s in ("train", "test"))
+
+    def load(self, ctx) -> LabelledData:
+        import hashlib
+        base = Path(ctx.data_root) / self.folder
+        splits = {}
+        for split in ("train", "test"):                       # both listed before any pixel is read
+            splits[split] = read_image_folder(base / split)
+        names = sorted(set(splits["train"][1]))
+        if sorted(set(splits["test"][1])) != names:
+            raise UserError(f"{base}: train/ and test/ hold different class folders "
+                            f"({len(names)} vs {len(set(splits['test'][1]))})")
+        index = {w: i for i, w in enumerate(names)}
+        parts = {}
+        for split, (paths, wnids) in splits.items():
+            parts[split] = LabelledData(self.name, np.array([index[w] for w in wnids]), names, split, paths=paths,
+                                        x=_pixels(base / split, paths, ctx))
+        test = parts["test"]
+        test.train = parts["train"]
+        files = {}
+        if self.cfg["labelled"]:
+            from .ssl_splits import labelled_indices_by_name, split_file
+            lab_dir = Path(self.cfg["labels_dir"]) if self.cfg["labels_dir"] else Path(ctx.data_root) / "ssl_labels"
+            sf = split_file(lab_dir, "miniimagenet", self.cfg["labelled"], self.cfg["label_split"])
+            test.train.labelled_idx = labelled_indices_by_name(sf, test.train)
+            files["labelled"] = sf
+        extra = {f"{s}_pixels": hashlib.sha256(np.ascontiguousarray(d.x).data).hexdigest() for s, d in parts.items()}
+        extra.update({f"{s}_files": hashlib.sha256("\n".join(d.paths).encode()).hexdigest() for s, d in parts.items()})
+        test.manifest = manifest_hash(files, extra)
+        return test

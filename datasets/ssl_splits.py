@@ -3,9 +3,11 @@
 
 Layout: ``<labels_dir>/<dataset>/<N>_balanced_labels/<SS>.txt`` (dataset ``cifar10``,
 ``cifar100``, ``miniimagenet``; ``SS`` = 00, 01, ... one file per random split), one
-``<filename> <class name>`` per line, e.g. ``47689_airplane.png airplane``. The number before
-the first ``_`` of the file name (or after ``image_`` for miniImageNet) is the image's index in
-the training set, in the order of the official training batches.
+``<filename> <class name>`` per line, e.g. ``47689_airplane.png airplane``. CIFAR: the number before
+the first ``_`` of the file name is the image's index in the training set, in the order of the
+official training batches (:func:`labelled_indices`). miniImageNet (``image_10776.JPEG n01532829``):
+the number counts all 60,000 images, so a line is matched by class folder and file name
+(:func:`labelled_indices_by_name`).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from visrep.errors import MissingDataError, UserError
 
-_INDEX = re.compile(r"^(?:image_)?(\d+)")
+_INDEX = re.compile(r"^(\d+)")
 
 
 def split_file(labels_dir: str | Path, dataset: str, n_labelled: int, split: int) -> Path:
@@ -81,6 +83,21 @@ def labelled_indices(path: str | Path, train) -> np.ndarray:
         b = int(bad[0])
         raise UserError(f"{path}: {names[b]} is labelled {labels[b]} but training image {idx[b]} is "
                         f"{train.class_names[train.labels[idx[b]]]}: the file does not match this training set order")
+    return idx
+
+
+def labelled_indices_by_name(path: str | Path, train) -> np.ndarray:
+    """Indices into `train` (a LabelledData whose ``paths`` are ``<class name>/<file name>``) of the labelled
+    subset of a split file; UserError naming the first line whose image the training split lacks."""
+    names, labels = read_label_file(path)
+    where = {p: i for i, p in enumerate(train.paths or [])}
+    idx = np.empty(len(names), np.int64)
+    for i, (n, c) in enumerate(zip(names, labels)):
+        j = where.get(f"{c}/{n}")
+        if j is None:
+            raise UserError(f"{path}: {n} ({c}) is not in the training split ({len(where)} images): the file does "
+                            f"not belong to this copy of the dataset")
+        idx[i] = j
     return idx
 
 

@@ -44,8 +44,10 @@ class Resolved:
 
 
 def cell_spec(row: Row, col: Column) -> Experiment:
-    """What to run for one cell: the row's method and parameters on the column's dataset/protocol."""
-    return Experiment(method=row.method, dataset=col.dataset, protocol=col.protocol, params=dict(row.params),
+    """What to run for one cell: the row's method and parameters on the column's dataset/protocol (method
+    parameters: the column's, then the column's for this method, then the row's, each overriding the last)."""
+    params = {**col.params, **col.method_params.get(row.method, {}), **row.params}
+    return Experiment(method=row.method, dataset=col.dataset, protocol=col.protocol, params=params,
                       dataset_params={**col.dataset_params, **row.dataset_params},
                       protocol_params={**col.protocol_params, **row.protocol_params},
                       requires=list(row.requires), seed=row.seed, data_root=row.data_root, label=row.label,

@@ -14,6 +14,8 @@ A table file holds what the talk published and how visrep reproduces it::
 
     [[column]]                        # a dataset/protocol cell of the table
     id = "oxf5k"; label = "Oxf5k"; dataset = "oxford5k"; protocol = "oxford"   # metric, scale, tolerance, group
+    params = {arch = "cnn13"}         # optional: method parameters of every row in this column (the network of
+    method_params = {dlp = {labelled_per_batch = 31}}   # a dataset), and of the rows of one method; a row's own win
 
     [[row]]                           # a method configuration
     id = "asmk-ma"; label = "ASMK"; method = "asmk"; scale = "full"        # or "proxy"
@@ -73,6 +75,8 @@ class Column:
     group: str = ""
     dataset_params: dict = field(default_factory=dict)
     protocol_params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)          # method parameters of every row in this column
+    method_params: dict = field(default_factory=dict)   # method name -> parameters of that method's rows here
     compare: bool = True          # False: shown, never judged (e.g. wall-clock timings)
     lower_is_better: bool = False
 
@@ -208,16 +212,22 @@ def load_table(path: str | Path) -> Table:
               scale=float(doc.get("scale", 1.0)), tolerance=float(doc.get("tolerance", 0.0)),
               attr_labels=dict(doc.get("attr_labels", {})), notes=list(doc.get("notes", [])))
     col_fields = {"id", "label", "dataset", "protocol", "metric", "scale", "tolerance", "group",
-                  "dataset_params", "protocol_params", "compare", "lower_is_better"}
+                  "dataset_params", "protocol_params", "params", "method_params", "compare", "lower_is_better"}
     for i, c in enumerate(doc.get("column", [])):
         cw = f"{w} column {i + 1}"
         _only(c, col_fields, cw)
+        mp = c.get("method_params", {})
+        if not isinstance(c.get("params", {}), dict) or not isinstance(mp, dict) or \
+                not all(isinstance(v, dict) for v in mp.values()):
+            raise UserError(f"{cw}: 'params' must be a table of method parameters and 'method_params' a table of "
+                            f"such tables by method name")
         t.columns.append(Column(id=_need(c, "id", cw), label=_need(c, "label", cw), dataset=_need(c, "dataset", cw),
                                 protocol=c.get("protocol"), metric=c.get("metric", default_metric),
                                 scale=float(c.get("scale", t.scale)),
                                 tolerance=float(c["tolerance"]) if "tolerance" in c else None,
                                 group=c.get("group", ""), dataset_params=dict(c.get("dataset_params", {})),
                                 protocol_params=dict(c.get("protocol_params", {})),
+                                params=dict(c.get("params", {})), method_params={k: dict(v) for k, v in mp.items()},
                                 compare=bool(c.get("compare", True)),
                                 lower_is_better=bool(c.get("lower_is_better", False))))
     col_ids = [c.id for c in t.columns]

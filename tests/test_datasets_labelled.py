@@ -191,3 +191,53 @@ def test_episode_sampler_properties():
     assert np.bincount(a.classes.ravel(), minlength=10).min() > 60
     with pytest.raises(UserError, match="needs 5 classes with >= 31 items"):
         sample_episodes(pool, 5, 1, 30)
+
+
+def _ssl_mini_tree(root, classes=("n01532829", "n01558993"), per=(3, 2), size=(84, 84)):
+    import cv2
+    rng = np.random.default_rng(0)
+    for split, m in zip(("train", "test"), per):
+        for c, w in enumerate(classes):
+            (root / "miniimagenet-ssl" / split / w).mkdir(parents=True)
+            for k in range(m):
+                img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                cv2.imwrite(str(root / "miniimagenet-ssl" / split / w / f"image_{600 * c + 10 * k + (split == 'test'):05d}.JPEG"), img)
+
+
+def test_miniimagenet_classification_fixture(tmp_path):
+    """LP-DeepSSL's ImageFolder layout: classes sorted, files sorted; labelled subset matched by folder and name."""
+    _ssl_mini_tree(tmp_path, size=(90, 84))                  # a file of another size is resized to 84 x 84
+    d = datasets.create("miniimagenet-classification").load(RunContext(tmp_path, quiet=True))
+    assert d.class_names == ["n01532829", "n01558993"] and d.train.x.shape == (6, 84, 84, 3)
+    assert d.x.shape == (4, 84, 84, 3) and d.labels.tolist() == [0, 0, 1, 1]
+    assert d.train.paths[:2] == ["n01532829/image_00000.JPEG", "n01532829/image_00010.JPEG"]
+    assert d.train.labels.tolist() == [0, 0, 0, 1, 1, 1] and d.train.labelled_idx is None
+    sdir = tmp_path / "ssl_labels/miniimagenet/2_balanced_labels"
+    sdir.mkdir(parents=True)
+    (sdir / "00.txt").write_text("image_00610.JPEG n01558993\nimage_00020.JPEG n01532829\n")
+    d2 = datasets.create("miniimagenet-classification", labelled=2).load(RunContext(tmp_path, quiet=True))
+    assert d2.train.labelled_idx.tolist() == [4, 2]
+    assert d2.train.labels[d2.train.labelled_idx].tolist() == [1, 0]
+    assert d2.manifest != d.manifest
+    (sdir / "01.txt").write_text("image_00001.JPEG n01532829\n")    # a test image: not in the training split
+    with pytest.raises(UserError, match="not in the training split"):
+        datasets.create("miniimagenet-classification", labelled=2, label_split=1).load(RunContext(tmp_path, quiet=True))
+    import shutil
+    shutil.rmtree(tmp_path / "miniimagenet-ssl/test/n01558993")
+    with pytest.raises(UserError, match="different class folders"):
+        datasets.create("miniimagenet-classification").load(RunContext(tmp_path, quiet=True))
+    from visrep.errors import MissingDataError
+    with pytest.raises(MissingDataError, match="miniimagenet-ssl/train"):
+        datasets.create("miniimagenet-classification").load(RunContext(tmp_path / "none", quiet=True))
+
+
+def test_miniimagenet_classification_real_split_names():
+    """The real labelled subsets name 100 wnid classes of 600 numbered images each (N // 600 = the class's block)."""
+    from visrep.datasets.ssl_splits import read_label_file
+    root = _need("splits/ssl_labels/miniimagenet")
+    names, labels = read_label_file(root / "4000_balanced_labels/00.txt")
+    block = {}
+    for n, w in zip(names, labels):
+        block.setdefault(w, set()).add(int(n.removeprefix("image_").removesuffix(".JPEG")) // 600)
+    assert len(block) == 100 and all(len(b) == 1 for b in block.values())
+    assert sorted(next(iter(b)) for b in block.values()) == list(range(100))

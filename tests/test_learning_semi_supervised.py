@@ -223,3 +223,55 @@ def test_mean_teacher_row_is_mt_dlp_stage_one(mnist, tmp_path):
     misses = shared.cache.misses
     methods.create("mean-teacher", epochs=1, **{**common, "ema_decay_after": 0.99}).run(data, shared)
     assert shared.cache.misses > misses
+
+
+def test_perturb_flip_mirrors_about_half_of_the_images_and_nothing_else():
+    x = torch.rand(400, 3, 5, 7)
+    g = torch.Generator().manual_seed(3)
+    out = perturb(x, 0, 0.0, g, flip=True)
+    same = torch.tensor([torch.equal(out[i], x[i]) for i in range(400)])
+    mirrored = torch.tensor([torch.equal(out[i], x[i].flip(2)) for i in range(400)])
+    assert bool((same ^ mirrored).all())                          # each image exactly one of the two
+    assert 160 < int(mirrored.sum()) < 240                         # p = 1/2 (binomial 400: +-4 sigma)
+
+
+def test_papers_networks_shapes_unit_features_and_parameters():
+    """DLP's networks (LP-DeepSSL architectures.py): C13 (128-d, weight-normalized) on 32x32, ResNet-18 (512-d)
+    on 84x84; features L2-normalized before the classifier (isL2); parameter counts of the published layouts."""
+    from visrep.methods.learning.convnets import make_classifier
+    torch.manual_seed(0)
+    c13 = make_classifier("cnn13", 3, 10).eval()
+    f = c13.embed(torch.rand(2, 3, 32, 32))
+    assert f.shape == (2, 128) and torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert c13(torch.rand(2, 3, 32, 32)).shape == (2, 10) and c13.head.out_features == 10
+    convs = [m for m in c13.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size[0], m.padding[0]) for m in convs] == [
+        (3, 128, 3, 1), (128, 128, 3, 1), (128, 128, 3, 1), (128, 256, 3, 1), (256, 256, 3, 1), (256, 256, 3, 1),
+        (256, 512, 3, 0), (512, 256, 1, 0), (256, 128, 1, 0)]
+    n_params = sum(p.numel() for p in c13.parameters())
+    # weights + biases of the 9 convs and the classifier, weight-norm gains (one per output unit), batch norm affine
+    w = sum(m.in_channels * m.out_channels * m.kernel_size[0] ** 2 + 2 * m.out_channels for m in convs)
+    assert n_params == w + 10 * 128 + 2 * 10 + 2 * sum(m.out_channels for m in convs)
+    r18 = make_classifier("resnet18", 3, 100).eval()
+    f = r18.embed(torch.rand(2, 3, 84, 84))
+    assert f.shape == (2, 512) and torch.allclose(f.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert sum(p.numel() for p in r18.trunk.parameters()) == 11176512     # torchvision resnet18 minus its fc
+    with pytest.raises(Exception, match="unknown network"):
+        make_classifier("vgg", 3, 10)
+
+
+def test_mean_teacher_trains_the_weight_normalized_cnn13():
+    """EMA over weight-norm's (g, v) parameters, as the MT code: the teacher stays a copy of the architecture."""
+    from visrep.methods.learning.convnets import make_classifier
+    from visrep.methods.learning.semi_supervised import copy_model
+    torch.manual_seed(0)
+    student = make_classifier("cnn13", 3, 4)
+    teacher = copy_model(student)
+    x = torch.rand(12, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 3] + [-1] * 8)
+    hist, steps = train_two_stream(student, x, np.arange(4), np.arange(4, 12), 1, mt_loss(y, y >= 0, 1.0, 0.0),
+                                   batch=6, labelled_per_batch=2, teacher=teacher, ema_decay=0.5, max_shift=2,
+                                   sigma=0.0, flip=True)
+    assert steps == 2 and np.isfinite(hist).all()                 # 8 unlabelled, 4 per batch
+    moved = [not torch.equal(a, b) for a, b in zip(teacher.parameters(), student.parameters())]
+    assert any(moved) and len(list(teacher.parameters())) == len(list(student.parameters()))

@@ -121,7 +121,22 @@ def check_regional_diffusion(row, col, cfg, dcfg):
 
 
 def check_dlp(row, col, cfg, dcfg):
-    return [("labelled", dcfg["labelled"], int(col.label.replace(",", "")))]
+    """The DLP code's settings (LP-DeepSSL helpers.load_args / README): C13 on CIFAR, ResNet-18 on miniImageNet,
+    180 epochs; CIFAR-10 batch 100 / lr 0.05 / 50 labelled per batch, else 128 / 0.2 / 31; weight decay 2e-4."""
+    c10 = col.group == "CIFAR-10"
+    out = [("labelled", dcfg["labelled"], int(col.label.replace(",", ""))),
+           ("network", cfg["arch"], "resnet18" if col.group == "miniImageNet" else "cnn13"),
+           ("batch", cfg["batch"], 100 if c10 else 128), ("lr", cfg["lr"], 0.05 if c10 else 0.2),
+           ("weight decay", cfg["weight_decay"], 2e-4)]
+    epochs = {"supervised": ("epochs",), "dlp": ("sup_epochs", "rounds"), "mean-teacher": ("epochs",),
+              "mt-dlp": ("mt_epochs", "rounds")}[row.method]
+    out += [(e, cfg[e], 180) for e in epochs]
+    if row.method != "supervised":
+        out.append(("labelled per batch", cfg["labelled_per_batch"], 50 if c10 else 31))
+    if row.method in ("mean-teacher", "mt-dlp"):
+        out += [("flip", cfg["flip"], True), ("noise", cfg["sigma"], 0.0), ("EMA", cfg["ema_decay"], 0.97), ("EMA after ramp-up", cfg["ema_decay_after"], 0.97),
+                ("translation", cfg["max_shift"], 8 if col.group == "miniImageNet" else 4)]
+    return out
 
 
 def check_dense(row, col, cfg, dcfg):

@@ -1,9 +1,10 @@
 """Tiny convolutional networks and a seeded training loop shared by the Part III methods.
 
 Used by :mod:`visrep.methods.learning.label_propagation` (deep label propagation), and
-:mod:`visrep.methods.learning.few_shot` (dense classification, implanting). They are proxies of the
-papers' networks (C13 / ResNet-18 / ResNet-12) sized for CPU runs on MNIST and scikit-learn
-digits; the algorithms around them are the papers'.
+:mod:`visrep.methods.learning.few_shot` (dense classification, implanting). :class:`ConvNet` is a
+proxy of the papers' networks sized for CPU runs on MNIST and scikit-learn digits; the
+semi-supervised plugins also build the papers' own C13 and ResNet-18 (:func:`make_classifier`,
+``arch``), which the full-scale rows use; the algorithms around them are the papers'.
 
 - :class:`ConvNet`: ``blocks`` x [conv 3x3 - batch norm - ReLU (- 2x2 max-pool except on the last
   block)], so the last block keeps a spatial map (what dense classification needs); then global
@@ -96,6 +97,84 @@ def make_convnet(in_ch: int = 1, width: int = 32, blocks: int = 3, n_classes: in
             return self.classify(self.embed(x))
 
     return ConvNet()
+
+
+#: networks of the semi-supervised tables: the proxy ConvNet, and the papers' own (Iscen et al. CVPR 2019, Sec. 5)
+ARCHS = ("convnet", "cnn13", "resnet18")
+
+
+def make_cnn13(n_classes: int, in_ch: int = 3):
+    """The 13-layer ConvNet of the mean teacher / DLP on CIFAR (Laine & Aila ICLR 2017, Table 5; Tarvainen &
+    Valpola NIPS 2017; LP-DeepSSL ``architectures.CNN``): 3 x [conv 3x3 128] - max-pool 2 - dropout 0.5 -
+    3 x [conv 3x3 256] - max-pool 2 - dropout 0.5 - conv 3x3 512 (no padding) - conv 1x1 256 - conv 1x1 128 -
+    global average pooling; weight-normalized convolutions and classifier, batch norm, leaky ReLU 0.1. The
+    128-d feature is L2-normalized before the classifier (the DLP code's ``isL2``). At 32 x 32 inputs the
+    code's 6 x 6 average pooling is this global pooling. ``embed`` (B, 3, H, W) -> (B, 128) unit vectors."""
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.nn.utils.parametrizations import weight_norm
+
+    def block(ci, co, k, pad):
+        return [weight_norm(nn.Conv2d(ci, co, k, padding=pad)), nn.BatchNorm2d(co), nn.LeakyReLU(0.1)]
+
+    class CNN13(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(
+                *block(in_ch, 128, 3, 1), *block(128, 128, 3, 1), *block(128, 128, 3, 1),
+                nn.MaxPool2d(2, 2), nn.Dropout(0.5),
+                *block(128, 256, 3, 1), *block(256, 256, 3, 1), *block(256, 256, 3, 1),
+                nn.MaxPool2d(2, 2), nn.Dropout(0.5),
+                *block(256, 512, 3, 0), *block(512, 256, 1, 0), *block(256, 128, 1, 0))
+            self.dim = 128
+            self.head = weight_norm(nn.Linear(128, n_classes))
+
+        def embed(self, x):
+            return F.normalize(self.trunk(x).mean(dim=(2, 3)), dim=1)
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    return CNN13()
+
+
+def make_resnet18(n_classes: int, in_ch: int = 3):
+    """ResNet-18 (He et al. CVPR 2016; torchvision's layout and initialization, randomly initialized) as the DLP
+    code trains it on 84 x 84 miniImageNet (LP-DeepSSL ``architectures.resnet18``): the 512-d globally pooled
+    feature is L2-normalized before the linear classifier (``isL2``). ``embed`` (B, 3, H, W) -> (B, 512)."""
+    import torch.nn.functional as F
+    import torchvision
+    from torch import nn
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            net = torchvision.models.resnet18(weights=None)
+            if in_ch != 3:
+                net.conv1 = nn.Conv2d(in_ch, 64, 7, 2, 3, bias=False)
+            net.fc = nn.Identity()
+            self.trunk = net
+            self.dim = 512
+            self.head = nn.Linear(512, n_classes)
+
+        def embed(self, x):
+            return F.normalize(self.trunk(x), dim=1)
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    return ResNet18()
+
+
+def make_classifier(arch: str, in_ch: int, n_classes: int, width: int = 16, blocks: int = 3):
+    """The network named by `arch` (:data:`ARCHS`) with a classifier head of `n_classes`."""
+    if arch == "convnet":
+        return make_convnet(in_ch=in_ch, width=width, blocks=blocks, n_classes=n_classes)
+    if arch == "cnn13":
+        return make_cnn13(n_classes, in_ch)
+    if arch == "resnet18":
+        return make_resnet18(n_classes, in_ch)
+    raise UserError(f"unknown network {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
 def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64, seed: int = 0,

@@ -54,8 +54,8 @@ def mt_stage(ctx, model, teacher, x, li, unl, y, cfg, epochs: int, progress=None
     checkpoint its stage 2 resumes). x (n, C, H, W) torch; li, unl index arrays; y (n,) torch long, -1 where
     unlabelled. Returns (losses per epoch, steps)."""
     from .semi_supervised import mt_loss, train_two_stream
-    keys = ("width", "blocks", "lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "sigma",
-            "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
+    keys = ("arch", "width", "blocks", "lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "sigma",
+            "flip", "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
     settings = {**{k: cfg[k] for k in keys}, "epochs": int(epochs), "seed": ctx.seed}
 
     def train():
@@ -77,11 +77,12 @@ def supervised_step(ctx, model, train, cfg, epochs: int) -> list:
     li = np.asarray(train.labelled_idx, dtype=np.int64)
     xl, yl = np.asarray(train.x)[li], np.asarray(train.labels)[li]
     batch = min(cfg["batch"], len(li))
-    settings = {"epochs": int(epochs), "lr": cfg["lr"], "batch": batch, "width": cfg["width"],
-                "blocks": cfg["blocks"], "seed": ctx.seed, "n_out": int(model.head.out_features)}
+    settings = {"epochs": int(epochs), "lr": cfg["lr"], "batch": batch, "arch": cfg["arch"], "width": cfg["width"],
+                "blocks": cfg["blocks"], "weight_decay": cfg["weight_decay"], "seed": ctx.seed,
+                "n_out": int(model.head.out_features)}
     return trained_once(ctx, "supervised-net", model, {"x": xl, "y": yl}, settings,
                         lambda: train_classifier(model, images_to_tensor(xl), yl, epochs, lr=cfg["lr"], batch=batch,
-                                                 seed=ctx.seed))
+                                                 seed=ctx.seed, weight_decay=cfg["weight_decay"]))
 
 
 def _train_split(data):
@@ -95,19 +96,25 @@ def _train_split(data):
     return train
 
 
+#: the network of the semi-supervised and active-learning plugins (:func:`.convnets.make_classifier`)
+ARCH_PARAM = Param("arch", str, "convnet", "network: 'convnet' (the proxy of convnets.py, width x blocks), 'cnn13' "
+                   "(the MT / DLP 13-layer ConvNet of CIFAR), 'resnet18' (DLP's miniImageNet network)",
+                   choices=("convnet", "cnn13", "resnet18"))
+
 NET_PARAMS = (
+    ARCH_PARAM,
     Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
     Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
     Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
     Param("batch", int, 64, "minibatch size", low=2),
+    Param("weight_decay", float, 5e-4, "SGD weight decay (the DLP code on CIFAR / miniImageNet: 2e-4)", low=0),
 )
 
 
 def _net(train, cfg, n_classes):
-    from .convnets import make_convnet
+    from .convnets import make_classifier
     x = np.asarray(train.x)
-    return make_convnet(in_ch=1 if x.ndim == 3 else x.shape[3], width=cfg["width"], blocks=cfg["blocks"],
-                        n_classes=n_classes)
+    return make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"])
 
 
 def _scores(model, data):
@@ -174,6 +181,7 @@ FEW_SHOT_PARAMS = (
     Param("epochs", int, 5, "base-class training epochs", low=1),
     Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
     Param("batch", int, 64, "minibatch size", low=2),
+    Param("weight_decay", float, 5e-4, "SGD weight decay (the DLP code on CIFAR / miniImageNet: 2e-4)", low=0),
 )
 
 
@@ -225,6 +233,7 @@ PROPAGATION_PARAMS = (
 )
 
 SSL_PARAMS = (
+    ARCH_PARAM,
     Param("width", int, 16, "channels of the first conv block (x2 per block, at most x4)", low=1),
     Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),
     Param("lr", float, 0.05, "SGD learning rate (Nesterov momentum 0.9, cosine-annealed; MT / DLP code: 0.05)",
@@ -235,6 +244,8 @@ SSL_PARAMS = (
     Param("max_shift", int, 2, "input perturbation: random translation by up to this many pixels (MT: 2)", low=0),
     Param("sigma", float, 0.15, "input perturbation: Gaussian noise std, in units of the training images' pixel "
           "std (MT: 0.15 on ZCA-normalized, unit-variance inputs)", low=0),
+    Param("flip", bool, False, "input perturbation: random horizontal flips (MT / DLP code on CIFAR and "
+          "miniImageNet; off for digits)"),
 )
 
 MT_PARAMS = (
@@ -272,7 +283,7 @@ def ssl_kwargs(cfg, x) -> dict:
     ``sigma`` is given in units of the pixel std of the training images ``x`` (MT adds its noise
     to unit-variance inputs), so the noise has the paper's relative strength on [0, 1] images.
     """
-    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift")}
+    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "flip")}
     kw["sigma"] = float(cfg["sigma"]) * float(x.std()) if cfg["sigma"] else 0.0
     return kw
 

@@ -166,7 +166,8 @@ class DLP(Method):
             acc_hist.append(float(np.mean(y[unl] == train.labels[unl])) if len(unl) else 1.0)
             with ctx.phase("train"):
                 train_classifier(model, x_all, y, c["epochs_per_round"], lr=c["lr"], batch=c["batch"],
-                                 seed=ctx.seed + 1 + r, sample_weight=w, batch_sampler=sampler)
+                                 seed=ctx.seed + 1 + r, sample_weight=w, batch_sampler=sampler,
+                                 weight_decay=c["weight_decay"])
         # how good the propagated labels were (uses the hidden labels of U: a diagnostic, not a score)
         stats["pseudo_label_accuracy_first"] = acc_hist[0]
         stats["pseudo_label_accuracy_last"] = acc_hist[-1]
@@ -452,10 +453,11 @@ class PseudoLabel(Method):
     task = "classification"
     summary = "pseudo-labels: argmax class of unlabelled items as targets, weight alpha(t) ramped between T1 and T2"
     cite = CITE_PL
-    params = SSL_PARAMS[:5] + (
+    params = tuple(p for p in SSL_PARAMS if p.name in ("arch", "width", "blocks", "lr", "weight_decay", "batch")) + (
         Param("labelled_per_batch", int, 32, "labelled items in every minibatch (Lee: 32 labelled, 256 "
               "unlabelled)", low=1),
         Param("max_shift", int, 0, "input translation (Lee: none)", low=0),
+        Param("flip", bool, False, "random horizontal flips (Lee: none)"),
         Param("sigma", float, 0.0, "input Gaussian noise, in pixel stds (Lee: none; dropout in his network)", low=0),
         Param("epochs", int, 1000, "epochs over the unlabelled items", low=1),
         Param("alpha_f", float, 3.0, "final weight of the pseudo-label loss (Eq. 16; paper: 3)", low=0),

@@ -97,11 +97,15 @@ def pseudo_label_targets(logits, threshold: float = 0.0):
     return y, conf >= threshold
 
 
-def perturb(x, max_shift: int, sigma: float, generator):
-    """Random translation of every image by up to ``max_shift`` pixels (zero padding) plus Gaussian
-    noise of std ``sigma``: the input noise of MT (App. B). x (B, C, H, W) -> same shape."""
+def perturb(x, max_shift: int, sigma: float, generator, flip: bool = False):
+    """Random horizontal flip of every image with probability 1/2 (``flip``; the MT and DLP code on CIFAR),
+    random translation by up to ``max_shift`` pixels (zero padding) plus Gaussian noise of std ``sigma``:
+    the input noise of MT (App. B). x (B, C, H, W) -> same shape."""
     import torch
     b, _, h, w = x.shape
+    if flip:
+        f = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(f[:, None, None, None], x.flip(3), x)
     if max_shift > 0:
         s = int(max_shift)
         xp = torch.nn.functional.pad(x, (s, s, s, s))
@@ -161,7 +165,7 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
                      lr: float = 0.05, batch: int = 100, labelled_per_batch: int = 50, seed: int = 0,
                      weight_decay: float = 2e-4, teacher=None, ema_decay: float = 0.99,
                      ema_decay_after: float | None = None, rampup_epochs: float = 0.0, max_shift: int = 2,
-                     sigma: float = 0.15, epoch_offset: float = 0.0, total_epochs: float | None = None,
+                     sigma: float = 0.15, flip: bool = False, epoch_offset: float = 0.0, total_epochs: float | None = None,
                      step_offset: int = 0, progress=None) -> tuple[list, int]:
     """SGD (Nesterov momentum 0.9, cosine-annealed lr) over two-stream batches; returns (losses per epoch, steps).
 
@@ -197,11 +201,11 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(t / total, 1.0)))
             xb = x[idx]
-            s_logits = model(perturb(xb, max_shift, sigma, g))
+            s_logits = model(perturb(xb, max_shift, sigma, g, flip))
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(perturb(xb, max_shift, sigma, g))
+                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip))
             loss = loss_fn(s_logits, t_logits, idx, t)
             opt.zero_grad()
             loss.backward()
