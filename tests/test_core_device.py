@@ -92,3 +92,25 @@ def test_faiss_on_a_gpu_without_faiss_gpu_warns_and_searches_on_the_cpu():
     np.testing.assert_array_equal(i_gpu, i_cpu)
     ctx = RunContext(device="auto")
     assert ctx.faiss_device() == "cpu"
+
+
+def test_semi_supervised_training_follows_the_device_and_gives_the_same_network():
+    """supervised / mean-teacher / dlp move their network to ctx.torch_device() and each batch to it (here torch's
+    'cpu:0', the non-CPU code path): the same seed gives the same scores as on the plain CPU."""
+    from visrep.context import shared_data_dir
+    from visrep.registry import datasets, methods
+    shared = shared_data_dir()
+    if shared is None or not (shared / "classification" / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST test set (../shared/data/classification/mnist) is absent")
+    d = datasets.create("mnist", labelled=20, train_from_test=120).load(RunContext(shared / "classification", quiet=True))
+    test = d.subset(np.arange(50))
+    test.train = d.train
+    for name, params in (("supervised", {"epochs": 2}), ("mean-teacher", {"epochs": 1, "flip": True}),
+                         ("dlp", {"sup_epochs": 1, "rounds": 1, "k": 5})):
+        outs = []
+        for dev in ("cpu", "cpu:0"):
+            ctx = RunContext(quiet=True)
+            ctx._torch_device = dev
+            outs.append(methods.create(name, width=4, blocks=2, **params).run(test, ctx)["scores"])
+            assert ctx.device_used == dev
+        np.testing.assert_allclose(outs[1], outs[0], atol=1e-5, err_msg=name)

@@ -95,7 +95,7 @@ class ActiveLearningMethod(Method):
         ceal_idx, ceal_y = np.zeros(0, np.int64), np.zeros(0, np.int64)
         for cycle in ctx.progress(range(c["cycles"]), desc="active-learning cycles", total=c["cycles"], unit="cycle"):
             seed_torch(ctx.seed)                              # the same initialization at every cycle and strategy
-            model = _net(train, c, C)
+            model = _net(train, c, C, ctx.torch_device())
             with ctx.phase("train"):
                 out = train_cycle(model, x, np.concatenate([li, ceal_idx]),
                                   np.concatenate([train.labels[li], ceal_y]), C, epochs=c["epochs"],

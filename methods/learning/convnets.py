@@ -185,7 +185,8 @@ def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64
     Loss per batch: ``sum_i w_i CE(model(x_i), y_i) / batch`` with ``w = sample_weight`` (n,)
     (ones by default) -- the weighted loss of DLP (Iscen et al. CVPR 2019, Eq. 12). ``loss_fn(model,
     xb, yb) -> (B,) per-item losses`` replaces the cross-entropy (dense classification). Learning
-    rate decays by cosine annealing to 0 over all steps. ``batch_sampler(generator) -> list of
+    rate decays by cosine annealing to 0 over all steps. Batches move to the model's device (``x`` stays where
+    it is: the CPU). ``batch_sampler(generator) -> list of
     index tensors`` replaces the random permutation of each epoch (e.g. DLP's batches mixing
     labelled and unlabelled items). Deterministic for a fixed seed on CPU.
     Returns the list of mean losses per epoch.
@@ -196,6 +197,7 @@ def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64
     n = len(y)
     if n == 0:
         raise UserError("cannot train on an empty set")
+    dev = module_device(model)
     y = torch.as_tensor(np.asarray(y), dtype=torch.long)
     w = torch.ones(n) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
     g = torch.Generator().manual_seed(int(seed))
@@ -219,7 +221,7 @@ def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64
         for idx in batches:
             if len(idx) < 2 and n >= 2:  # batch norm needs 2 items
                 continue
-            xb, yb, wb = x[idx], y[idx], w[idx]
+            xb, yb, wb = x[idx].to(dev), y[idx].to(dev), w[idx].to(dev)
             per = loss_fn(model, xb, yb) if loss_fn else F.cross_entropy(model(xb), yb, reduction="none")
             loss = (wb * per).sum() / len(idx)
             opt.zero_grad()
@@ -233,11 +235,21 @@ def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64
     return history
 
 
-def embed(fn, x, batch: int = 512) -> np.ndarray:
-    """``fn`` (a module method, e.g. ``model.embed``) over `x` (torch (n, ...)) in batches -> (n, d) float32."""
+def module_device(module):
+    """The device of a network's parameters (cpu for a network without any)."""
     import torch
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def embed(fn, x, batch: int = 512) -> np.ndarray:
+    """``fn`` (a network, or a method of one, e.g. ``model.embed``) over `x` (torch (n, ...), on the CPU) in
+    batches, each moved to the network's device -> (n, d) float32 numpy."""
+    import torch
+    owner = getattr(fn, "__self__", fn)
+    dev = module_device(owner) if isinstance(owner, torch.nn.Module) else torch.device("cpu")
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            out.append(fn(x[s:s + batch]).float().numpy())
+            out.append(fn(x[s:s + batch].to(dev)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

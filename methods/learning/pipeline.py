@@ -111,10 +111,12 @@ NET_PARAMS = (
 )
 
 
-def _net(train, cfg, n_classes):
+def _net(train, cfg, n_classes, device="cpu"):
+    """The plugin's network (``arch``) for `train`'s images with `n_classes` outputs, on `device` (ctx.torch_device())."""
     from .convnets import make_classifier
     x = np.asarray(train.x)
-    return make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"])
+    net = make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"])
+    return net.to(device)
 
 
 def _scores(model, data):
@@ -261,12 +263,12 @@ MT_PARAMS = (
 )
 
 
-def ssl_setup(data, cfg, seed: int):
-    """(train split, student network, images (n, C, H, W) torch, labelled idx, unlabelled idx)."""
+def ssl_setup(data, cfg, seed: int, device="cpu"):
+    """(train split, student network on `device`, images (n, C, H, W) torch on the CPU, labelled idx, unlabelled idx)."""
     from .convnets import images_to_tensor, seed_torch
     train = _train_split(data)
     seed_torch(seed)
-    model = _net(train, cfg, data.n_classes)
+    model = _net(train, cfg, data.n_classes, device)
     li = np.asarray(train.labelled_idx, dtype=np.int64)
     unl = np.setdiff1d(np.arange(len(train)), li)
     return train, model, images_to_tensor(train.x), li, unl

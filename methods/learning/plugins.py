@@ -89,7 +89,7 @@ class Supervised(Method):
         train = _train_split(data)
         c = self.cfg
         seed_torch(ctx.seed)
-        model = _net(train, c, data.n_classes)
+        model = _net(train, c, data.n_classes, ctx.torch_device())
         li = np.asarray(train.labelled_idx)
         with ctx.phase("train"):
             hist = supervised_step(ctx, model, train, c, c["epochs"])
@@ -129,7 +129,7 @@ class DLP(Method):
         c = self.cfg
         C = data.n_classes
         seed_torch(ctx.seed)
-        model = _net(train, c, C)
+        model = _net(train, c, C, ctx.torch_device())
         li = np.asarray(train.labelled_idx, dtype=np.int64)
         yl = train.labels[li]
         x_all = images_to_tensor(train.x)
@@ -436,7 +436,7 @@ class MeanTeacher(Method):
 
         from .semi_supervised import copy_model
         c = self.cfg
-        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed, ctx.torch_device())
         teacher = copy_model(model)
         y = torch.full((len(train),), -1, dtype=torch.long)
         y[li] = torch.as_tensor(train.labels[li])
@@ -479,7 +479,7 @@ class PseudoLabel(Method):
         c = self.cfg
         if c["t2"] <= c["t1"]:
             raise UserError(f"method '{self.name}': t2 must exceed t1, got t1 = {c['t1']}, t2 = {c['t2']}")
-        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed, ctx.torch_device())
         y = torch.full((len(train),), -1, dtype=torch.long)
         y[li] = torch.as_tensor(train.labels[li])
         is_lab = y >= 0
@@ -528,7 +528,7 @@ class MTDLP(Method):
         from .convnets import embed
         from .semi_supervised import copy_model, train_two_stream
         c = self.cfg
-        train, model, x, li, unl = ssl_setup(data, c, ctx.seed)
+        train, model, x, li, unl = ssl_setup(data, c, ctx.seed, ctx.torch_device())
         n, C = len(train), data.n_classes
         check_at_most(c["k"], n - 1, "k", f"method '{self.name}'",
                       f"{data.name} has {n} training items, so at most {n - 1} neighbours each")

@@ -174,9 +174,13 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
     (same architecture), it sees its own perturbation of the batch (training mode, no gradient) and
     is EMA-updated after every step with ``ema_decay`` during the ramp-up and ``ema_decay_after``
     (default: the same) after it. ``total_epochs`` (default epoch_offset + epochs) sets the cosine
-    schedule, so a training split in stages follows one schedule.
+    schedule, so a training split in stages follows one schedule. Images, perturbations and losses stay on
+    the CPU; each perturbed batch goes to the networks' device and the logits come back.
     """
     import torch
+
+    from .convnets import module_device
+    dev = module_device(model)
     labelled = np.asarray(labelled, dtype=np.int64)
     unlabelled = np.asarray(unlabelled, dtype=np.int64)
     g = torch.Generator().manual_seed(int(seed))
@@ -201,11 +205,11 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(t / total, 1.0)))
             xb = x[idx]
-            s_logits = model(perturb(xb, max_shift, sigma, g, flip))
+            s_logits = model(perturb(xb, max_shift, sigma, g, flip).to(dev)).cpu()
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip))
+                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip).to(dev)).cpu()
             loss = loss_fn(s_logits, t_logits, idx, t)
             opt.zero_grad()
             loss.backward()
