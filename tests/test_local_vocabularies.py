@@ -168,3 +168,30 @@ def test_vocabulary_learning_shows_progress_per_iteration(tmp_path):
     ctx = Ctx(cache=Cache(tmp_path), quiet=False)
     vocabulary_for(x, "kmeans", 5, ctx, {"train": "toy"}, niter=4)
     assert seen == [("kmeans vocabulary k=5", 4, "iter")] * 4
+
+
+def test_bow_vocabulary_options_reach_the_fit(monkeypatch):
+    """vocab_checks -> 8 trees x ceil(checks / 8) points per leaf; agm_m -> AGM's m; checks with exact k-means is
+    an error (the AGM paper's Table 1 settings are plugin parameters, not silent defaults)."""
+    from visrep.methods.local import pipeline
+    from visrep.registry import methods
+    assert pipeline.vocabulary_options(methods.create("bow", vocabulary="akm", vocab_checks=200).cfg) == \
+        {"n_trees": 8, "leaf_size": 25}
+    assert pipeline.vocabulary_options(methods.create("bow", vocabulary="agm", vocab_checks=100, agm_m=100).cfg) == \
+        {"n_trees": 8, "leaf_size": 13, "m": 100}
+    assert pipeline.vocabulary_options(methods.create("bow", vocabulary="rakm").cfg) == {}
+    with pytest.raises(UserError, match="assigns exactly"):
+        pipeline.vocabulary_options(methods.create("bow", vocabulary="kmeans", vocab_checks=64).cfg)
+    seen = {}
+
+    def fake_fit(method, x, k, seed=0, niter=20, progress=None, **opts):
+        seen.update(method=method, niter=niter, **opts)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(pipeline, "fit_vocabulary", fake_fit)
+    from visrep.context import RunContext
+    m = methods.create("bow", vocabulary="agm", k=8, vocab_niter=15, vocab_checks=100, agm_m=7)
+    with pytest.raises(RuntimeError, match="stop here"):
+        m.vocabulary(type("D", (), {"name": "d", "manifest": "x"})(), RunContext(quiet=True),
+                     np.random.default_rng(0).random((50, 4), dtype=np.float32))
+    assert seen == {"method": "agm", "niter": 15, "n_trees": 8, "leaf_size": 13, "m": 7}

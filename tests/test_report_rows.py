@@ -75,6 +75,10 @@ def check_agm(row, col, cfg, dcfg):
     else:
         out.append(("k", cfg["k"], _k_of(row.attrs["k"])))
     out.append(("no cap below k", cfg["vocab_limit"] == 0 or cfg["vocab_limit"] >= cfg["k"], True))
+    agm = row.label == "AGM"                     # the paper's Table 1: 40 / 15 iterations, 200 / 100 checks, m = 100
+    out += [("iterations", cfg["vocab_niter"], 15 if agm else 40), ("checks", cfg["vocab_checks"], 100 if agm else 200)]
+    if agm:
+        out.append(("memory m", cfg["agm_m"], 100))
     return out
 
 

@@ -63,9 +63,27 @@ VOCAB_PARAMS = (
           "database descriptors (e.g. an independent dataset, as in the papers)"),
     Param("vocab_limit", int, 200000, "subsample at most this many training descriptors (0 = all); k above it "
           "is an error, never a silent cap", low=0),
+    Param("vocab_checks", int, None, "akm / rakm / agm: points examined per approximate nearest-centroid search "
+          "(the AGM paper's FLANN checks: 100 for AGM, 200 for AKM / RAKM); None = 8 trees x 16 per leaf = 128",
+          low=8),
+    Param("agm_m", int, 4, "agm: nearest components kept per point, the AGM paper's memory m (100 in its "
+          "large-scale experiment)", low=1),
     Param("local_features", str, "rootsift", "local descriptor", choices=("sift", "rootsift")),
     Param("max_features", int, 1000, "strongest keypoints kept per image (0 = all)", low=0),
 )
+
+
+def vocabulary_options(cfg) -> dict:
+    """fit_vocabulary's options from VOCAB_PARAMS: ``vocab_checks`` as a forest of 8 trees with
+    ceil(checks / 8) points per leaf (akm, rakm, agm), ``agm_m`` as AGM's m."""
+    opts = {}
+    if cfg["vocab_checks"] is not None:
+        if cfg["vocabulary"] == "kmeans":
+            raise UserError("vocab_checks sets the approximate search of akm / rakm / agm; 'kmeans' assigns exactly")
+        opts.update(n_trees=8, leaf_size=-(-cfg["vocab_checks"] // 8))
+    if cfg["vocabulary"] == "agm":
+        opts["m"] = cfg["agm_m"]
+    return opts
 
 
 class LocalFeatureRetrieval(Method):
@@ -106,7 +124,7 @@ class LocalFeatureRetrieval(Method):
         check_at_most(cfg["k"], len(x), "k", f"method '{self.name}'", f"there are {len(x)} training "
                       f"descriptors (from {source}, vocab_limit={cfg['vocab_limit'] or 'all'})")
         voc = vocabulary_for(x, cfg["vocabulary"], cfg["k"], ctx, key, niter=cfg["vocab_niter"],
-                             data=None if cfg["vocab_train"] else data)
+                             data=None if cfg["vocab_train"] else data, **vocabulary_options(cfg))
         if db_x.shape[1] != voc.dim:
             raise UserError(f"{self.name}: vocabulary has dimension {voc.dim} but descriptors have {db_x.shape[1]}")
         return voc
