@@ -31,7 +31,8 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
-from .download import PublishedFile, read_pickle
+from .download import PublishedFile, check_known, read_pickle
+from .ssl_splits import published_label_files
 
 #: where the md5 digests below come from
 TORCHVISION = "torchvision/datasets/cifar.py (CIFAR10/CIFAR100: tgz_md5, train_list, test_list, meta)"
@@ -108,6 +109,7 @@ class _Cifar(Dataset):
                 raise MissingDataError(f"{self.name}: labelled={self.cfg['labelled']} needs the training batches in {base}")
             lab_dir = Path(self.cfg["labels_dir"]) if self.cfg["labels_dir"] else Path(ctx.data_root) / "ssl_labels"
             sf = split_file(lab_dir, self.name, self.cfg["labelled"], self.cfg["label_split"])
+            check_known(self, root, sf)                       # a published split file: its digest first
             test.train.labelled_idx = labelled_indices(sf, test.train)
             files["labelled"] = sf
         test.manifest = manifest_hash(files)
@@ -123,7 +125,8 @@ class Cifar10(_Cifar):
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_file, meta_file = "test_batch", "batches.meta"
     files = (PublishedFile("cifar-10-python.tar.gz", None, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                           170498071, md5="c58f30108f718f92721af3b95e74349a", source=TORCHVISION),)
+                           170498071, md5="c58f30108f718f92721af3b95e74349a", source=TORCHVISION),
+             ) + published_label_files("cifar10")
     members = tuple(PublishedFile(f"cifar-10-batches-py/{f}", md5=md5, source=TORCHVISION, required=False,
                                   inside="cifar-10-python.tar.gz") for f, md5 in (
         ("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
@@ -142,7 +145,8 @@ class Cifar100(_Cifar):
     test_file, meta_file = "test", "meta"
     label_key, names_key, n_classes = b"fine_labels", b"fine_label_names", 100
     files = (PublishedFile("cifar-100-python.tar.gz", None, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                           169001437, md5="eb9058c3a382ffc7106e4002c42a8d85", source=TORCHVISION),)
+                           169001437, md5="eb9058c3a382ffc7106e4002c42a8d85", source=TORCHVISION),
+             ) + published_label_files("cifar100")
     members = tuple(PublishedFile(f"cifar-100-python/{f}", md5=md5, source=TORCHVISION, required=False,
                                   inside="cifar-100-python.tar.gz") for f, md5 in (
         ("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),

@@ -25,9 +25,10 @@ from visrep.manifest import manifest_hash
 from visrep.params import Param
 from visrep.registry import register
 
-from .download import PublishedFile
+from .download import PublishedFile, check_known
 from .episodes import sample_episodes
 from .image_files import read_rgb
+from .ssl_splits import published_label_files
 
 _RAVI = "https://raw.githubusercontent.com/twitter-research/meta-learning-lstm/0cffa2481619ce643d0951bd637bf05b23ef827a/data/miniImagenet"
 _SUMS = {"train": ("498519cd8e49ce97ed26a4a3638966698ae41ab35e9c68538319fc9b46ba7d2f", 1228815),
@@ -169,7 +170,7 @@ class MiniImageNetSSL(Dataset):
     )
     files = tuple(PublishedFile(f"miniimagenet-ssl/{s}.tar.gz", None, f"{_LPDEEP}/{s}.tar.gz", required=False,
                                 source=_LPDEEP_SOURCE, pin=True, layout="merge", group="images")
-                  for s in ("train", "test"))
+                  for s in ("train", "test")) + published_label_files("miniimagenet")
 
     def load(self, ctx) -> LabelledData:
         import hashlib
@@ -193,6 +194,7 @@ class MiniImageNetSSL(Dataset):
             from .ssl_splits import labelled_indices_by_name, split_file
             lab_dir = Path(self.cfg["labels_dir"]) if self.cfg["labels_dir"] else Path(ctx.data_root) / "ssl_labels"
             sf = split_file(lab_dir, "miniimagenet", self.cfg["labelled"], self.cfg["label_split"])
+            check_known(self, ctx.data_root, sf)              # a published split file: its digest first
             test.train.labelled_idx = labelled_indices_by_name(sf, test.train)
             files["labelled"] = sf
         extra = {f"{s}_pixels": hashlib.sha256(np.ascontiguousarray(d.x).data).hexdigest() for s, d in parts.items()}

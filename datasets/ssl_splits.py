@@ -11,14 +11,28 @@ the number counts all 60,000 images, so a line is matched by class folder and fi
 """
 from __future__ import annotations
 
+import functools
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
+from visrep.api import DataFile
 from visrep.errors import MissingDataError, UserError
 
 _INDEX = re.compile(r"^(\d+)")
+
+
+@functools.lru_cache(maxsize=None)
+def published_label_files(dataset: str) -> tuple[DataFile, ...]:
+    """The LP-DeepSSL labelled-subset files of `dataset` ('cifar10', 'cifar100', 'miniimagenet') that the tables
+    use, as DataFiles ``ssl_labels/<dataset>/<N>_balanced_labels/<SS>.txt`` with their sha256 and size at the
+    pinned commit (``ssl_labels.toml``) and raw.githubusercontent.com URLs at that commit; optional files."""
+    doc = tomllib.loads(Path(__file__).with_name("ssl_labels.toml").read_text())
+    base = f"https://raw.githubusercontent.com/ahmetius/LP-DeepSSL/{doc['commit']}/data-local/labels"
+    return tuple(DataFile(f"ssl_labels/{p}", v["sha256"], f"{base}/{p}", v["size"], required=False)
+                 for p, v in doc["files"].items() if p.split("/")[0] == dataset)
 
 
 def split_file(labels_dir: str | Path, dataset: str, n_labelled: int, split: int) -> Path:

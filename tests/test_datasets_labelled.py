@@ -241,3 +241,31 @@ def test_miniimagenet_classification_real_split_names():
         block.setdefault(w, set()).add(int(n.removeprefix("image_").removesuffix(".JPEG")) // 600)
     assert len(block) == 100 and all(len(b) == 1 for b in block.values())
     assert sorted(next(iter(b)) for b in block.values()) == list(range(100))
+
+
+def test_published_label_files_match_the_real_ones_and_are_checked_before_reading(tmp_path):
+    """The declared LP-DeepSSL digests equal the real split files of ../shared/data; a declared file that differs
+    is refused (ChecksumMismatch) before it is parsed."""
+    import hashlib
+
+    from visrep.datasets.download import ChecksumMismatch
+    from visrep.datasets.ssl_splits import published_label_files
+    root = _need("splits")
+    compared = 0
+    for ds in ("cifar10", "cifar100", "miniimagenet"):
+        files = published_label_files(ds)
+        assert files and all(f.url.startswith("https://raw.githubusercontent.com/ahmetius/LP-DeepSSL/dd3b4aa")
+                             for f in files)
+        for f in files:
+            real = root / f.path
+            if real.exists():
+                data = real.read_bytes()
+                assert (hashlib.sha256(data).hexdigest(), len(data)) == (f.sha256, f.size), f.path
+                compared += 1
+    assert compared >= 12
+    _ssl_mini_tree(tmp_path)
+    bad = tmp_path / "ssl_labels/miniimagenet/4000_balanced_labels/00.txt"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("image_00000.JPEG n01532829\n")
+    with pytest.raises(ChecksumMismatch):
+        datasets.create("miniimagenet-classification", labelled=4000).load(RunContext(tmp_path, quiet=True))

@@ -78,6 +78,7 @@ SCALE_DOWN = {
     "per_class": (_at_most(4), "images of each class in a metric-learning minibatch: min(per_class, 4)"),
     "images_per_epoch": (_at_most(lambda n: n), "min(images_per_epoch, n)"),
     "labelled": (None, "the miniature's labelled subset (its <N>_balanced_labels file)"),
+    "label_split": (None, "the miniature's one split file of that subset (00.txt)"),
 }
 
 LINEAR_NOTE = ("Full-scale estimates are linear: miniature time (memory) x full-scale images / miniature images. "
