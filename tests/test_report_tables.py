@@ -183,3 +183,21 @@ def test_bad_table_files_name_the_problem(tmp_path):
         load_table(_write(tmp_path, base + col + '[[row]]\nid = "r"\nlabel = "R"\npublised = { a = 1.0 }\n'))
     with pytest.raises(UserError, match="cannot read table file"):
         load_table(_write(tmp_path, "id = ", name="t.toml"))
+
+
+def test_column_method_parameters_merge_column_then_method_then_row(tmp_path):
+    from visrep.reports.evaluate import cell_spec
+    text = ('id = "t"\ntitle = "x"\nslide = 1\ncitation = "c"\n'
+            '[[column]]\nid = "a"\nlabel = "A"\ndataset = "cifar10"\n'
+            'params = { arch = "cnn13", lr = 0.05 }\nmethod_params = { dlp = { lr = 0.2, labelled_per_batch = 31 } }\n'
+            '[[row]]\nid = "s"\nlabel = "S"\nmethod = "supervised"\n'
+            '[[row]]\nid = "d"\nlabel = "D"\nmethod = "dlp"\n'
+            '[[row]]\nid = "e"\nlabel = "E"\nmethod = "dlp"\nparams = { lr = 0.1 }\n')
+    t = load_table(_write(tmp_path, text))
+    col = t.columns[0]
+    assert cell_spec(t.rows[0], col).params == {"arch": "cnn13", "lr": 0.05}
+    assert cell_spec(t.rows[1], col).params == {"arch": "cnn13", "lr": 0.2, "labelled_per_batch": 31}
+    assert cell_spec(t.rows[2], col).params == {"arch": "cnn13", "lr": 0.1, "labelled_per_batch": 31}
+    with pytest.raises(UserError, match="method_params"):
+        load_table(_write(tmp_path, text.replace("method_params = { dlp = { lr = 0.2, labelled_per_batch = 31 } }",
+                                                 "method_params = { dlp = 3 }")))
