@@ -275,3 +275,29 @@ def test_mean_teacher_trains_the_weight_normalized_cnn13():
     assert steps == 2 and np.isfinite(hist).all()                 # 8 unlabelled, 4 per batch
     moved = [not torch.equal(a, b) for a, b in zip(teacher.parameters(), student.parameters())]
     assert any(moved) and len(list(teacher.parameters())) == len(list(student.parameters()))
+
+
+def test_perturb_reflect_padding_mirrors_the_border():
+    """pad='reflect' (the MT code's RandomTranslateWithReflect): a shifted image's uncovered border repeats the
+    image mirrored about its edge row/column, never zeros."""
+    x = torch.arange(1, 1 + 6 * 6, dtype=torch.float32).reshape(1, 1, 6, 6).repeat(50, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    out = perturb(x, 2, 0.0, g, pad="reflect")
+    padded = torch.nn.functional.pad(x[:1], (2, 2, 2, 2), mode="reflect")[0, 0]
+    windows = {tuple(padded[dy:dy + 6, dx:dx + 6].flatten().tolist()) for dy in range(5) for dx in range(5)}
+    assert all(tuple(o[0].flatten().tolist()) in windows for o in out) and bool((out > 0).all())
+    assert len({tuple(o[0].flatten().tolist()) for o in out}) > 5       # several different shifts drawn
+
+
+def test_supervised_training_perturbs_batches_only_when_asked(mnist):
+    """augmented_loss: None for the proxies (max_shift 0, no flip: results unchanged); with flips and shifts the
+    same seed gives another network than without."""
+    from visrep.methods.learning.pipeline import augmented_loss
+    from visrep.registry import methods
+    assert augmented_loss(methods.create("supervised").cfg, 0) is None
+    assert augmented_loss(methods.create("supervised", flip=True).cfg, 0) is not None
+    data, ctx = mnist
+    a = methods.create("supervised", epochs=1, width=4, blocks=2).run(data, ctx)["scores"]
+    b = methods.create("supervised", epochs=1, width=4, blocks=2, max_shift=2, flip=True, pad="reflect").run(
+        data, ctx)["scores"]
+    assert a.shape == b.shape and not np.allclose(a, b)

@@ -137,9 +137,12 @@ def check_dlp(row, col, cfg, dcfg):
     out += [(e, cfg[e], 180) for e in epochs]
     if row.method != "supervised":
         out.append(("labelled per batch", cfg["labelled_per_batch"], 50 if c10 else 31))
+    mini = col.group == "miniImageNet"          # RandomCrop(84, padding 8) vs RandomTranslateWithReflect(4)
+    out += [("flip", cfg["flip"], True), ("translation", cfg["max_shift"], 8 if mini else 4),
+            ("padding", cfg["pad"], "zeros" if mini else "reflect")]
     if row.method in ("mean-teacher", "mt-dlp"):
-        out += [("flip", cfg["flip"], True), ("noise", cfg["sigma"], 0.0), ("EMA", cfg["ema_decay"], 0.97), ("EMA after ramp-up", cfg["ema_decay_after"], 0.97),
-                ("translation", cfg["max_shift"], 8 if col.group == "miniImageNet" else 4)]
+        out += [("noise", cfg["sigma"], 0.0), ("EMA", cfg["ema_decay"], 0.97),
+                ("EMA after ramp-up", cfg["ema_decay_after"], 0.97)]
     return out
 
 

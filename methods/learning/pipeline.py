@@ -55,7 +55,7 @@ def mt_stage(ctx, model, teacher, x, li, unl, y, cfg, epochs: int, progress=None
     unlabelled. Returns (losses per epoch, steps)."""
     from .semi_supervised import mt_loss, train_two_stream
     keys = ("arch", "width", "blocks", "lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "sigma",
-            "flip", "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
+            "flip", "pad", "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
     settings = {**{k: cfg[k] for k in keys}, "epochs": int(epochs), "seed": ctx.seed}
 
     def train():
@@ -78,11 +78,12 @@ def supervised_step(ctx, model, train, cfg, epochs: int) -> list:
     xl, yl = np.asarray(train.x)[li], np.asarray(train.labels)[li]
     batch = min(cfg["batch"], len(li))
     settings = {"epochs": int(epochs), "lr": cfg["lr"], "batch": batch, "arch": cfg["arch"], "width": cfg["width"],
-                "blocks": cfg["blocks"], "weight_decay": cfg["weight_decay"], "seed": ctx.seed,
-                "n_out": int(model.head.out_features)}
+                "blocks": cfg["blocks"], "weight_decay": cfg["weight_decay"], "max_shift": cfg["max_shift"],
+                "flip": cfg["flip"], "pad": cfg["pad"], "seed": ctx.seed, "n_out": int(model.head.out_features)}
     return trained_once(ctx, "supervised-net", model, {"x": xl, "y": yl}, settings,
                         lambda: train_classifier(model, images_to_tensor(xl), yl, epochs, lr=cfg["lr"], batch=batch,
-                                                 seed=ctx.seed, weight_decay=cfg["weight_decay"]))
+                                                 seed=ctx.seed, weight_decay=cfg["weight_decay"],
+                                                 loss_fn=augmented_loss(cfg, ctx.seed)))
 
 
 def _train_split(data):
@@ -96,6 +97,9 @@ def _train_split(data):
     return train
 
 
+PAD_PARAM = Param("pad", str, "zeros", "what a translation uncovers: 'zeros', or 'reflect' (the MT / DLP code's "
+                  "RandomTranslateWithReflect on CIFAR)", choices=("zeros", "reflect"))
+
 #: the network of the semi-supervised and active-learning plugins (:func:`.convnets.make_classifier`)
 ARCH_PARAM = Param("arch", str, "convnet", "network: 'convnet' (the proxy of convnets.py, width x blocks), 'cnn13' "
                    "(the MT / DLP 13-layer ConvNet of CIFAR), 'resnet18' (DLP's miniImageNet network)",
@@ -108,7 +112,29 @@ NET_PARAMS = (
     Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
     Param("batch", int, 64, "minibatch size", low=2),
     Param("weight_decay", float, 5e-4, "SGD weight decay (the DLP code on CIFAR / miniImageNet: 2e-4)", low=0),
+    Param("max_shift", int, 0, "training images translated at random by up to this many pixels (the DLP code: 4 on "
+          "CIFAR, 8 on miniImageNet; 0 = none, the proxies)", low=0),
+    Param("flip", bool, False, "training images flipped horizontally at random (the DLP code; off for digits)"),
+    PAD_PARAM,
 )
+
+
+def augmented_loss(cfg, seed: int):
+    """None (plain cross-entropy on the images as they are) or a ``loss_fn`` of :func:`.convnets.train_classifier`
+    that perturbs each batch first (:func:`.semi_supervised.perturb`: ``flip``, ``max_shift``, ``pad``; no noise),
+    as the DLP code's training transform does for its supervised and propagation epochs."""
+    if not cfg["max_shift"] and not cfg["flip"]:
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    from .semi_supervised import perturb
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+
+    def loss(model, xb, yb):
+        return F.cross_entropy(model(perturb(xb, cfg["max_shift"], 0.0, g, cfg["flip"], cfg["pad"])), yb,
+                               reduction="none")
+    return loss
 
 
 def _net(train, cfg, n_classes, device="cpu"):
@@ -183,7 +209,6 @@ FEW_SHOT_PARAMS = (
     Param("epochs", int, 5, "base-class training epochs", low=1),
     Param("lr", float, 0.05, "SGD learning rate (cosine-annealed)", low=0, open_low=True),
     Param("batch", int, 64, "minibatch size", low=2),
-    Param("weight_decay", float, 5e-4, "SGD weight decay (the DLP code on CIFAR / miniImageNet: 2e-4)", low=0),
 )
 
 
@@ -248,6 +273,7 @@ SSL_PARAMS = (
           "std (MT: 0.15 on ZCA-normalized, unit-variance inputs)", low=0),
     Param("flip", bool, False, "input perturbation: random horizontal flips (MT / DLP code on CIFAR and "
           "miniImageNet; off for digits)"),
+    PAD_PARAM,
 )
 
 MT_PARAMS = (
@@ -285,7 +311,7 @@ def ssl_kwargs(cfg, x) -> dict:
     ``sigma`` is given in units of the pixel std of the training images ``x`` (MT adds its noise
     to unit-variance inputs), so the noise has the paper's relative strength on [0, 1] images.
     """
-    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "flip")}
+    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "flip", "pad")}
     kw["sigma"] = float(cfg["sigma"]) * float(x.std()) if cfg["sigma"] else 0.0
     return kw
 

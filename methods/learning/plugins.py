@@ -46,6 +46,7 @@ from .pipeline import (
     MOM_NET_PARAMS,
     MT_PARAMS,
     NET_PARAMS,
+    PAD_PARAM,
     PROPAGATION_PARAMS,
     SSL_PARAMS,
     SUPERVISED_FINETUNE_PARAMS,
@@ -57,6 +58,7 @@ from .pipeline import (
     _net,
     _scores,
     _train_split,
+    augmented_loss,
     embed_images,
     finetune,
     mom_images,
@@ -167,7 +169,7 @@ class DLP(Method):
             with ctx.phase("train"):
                 train_classifier(model, x_all, y, c["epochs_per_round"], lr=c["lr"], batch=c["batch"],
                                  seed=ctx.seed + 1 + r, sample_weight=w, batch_sampler=sampler,
-                                 weight_decay=c["weight_decay"])
+                                 weight_decay=c["weight_decay"], loss_fn=augmented_loss(c, ctx.seed + 1 + r))
         # how good the propagated labels were (uses the hidden labels of U: a diagnostic, not a score)
         stats["pseudo_label_accuracy_first"] = acc_hist[0]
         stats["pseudo_label_accuracy_last"] = acc_hist[-1]
@@ -458,6 +460,7 @@ class PseudoLabel(Method):
               "unlabelled)", low=1),
         Param("max_shift", int, 0, "input translation (Lee: none)", low=0),
         Param("flip", bool, False, "random horizontal flips (Lee: none)"),
+        PAD_PARAM,
         Param("sigma", float, 0.0, "input Gaussian noise, in pixel stds (Lee: none; dropout in his network)", low=0),
         Param("epochs", int, 1000, "epochs over the unlabelled items", low=1),
         Param("alpha_f", float, 3.0, "final weight of the pseudo-label loss (Eq. 16; paper: 3)", low=0),

@@ -97,25 +97,27 @@ def pseudo_label_targets(logits, threshold: float = 0.0):
     return y, conf >= threshold
 
 
-def perturb(x, max_shift: int, sigma: float, generator, flip: bool = False):
+def perturb(x, max_shift: int, sigma: float, generator, flip: bool = False, pad: str = "zeros"):
     """Random horizontal flip of every image with probability 1/2 (``flip``; the MT and DLP code on CIFAR),
-    random translation by up to ``max_shift`` pixels (zero padding) plus Gaussian noise of std ``sigma``:
-    the input noise of MT (App. B). x (B, C, H, W) -> same shape."""
+    random translation by up to ``max_shift`` pixels (``pad`` 'zeros', or 'reflect' as the MT code's
+    RandomTranslateWithReflect) plus Gaussian noise of std ``sigma``: the input noise of MT (App. B).
+    x (B, C, H, W) on any device -> same shape and device; the random numbers come from the CPU `generator`."""
     import torch
     b, _, h, w = x.shape
+    dev = x.device
     if flip:
-        f = torch.rand(b, generator=generator) < 0.5
+        f = (torch.rand(b, generator=generator) < 0.5).to(dev)
         x = torch.where(f[:, None, None, None], x.flip(3), x)
     if max_shift > 0:
         s = int(max_shift)
-        xp = torch.nn.functional.pad(x, (s, s, s, s))
+        xp = torch.nn.functional.pad(x, (s, s, s, s), mode="reflect" if pad == "reflect" else "constant")
         dy = torch.randint(0, 2 * s + 1, (b,), generator=generator)
         dx = torch.randint(0, 2 * s + 1, (b,), generator=generator)
-        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None]          # (B, H, 1)
-        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :]          # (B, 1, W)
-        x = xp.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None].to(dev)          # (B, H, 1)
+        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :].to(dev)          # (B, 1, W)
+        x = xp.permute(0, 2, 3, 1)[torch.arange(b, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2)
     if sigma > 0:
-        x = x + sigma * torch.randn(x.shape, generator=generator)
+        x = x + sigma * torch.randn(x.shape, generator=generator).to(dev)
     return x
 
 
@@ -165,7 +167,8 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
                      lr: float = 0.05, batch: int = 100, labelled_per_batch: int = 50, seed: int = 0,
                      weight_decay: float = 2e-4, teacher=None, ema_decay: float = 0.99,
                      ema_decay_after: float | None = None, rampup_epochs: float = 0.0, max_shift: int = 2,
-                     sigma: float = 0.15, flip: bool = False, epoch_offset: float = 0.0, total_epochs: float | None = None,
+                     sigma: float = 0.15, flip: bool = False, pad: str = "zeros", epoch_offset: float = 0.0,
+                     total_epochs: float | None = None,
                      step_offset: int = 0, progress=None) -> tuple[list, int]:
     """SGD (Nesterov momentum 0.9, cosine-annealed lr) over two-stream batches; returns (losses per epoch, steps).
 
@@ -205,11 +208,11 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(t / total, 1.0)))
             xb = x[idx]
-            s_logits = model(perturb(xb, max_shift, sigma, g, flip).to(dev)).cpu()
+            s_logits = model(perturb(xb, max_shift, sigma, g, flip, pad).to(dev)).cpu()
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip).to(dev)).cpu()
+                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip, pad).to(dev)).cpu()
             loss = loss_fn(s_logits, t_logits, idx, t)
             opt.zero_grad()
             loss.backward()
