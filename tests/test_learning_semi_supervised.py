@@ -301,3 +301,36 @@ def test_supervised_training_perturbs_batches_only_when_asked(mnist):
     b = methods.create("supervised", epochs=1, width=4, blocks=2, max_shift=2, flip=True, pad="reflect").run(
         data, ctx)["scores"]
     assert a.shape == b.shape and not np.allclose(a, b)
+
+
+def test_perturb_rotation_known_answers():
+    """rotate: a centred disc stays (nearest-pixel resampling), a 90-degree range turns a bar into one of its
+    rotations or in between; zero rotation and rotate=0 leave images untouched."""
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(21.0), torch.arange(21.0), indexing="ij")
+    disc = (((yy - 10) ** 2 + (xx - 10) ** 2) <= 36).float()[None, None].repeat(8, 1, 1, 1)
+    out = perturb(disc, 0, 0.0, g, rotate=10.0)
+    assert float((out - disc).abs().sum()) <= 8 * 8              # a handful of rim pixels at most per image
+    assert torch.equal(perturb(disc, 0, 0.0, g, rotate=0.0), disc)
+    bar = torch.zeros(1, 1, 21, 21)
+    bar[0, 0, 10, 2:19] = 1.0                                     # horizontal bar through the centre
+    vertical = perturb(bar.repeat(200, 1, 1, 1), 0, 0.0, g, rotate=90.0)
+    ends = vertical[:, 0, 10, 2] + vertical[:, 0, 10, 18]         # the bar's tips stay only for small angles
+    assert bool((vertical[:, 0, 10, 10] == 1).all())               # the centre never moves
+    assert 0 < int((ends == 0).sum()) < 200
+
+
+def test_input_norm_standardizes_inside_the_network():
+    from visrep.methods.learning.convnets import CHANNEL_STATS, make_classifier
+    torch.manual_seed(0)
+    plain = make_classifier("cnn13", 3, 5).eval()
+    torch.manual_seed(0)
+    normed = make_classifier("cnn13", 3, 5, input_norm="cifar").eval()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in CHANNEL_STATS["cifar"])
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(normed(x), plain((x - mean) / std), atol=1e-5)
+    assert torch.allclose(normed.embed(x), plain.embed((x - mean) / std), atol=1e-5)
+    assert normed.head is normed.net.head and normed.head.out_features == 5
+    assert {k for k in normed.state_dict() if not k.startswith("net.")} == {"mean", "std"}
+    with pytest.raises(Exception, match="channels"):
+        make_classifier("convnet", 1, 5, input_norm="miniimagenet")

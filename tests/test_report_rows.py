@@ -139,7 +139,8 @@ def check_dlp(row, col, cfg, dcfg):
         out.append(("labelled per batch", cfg["labelled_per_batch"], 50 if c10 else 31))
     mini = col.group == "miniImageNet"          # RandomCrop(84, padding 8) vs RandomTranslateWithReflect(4)
     out += [("flip", cfg["flip"], True), ("translation", cfg["max_shift"], 8 if mini else 4),
-            ("padding", cfg["pad"], "zeros" if mini else "reflect")]
+            ("padding", cfg["pad"], "zeros" if mini else "reflect"), ("rotation", cfg["rotate"], 10.0 if mini else 0.0),
+            ("input standardization", cfg["input_norm"], "miniimagenet" if mini else "cifar")]
     if row.method in ("mean-teacher", "mt-dlp"):
         out += [("noise", cfg["sigma"], 0.0), ("EMA", cfg["ema_decay"], 0.97),
                 ("EMA after ramp-up", cfg["ema_decay_after"], 0.97)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from visrep.api import Method
-from visrep.methods.learning.pipeline import ARCH_PARAM, PROPAGATION_PARAMS
+from visrep.methods.learning.pipeline import ARCH_PARAM, NORM_PARAM, PROPAGATION_PARAMS
 from visrep.params import Param
 
 # ---------------------------------------------------------------- deep active learning
@@ -25,6 +25,7 @@ ACTIVE_LEARNING_PARAMS = (
              "the supervised epochs as in Iscen et al.'s Alg. 1 (the authors' AL code propagates in all of its 200 "
              "epochs, from the pre-trained initialisation); used when semi_supervised", low=1),
     ARCH_PARAM,
+    NORM_PARAM,
     Param("width", int, 16, "channels of the first conv block of the proxy network (x2 per block, at most x4)",
              low=1),
     Param("blocks", int, 3, "conv blocks of the proxy network", low=1, high=6),

@@ -166,15 +166,61 @@ def make_resnet18(n_classes: int, in_ch: int = 3):
     return ResNet18()
 
 
-def make_classifier(arch: str, in_ch: int, n_classes: int, width: int = 16, blocks: int = 3):
-    """The network named by `arch` (:data:`ARCHS`) with a classifier head of `n_classes`."""
+#: per-channel (mean, std) of [0, 1] pixels the DLP code normalizes its inputs with (LP-DeepSSL
+#: mean_teacher/datasets.py: the CIFAR-10 values for both CIFAR sets; miniImageNet's mean_pix / std_pix / 255)
+CHANNEL_STATS = {
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "miniimagenet": ((120.39586422 / 255, 115.59361427 / 255, 104.54012653 / 255),
+                     (70.68188272 / 255, 68.27635443 / 255, 72.54505529 / 255)),
+}
+
+
+def make_classifier(arch: str, in_ch: int, n_classes: int, width: int = 16, blocks: int = 3,
+                    input_norm: str = "none"):
+    """The network named by `arch` (:data:`ARCHS`) with a classifier head of `n_classes`; ``input_norm`` (a key
+    of :data:`CHANNEL_STATS`) standardizes each input channel first, inside the network."""
     if arch == "convnet":
-        return make_convnet(in_ch=in_ch, width=width, blocks=blocks, n_classes=n_classes)
-    if arch == "cnn13":
-        return make_cnn13(n_classes, in_ch)
-    if arch == "resnet18":
-        return make_resnet18(n_classes, in_ch)
-    raise UserError(f"unknown network {arch!r}; choose one of {', '.join(ARCHS)}")
+        net = make_convnet(in_ch=in_ch, width=width, blocks=blocks, n_classes=n_classes)
+    elif arch == "cnn13":
+        net = make_cnn13(n_classes, in_ch)
+    elif arch == "resnet18":
+        net = make_resnet18(n_classes, in_ch)
+    else:
+        raise UserError(f"unknown network {arch!r}; choose one of {', '.join(ARCHS)}")
+    if input_norm == "none":
+        return net
+    if input_norm not in CHANNEL_STATS:
+        raise UserError(f"unknown input normalization {input_norm!r}; choose one of none, {', '.join(CHANNEL_STATS)}")
+    mean, std = CHANNEL_STATS[input_norm]
+    if in_ch != len(mean):
+        raise UserError(f"input_norm={input_norm!r} has {len(mean)} channels, the images {in_ch}")
+    return _normalized(net, mean, std)
+
+
+def _normalized(net, mean, std):
+    """`net` behind a fixed per-channel standardization ``(x - mean) / std`` (buffers; no parameters)."""
+    import torch
+    from torch import nn
+
+    class Normalized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.dim = net.dim
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+        @property
+        def head(self):
+            return self.net.head
+
+        def embed(self, x):
+            return self.net.embed((x - self.mean) / self.std)
+
+        def forward(self, x):
+            return self.net((x - self.mean) / self.std)
+
+    return Normalized()
 
 
 def train_classifier(model, x, y, epochs: int, lr: float = 0.05, batch: int = 64, seed: int = 0,

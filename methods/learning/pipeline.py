@@ -55,7 +55,7 @@ def mt_stage(ctx, model, teacher, x, li, unl, y, cfg, epochs: int, progress=None
     unlabelled. Returns (losses per epoch, steps)."""
     from .semi_supervised import mt_loss, train_two_stream
     keys = ("arch", "width", "blocks", "lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "sigma",
-            "flip", "pad", "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
+            "flip", "pad", "rotate", "input_norm", "consistency", "rampup_epochs", "ema_decay", "ema_decay_after")
     settings = {**{k: cfg[k] for k in keys}, "epochs": int(epochs), "seed": ctx.seed}
 
     def train():
@@ -79,7 +79,8 @@ def supervised_step(ctx, model, train, cfg, epochs: int) -> list:
     batch = min(cfg["batch"], len(li))
     settings = {"epochs": int(epochs), "lr": cfg["lr"], "batch": batch, "arch": cfg["arch"], "width": cfg["width"],
                 "blocks": cfg["blocks"], "weight_decay": cfg["weight_decay"], "max_shift": cfg["max_shift"],
-                "flip": cfg["flip"], "pad": cfg["pad"], "seed": ctx.seed, "n_out": int(model.head.out_features)}
+                "flip": cfg["flip"], "pad": cfg["pad"], "rotate": cfg["rotate"],
+                "input_norm": cfg["input_norm"], "seed": ctx.seed, "n_out": int(model.head.out_features)}
     return trained_once(ctx, "supervised-net", model, {"x": xl, "y": yl}, settings,
                         lambda: train_classifier(model, images_to_tensor(xl), yl, epochs, lr=cfg["lr"], batch=batch,
                                                  seed=ctx.seed, weight_decay=cfg["weight_decay"],
@@ -100,6 +101,12 @@ def _train_split(data):
 PAD_PARAM = Param("pad", str, "zeros", "what a translation uncovers: 'zeros', or 'reflect' (the MT / DLP code's "
                   "RandomTranslateWithReflect on CIFAR)", choices=("zeros", "reflect"))
 
+NORM_PARAM = Param("input_norm", str, "none", "standardize each input channel inside the network with the DLP "
+                   "code's statistics: 'cifar' (its CIFAR-10 values, used for both CIFAR sets), 'miniimagenet', or "
+                   "'none' (pixels in [0, 1])", choices=("none", "cifar", "miniimagenet"))
+ROTATE_PARAM = Param("rotate", float, 0.0, "training images rotated at random by up to this many degrees (the "
+                     "DLP code on miniImageNet: 10; 0 = none)", low=0, high=180)
+
 #: the network of the semi-supervised and active-learning plugins (:func:`.convnets.make_classifier`)
 ARCH_PARAM = Param("arch", str, "convnet", "network: 'convnet' (the proxy of convnets.py, width x blocks), 'cnn13' "
                    "(the MT / DLP 13-layer ConvNet of CIFAR), 'resnet18' (DLP's miniImageNet network)",
@@ -116,14 +123,17 @@ NET_PARAMS = (
           "CIFAR, 8 on miniImageNet; 0 = none, the proxies)", low=0),
     Param("flip", bool, False, "training images flipped horizontally at random (the DLP code; off for digits)"),
     PAD_PARAM,
+    ROTATE_PARAM,
+    NORM_PARAM,
 )
 
 
 def augmented_loss(cfg, seed: int):
     """None (plain cross-entropy on the images as they are) or a ``loss_fn`` of :func:`.convnets.train_classifier`
-    that perturbs each batch first (:func:`.semi_supervised.perturb`: ``flip``, ``max_shift``, ``pad``; no noise),
+    that perturbs each batch first (:func:`.semi_supervised.perturb`: ``rotate``, ``flip``, ``max_shift``, ``pad``;
+    no noise),
     as the DLP code's training transform does for its supervised and propagation epochs."""
-    if not cfg["max_shift"] and not cfg["flip"]:
+    if not cfg["max_shift"] and not cfg["flip"] and not cfg["rotate"]:
         return None
     import torch
     import torch.nn.functional as F
@@ -132,8 +142,8 @@ def augmented_loss(cfg, seed: int):
     g = torch.Generator().manual_seed(int(seed) + 7919)
 
     def loss(model, xb, yb):
-        return F.cross_entropy(model(perturb(xb, cfg["max_shift"], 0.0, g, cfg["flip"], cfg["pad"])), yb,
-                               reduction="none")
+        return F.cross_entropy(model(perturb(xb, cfg["max_shift"], 0.0, g, cfg["flip"], cfg["pad"], cfg["rotate"])),
+                               yb, reduction="none")
     return loss
 
 
@@ -141,7 +151,8 @@ def _net(train, cfg, n_classes, device="cpu"):
     """The plugin's network (``arch``) for `train`'s images with `n_classes` outputs, on `device` (ctx.torch_device())."""
     from .convnets import make_classifier
     x = np.asarray(train.x)
-    net = make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"])
+    net = make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"],
+                          cfg["input_norm"])
     return net.to(device)
 
 
@@ -274,6 +285,8 @@ SSL_PARAMS = (
     Param("flip", bool, False, "input perturbation: random horizontal flips (MT / DLP code on CIFAR and "
           "miniImageNet; off for digits)"),
     PAD_PARAM,
+    ROTATE_PARAM,
+    NORM_PARAM,
 )
 
 MT_PARAMS = (
@@ -311,7 +324,8 @@ def ssl_kwargs(cfg, x) -> dict:
     ``sigma`` is given in units of the pixel std of the training images ``x`` (MT adds its noise
     to unit-variance inputs), so the noise has the paper's relative strength on [0, 1] images.
     """
-    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "flip", "pad")}
+    kw = {k: cfg[k] for k in ("lr", "weight_decay", "batch", "labelled_per_batch", "max_shift", "flip", "pad",
+                              "rotate")}
     kw["sigma"] = float(cfg["sigma"]) * float(x.std()) if cfg["sigma"] else 0.0
     return kw
 

@@ -97,14 +97,25 @@ def pseudo_label_targets(logits, threshold: float = 0.0):
     return y, conf >= threshold
 
 
-def perturb(x, max_shift: int, sigma: float, generator, flip: bool = False, pad: str = "zeros"):
-    """Random horizontal flip of every image with probability 1/2 (``flip``; the MT and DLP code on CIFAR),
-    random translation by up to ``max_shift`` pixels (``pad`` 'zeros', or 'reflect' as the MT code's
-    RandomTranslateWithReflect) plus Gaussian noise of std ``sigma``: the input noise of MT (App. B).
-    x (B, C, H, W) on any device -> same shape and device; the random numbers come from the CPU `generator`."""
+def perturb(x, max_shift: int, sigma: float, generator, flip: bool = False, pad: str = "zeros",
+            rotate: float = 0.0):
+    """Random rotation by an angle uniform in [-rotate, rotate] degrees about the centre (nearest pixel, zeros
+    outside: torchvision's RandomRotation, the DLP code on miniImageNet), random horizontal flip with
+    probability 1/2 (``flip``; the MT and DLP code), random translation by up to ``max_shift`` pixels (``pad``
+    'zeros', or 'reflect' as the MT code's RandomTranslateWithReflect) plus Gaussian noise of std ``sigma``:
+    the input noise of MT (App. B). x (B, C, H, W) on any device -> same shape and device; the random numbers
+    come from the CPU `generator`."""
     import torch
     b, _, h, w = x.shape
     dev = x.device
+    if rotate > 0:
+        import torch.nn.functional as F
+        a = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(rotate)
+        c, s_ = torch.cos(a), torch.sin(a)
+        theta = torch.zeros(b, 2, 3)                       # normalized coordinates; aspect ratio kept
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s_ * h / w, s_ * w / h, c
+        grid = F.affine_grid(theta.to(dev), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if flip:
         f = (torch.rand(b, generator=generator) < 0.5).to(dev)
         x = torch.where(f[:, None, None, None], x.flip(3), x)
@@ -167,7 +178,8 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
                      lr: float = 0.05, batch: int = 100, labelled_per_batch: int = 50, seed: int = 0,
                      weight_decay: float = 2e-4, teacher=None, ema_decay: float = 0.99,
                      ema_decay_after: float | None = None, rampup_epochs: float = 0.0, max_shift: int = 2,
-                     sigma: float = 0.15, flip: bool = False, pad: str = "zeros", epoch_offset: float = 0.0,
+                     sigma: float = 0.15, flip: bool = False, pad: str = "zeros", rotate: float = 0.0,
+                     epoch_offset: float = 0.0,
                      total_epochs: float | None = None,
                      step_offset: int = 0, progress=None) -> tuple[list, int]:
     """SGD (Nesterov momentum 0.9, cosine-annealed lr) over two-stream batches; returns (losses per epoch, steps).
@@ -208,11 +220,11 @@ def train_two_stream(model, x, labelled: np.ndarray, unlabelled: np.ndarray, epo
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(t / total, 1.0)))
             xb = x[idx]
-            s_logits = model(perturb(xb, max_shift, sigma, g, flip, pad).to(dev)).cpu()
+            s_logits = model(perturb(xb, max_shift, sigma, g, flip, pad, rotate).to(dev)).cpu()
             t_logits = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip, pad).to(dev)).cpu()
+                    t_logits = teacher(perturb(xb, max_shift, sigma, g, flip, pad, rotate).to(dev)).cpu()
             loss = loss_fn(s_logits, t_logits, idx, t)
             opt.zero_grad()
             loss.backward()
