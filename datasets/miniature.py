@@ -501,7 +501,8 @@ def build_miniimagenet_ssl(root: str | Path, shared=None, n_classes: int = 5, tr
     p.write_text("\n".join(lab) + "\n")
     files.append(p)
     return Miniature("miniimagenet-classification", Path(root), n_classes * (train_per_class + test_per_class),
-                     files, implied={"labelled": len(lab), "label_split": 0}, names_from=names_from, n_scale=n_classes * test_per_class)
+                     files, implied={"labelled": len(lab), "label_split": 0}, names_from=names_from,
+                     n_scale=n_classes * test_per_class)
 
 
 def build_r1m(kind: str, root: str | Path, shared=None, n_distractors: int = 6, seed: int = 0) -> Miniature:

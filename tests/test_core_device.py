@@ -102,7 +102,8 @@ def test_semi_supervised_training_follows_the_device_and_gives_the_same_network(
     shared = shared_data_dir()
     if shared is None or not (shared / "classification" / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("real MNIST test set (../shared/data/classification/mnist) is absent")
-    d = datasets.create("mnist", labelled=20, train_from_test=120).load(RunContext(shared / "classification", quiet=True))
+    d = datasets.create("mnist", labelled=20, train_from_test=120).load(
+        RunContext(shared / "classification", quiet=True))
     test = d.subset(np.arange(50))
     test.train = d.train
     for name, params in (("supervised", {"epochs": 2}), ("mean-teacher", {"epochs": 1, "flip": True}),

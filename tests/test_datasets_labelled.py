@@ -201,7 +201,8 @@ def _ssl_mini_tree(root, classes=("n01532829", "n01558993"), per=(3, 2), size=(8
             (root / "miniimagenet-ssl" / split / w).mkdir(parents=True)
             for k in range(m):
                 img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-                cv2.imwrite(str(root / "miniimagenet-ssl" / split / w / f"image_{600 * c + 10 * k + (split == 'test'):05d}.JPEG"), img)
+                name = f"image_{600 * c + 10 * k + (split == 'test'):05d}.JPEG"
+                cv2.imwrite(str(root / "miniimagenet-ssl" / split / w / name), img)
 
 
 def test_miniimagenet_classification_fixture(tmp_path):

@@ -128,7 +128,8 @@ def check_dlp(row, col, cfg, dcfg):
     """The DLP code's settings (LP-DeepSSL helpers.load_args / README): C13 on CIFAR, ResNet-18 on miniImageNet,
     180 epochs; CIFAR-10 batch 100 / lr 0.05 / 50 labelled per batch, else 128 / 0.2 / 31; weight decay 2e-4."""
     c10 = col.group == "CIFAR-10"
-    out = [("labelled", dcfg["labelled"], int(col.label.replace(",", ""))), ("split (the paper's first)", dcfg["label_split"], 10),
+    out = [("labelled", dcfg["labelled"], int(col.label.replace(",", ""))),
+           ("split (the paper's first)", dcfg["label_split"], 10),
            ("network", cfg["arch"], "resnet18" if col.group == "miniImageNet" else "cnn13"),
            ("batch", cfg["batch"], 100 if c10 else 128), ("lr", cfg["lr"], 0.05 if c10 else 0.2),
            ("weight decay", cfg["weight_decay"], 2e-4)]

@@ -131,8 +131,7 @@ NET_PARAMS = (
 def augmented_loss(cfg, seed: int):
     """None (plain cross-entropy on the images as they are) or a ``loss_fn`` of :func:`.convnets.train_classifier`
     that perturbs each batch first (:func:`.semi_supervised.perturb`: ``rotate``, ``flip``, ``max_shift``, ``pad``;
-    no noise),
-    as the DLP code's training transform does for its supervised and propagation epochs."""
+    no noise), as the DLP code's training transform does for its supervised and propagation epochs."""
     if not cfg["max_shift"] and not cfg["flip"] and not cfg["rotate"]:
         return None
     import torch
@@ -148,7 +147,8 @@ def augmented_loss(cfg, seed: int):
 
 
 def _net(train, cfg, n_classes, device="cpu"):
-    """The plugin's network (``arch``) for `train`'s images with `n_classes` outputs, on `device` (ctx.torch_device())."""
+    """The plugin's network (``arch``) for `train`'s images with `n_classes` outputs, on `device`
+    (ctx.torch_device())."""
     from .convnets import make_classifier
     x = np.asarray(train.x)
     net = make_classifier(cfg["arch"], 1 if x.ndim == 3 else x.shape[3], n_classes, cfg["width"], cfg["blocks"],
@@ -303,7 +303,8 @@ MT_PARAMS = (
 
 
 def ssl_setup(data, cfg, seed: int, device="cpu"):
-    """(train split, student network on `device`, images (n, C, H, W) torch on the CPU, labelled idx, unlabelled idx)."""
+    """(train split, student network on `device`, images (n, C, H, W) torch on the CPU, labelled idx,
+    unlabelled idx)."""
     from .convnets import images_to_tensor, seed_torch
     train = _train_split(data)
     seed_torch(seed)
