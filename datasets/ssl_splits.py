@@ -18,20 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
-from visrep.api import DataFile
 from visrep.errors import MissingDataError, UserError
+
+from .download import PublishedFile
 
 _INDEX = re.compile(r"^(\d+)")
 
 
 @functools.lru_cache(maxsize=None)
-def published_label_files(dataset: str) -> tuple[DataFile, ...]:
+def published_label_files(dataset: str) -> tuple:
     """The LP-DeepSSL labelled-subset files of `dataset` ('cifar10', 'cifar100', 'miniimagenet') that the tables
-    use, as DataFiles ``ssl_labels/<dataset>/<N>_balanced_labels/<SS>.txt`` with their sha256 and size at the
+    use, as PublishedFiles (group 'labels') ``ssl_labels/<dataset>/<N>_balanced_labels/<SS>.txt`` with their sha256 and size at the
     pinned commit (``ssl_labels.toml``) and raw.githubusercontent.com URLs at that commit; optional files."""
     doc = tomllib.loads(Path(__file__).with_name("ssl_labels.toml").read_text())
     base = f"https://raw.githubusercontent.com/ahmetius/LP-DeepSSL/{doc['commit']}/data-local/labels"
-    return tuple(DataFile(f"ssl_labels/{p}", v["sha256"], f"{base}/{p}", v["size"], required=False)
+    return tuple(PublishedFile(f"ssl_labels/{p}", v["sha256"], f"{base}/{p}", v["size"], required=False,
+                               source=f"ahmetius/LP-DeepSSL at {doc['commit']}", group="labels")
                  for p, v in doc["files"].items() if p.split("/")[0] == dataset)
 
 

@@ -249,3 +249,15 @@ def test_flatten_refuses_two_members_with_one_name(tmp_path, make_tgz):
         download.extract(arch, tmp_path / "jpg", layout="flatten")
     assert list((tmp_path / "jpg").iterdir()) == []
     assert not download.marker_path(arch, tmp_path / "jpg").exists()
+
+
+def test_data_list_groups_the_labelled_subset_files_with_their_total_size(tmp_path, capsys):
+    from visrep.datasets.ssl_splits import published_label_files
+    assert main(["data", "list", "--table", "dlp", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    c10 = published_label_files("cifar10")
+    total = sum(f.size for f in c10)
+    line = next(ln for ln in out.splitlines() if "ssl_labels/cifar10/" in ln)
+    assert line.split()[1:3] == ["40", "files:"] and len(c10) == 40
+    assert f"{total / 1e3:.1f} kB in all" in line and "labels" in line
+    assert "miniimagenet-ssl/train.tar.gz" in out and "no published checksum" in out
