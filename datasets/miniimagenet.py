@@ -183,20 +183,20 @@ class MiniImageNetSSL(Dataset):
             raise UserError(f"{base}: train/ and test/ hold different class folders "
                             f"({len(names)} vs {len(set(splits['test'][1]))})")
         index = {w: i for i, w in enumerate(names)}
-        parts = {}
-        for split, (paths, wnids) in splits.items():
-            parts[split] = LabelledData(self.name, np.array([index[w] for w in wnids]), names, split, paths=paths,
-                                        x=_pixels(base / split, paths, ctx))
+        parts = {split: LabelledData(self.name, np.array([index[w] for w in wnids]), names, split, paths=paths)
+                 for split, (paths, wnids) in splits.items()}
         test = parts["test"]
         test.train = parts["train"]
         files = {}
-        if self.cfg["labelled"]:
+        if self.cfg["labelled"]:                              # the split file, checked before any pixel is read
             from .ssl_splits import labelled_indices_by_name, split_file
             lab_dir = Path(self.cfg["labels_dir"]) if self.cfg["labels_dir"] else Path(ctx.data_root) / "ssl_labels"
             sf = split_file(lab_dir, "miniimagenet", self.cfg["labelled"], self.cfg["label_split"])
             check_known(self, ctx.data_root, sf)              # a published split file: its digest first
             test.train.labelled_idx = labelled_indices_by_name(sf, test.train)
             files["labelled"] = sf
+        for split, d in parts.items():
+            d.x = _pixels(base / split, d.paths, ctx)
         extra = {f"{s}_pixels": hashlib.sha256(np.ascontiguousarray(d.x).data).hexdigest() for s, d in parts.items()}
         extra.update({f"{s}_files": hashlib.sha256("\n".join(d.paths).encode()).hexdigest() for s, d in parts.items()})
         test.manifest = manifest_hash(files, extra)

@@ -223,11 +223,14 @@ def test_miniimagenet_classification_fixture(tmp_path):
     (sdir / "01.txt").write_text("image_00001.JPEG n01532829\n")    # a test image: not in the training split
     with pytest.raises(UserError, match="not in the training split"):
         datasets.create("miniimagenet-classification", labelled=2, label_split=1).load(RunContext(tmp_path, quiet=True))
+    (tmp_path / "miniimagenet-ssl/train/n01532829/image_00000.JPEG").write_bytes(b"not an image")
+    from visrep.errors import MissingDataError
+    with pytest.raises(MissingDataError, match="labelled-subset file"):   # the split file before any pixel
+        datasets.create("miniimagenet-classification", labelled=7).load(RunContext(tmp_path, quiet=True))
     import shutil
     shutil.rmtree(tmp_path / "miniimagenet-ssl/test/n01558993")
     with pytest.raises(UserError, match="different class folders"):
         datasets.create("miniimagenet-classification").load(RunContext(tmp_path, quiet=True))
-    from visrep.errors import MissingDataError
     with pytest.raises(MissingDataError, match="miniimagenet-ssl/train"):
         datasets.create("miniimagenet-classification").load(RunContext(tmp_path / "none", quiet=True))
 
