@@ -28,8 +28,8 @@ _INDEX = re.compile(r"^(\d+)")
 @functools.lru_cache(maxsize=None)
 def published_label_files(dataset: str) -> tuple:
     """The LP-DeepSSL labelled-subset files of `dataset` ('cifar10', 'cifar100', 'miniimagenet') that the tables
-    use, as PublishedFiles (group 'labels') ``ssl_labels/<dataset>/<N>_balanced_labels/<SS>.txt`` with their sha256 and size at the
-    pinned commit (``ssl_labels.toml``) and raw.githubusercontent.com URLs at that commit; optional files."""
+    use, as optional PublishedFiles (group 'labels') ``ssl_labels/<dataset>/<N>_balanced_labels/<SS>.txt`` with
+    their sha256 and size at the pinned commit (``ssl_labels.toml``) and raw.githubusercontent.com URLs there."""
     doc = tomllib.loads(Path(__file__).with_name("ssl_labels.toml").read_text())
     base = f"https://raw.githubusercontent.com/ahmetius/LP-DeepSSL/{doc['commit']}/data-local/labels"
     return tuple(PublishedFile(f"ssl_labels/{p}", v["sha256"], f"{base}/{p}", v["size"], required=False,

@@ -11,6 +11,7 @@ from visrep.api import Method
 from visrep.errors import UserError
 from visrep.params import Param, check_at_most
 
+from .convnets import ARCHS, CHANNEL_STATS
 from .few_shot import dense_loss, prototype_scores
 
 
@@ -103,14 +104,13 @@ PAD_PARAM = Param("pad", str, "zeros", "what a translation uncovers: 'zeros', or
 
 NORM_PARAM = Param("input_norm", str, "none", "standardize each input channel inside the network with the DLP "
                    "code's statistics: 'cifar' (its CIFAR-10 values, used for both CIFAR sets), 'miniimagenet', or "
-                   "'none' (pixels in [0, 1])", choices=("none", "cifar", "miniimagenet"))
+                   "'none' (pixels in [0, 1])", choices=("none", *CHANNEL_STATS))
 ROTATE_PARAM = Param("rotate", float, 0.0, "training images rotated at random by up to this many degrees (the "
                      "DLP code on miniImageNet: 10; 0 = none)", low=0, high=180)
 
 #: the network of the semi-supervised and active-learning plugins (:func:`.convnets.make_classifier`)
 ARCH_PARAM = Param("arch", str, "convnet", "network: 'convnet' (the proxy of convnets.py, width x blocks), 'cnn13' "
-                   "(the MT / DLP 13-layer ConvNet of CIFAR), 'resnet18' (DLP's miniImageNet network)",
-                   choices=("convnet", "cnn13", "resnet18"))
+                   "(the MT / DLP 13-layer ConvNet of CIFAR), 'resnet18' (DLP's miniImageNet network)", choices=ARCHS)
 
 NET_PARAMS = (
     ARCH_PARAM,

@@ -99,11 +99,12 @@ def _verify(args, root: Path) -> int:
 def _runs(files: list) -> list[list]:
     """Consecutive files of one group (``images``, ``labels``) alike in status and kind, grouped (R1M's 100
     tarballs, the 40 labelled-subset files of CIFAR-10 print as one line each)."""
+    def kind(f):
+        return f["status"], f["required"], f["group"], f["pin"]
+
     out: list[list] = []
     for f in files:
-        key = (f["status"], f["required"], f["group"], f["pin"])
-        if out and (out[-1][0]["status"], out[-1][0]["required"], out[-1][0]["group"], out[-1][0]["pin"]) == key \
-                and f["group"]:
+        if out and f["group"] and kind(out[-1][0]) == kind(f):
             out[-1].append(f)
         else:
             out.append([f])
@@ -142,7 +143,8 @@ def _list_tables(args, root: Path) -> int:
             for group in _runs(new):
                 f = group[0]
                 sizes = [g["size"] for g in group]
-                size = "size not stated" if None in sizes else _size(sum(sizes)) + (" in all" if len(group) > 1 else "")
+                size = ("size not stated" if None in sizes
+                        else _size(sum(sizes)) + (" in all" if len(group) > 1 else ""))
                 extra = ["optional" if not f["required"] else "", f["group"], size,
                          "no published checksum" if f["pin"] else ""]
                 what = f["path"] if len(group) == 1 else f"{len(group)} files: {f['path']} ... {group[-1]['path']}"
